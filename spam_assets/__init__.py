@@ -1,0 +1,1 @@
+"""Dagster code location for the spam platform: batches in, champion decision out."""

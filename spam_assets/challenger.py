@@ -1,0 +1,80 @@
+"""Log a trained challenger to MLflow and register it.
+
+Called inside an active MLflow run (the dagster-mlflow resource starts one
+per Dagster run, tagged with the Dagster run id).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import mlflow
+import mlflow.sklearn
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.models import infer_signature
+
+from spam_assets.modeling import METRIC_NAMES, SKOPS_TRUSTED_TYPES, TrainingResult
+from spam_assets.registry import TAG_CANDIDATE, TAG_CORPUS_VERSION, TAG_DAGSTER_RUN, Registry
+
+def pip_requirements() -> list[str]:
+    """Stated, not inferred: inference imports the model in a subprocess (~5 s per log)."""
+    return [f"{dist}=={version(dist)}" for dist in ("scikit-learn", "skops", "pandas", "spam-platform")]
+
+
+INPUT_EXAMPLE = ["WINNER!! Claim your £1000 prize now, call 09061701461", "Are we still on for lunch tomorrow?"]
+
+
+def log_challenger(
+    result: TrainingResult,
+    registry: Registry,
+    *,
+    corpus_version: str,
+    dagster_run_id: str,
+    params: dict,
+    n_train: int,
+    n_holdout: int,
+) -> ModelVersion:
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("log_challenger needs an active MLflow run")
+    mlflow.set_tags(
+        {
+            TAG_DAGSTER_RUN: dagster_run_id,
+            TAG_CORPUS_VERSION: corpus_version,
+            TAG_CANDIDATE: result.name,
+            "mlflow.runName": f"challenger-{dagster_run_id[:8]}",
+        }
+    )
+    mlflow.log_params({**params, "candidate": result.name, "n_train": n_train, "n_holdout": n_holdout})
+    for name, (mean, std) in result.cv_scores.items():
+        mlflow.log_metric(f"cv_spam_f1_{name}", mean)
+        mlflow.log_metric(f"cv_spam_f1_std_{name}", std)
+    mlflow.log_metrics({f"holdout_{k}": result.holdout_metrics[k] for k in METRIC_NAMES})
+    # The unprefixed names are the headline metrics shown in run lists.
+    mlflow.log_metrics({k: result.holdout_metrics[k] for k in METRIC_NAMES})
+    mlflow.log_table(result.holdout_confusion.reset_index(names="actual"), "holdout_confusion_matrix.json")
+    mlflow.log_text(result.holdout_confusion.to_csv(), "holdout_confusion_matrix.csv")
+
+    example = pd.DataFrame({"text": INPUT_EXAMPLE})
+    signature = infer_signature(example, result.model.predict(example))
+    info = mlflow.sklearn.log_model(
+        result.model,
+        name="model",
+        signature=signature,
+        input_example=example,
+        registered_model_name=registry.model_name,
+        pyfunc_predict_fn="predict",
+        serialization_format="skops",
+        pip_requirements=pip_requirements(),
+        skops_trusted_types=SKOPS_TRUSTED_TYPES,
+    )
+    version = registry.client.get_model_version(registry.model_name, str(info.registered_model_version))
+    for key, value in {
+        TAG_DAGSTER_RUN: dagster_run_id,
+        TAG_CORPUS_VERSION: corpus_version,
+        TAG_CANDIDATE: result.name,
+    }.items():
+        registry.client.set_model_version_tag(registry.model_name, version.version, key, value)
+    registry.set_challenger(version.version)
+    return registry.client.get_model_version(registry.model_name, version.version)

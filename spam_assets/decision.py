@@ -1,0 +1,93 @@
+"""Promote or keep: absolute gates first, then a measurable win over the champion.
+
+Gates guard users from a bad model even when no champion exists: precision
+gate is stricter than recall because a ham marked spam (a lost message)
+costs more than a spam let through. The win must be at least
+`min_improvement` on every compared metric, both models scored on the same
+holdout, so noise does not churn the champion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+GATE_METRICS = {"spam_f1": "min_spam_f1", "spam_precision": "min_spam_precision"}
+
+
+@dataclass(frozen=True)
+class DecisionRules:
+    min_spam_f1: float = 0.90
+    min_spam_precision: float = 0.95
+    min_improvement: float = 0.005
+    compared_metrics: tuple[str, ...] = ("spam_f1",)
+
+
+@dataclass
+class Decision:
+    promote: bool
+    reasons: list[str]
+    rows: list[dict] = field(default_factory=list)  # metric, champion, challenger, gate, verdict
+
+    @property
+    def action(self) -> str:
+        return "promote" if self.promote else "keep"
+
+    def to_markdown(self) -> str:
+        fmt = lambda v: "—" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+        lines = ["| metric | champion | challenger | gate | verdict |", "|---|---|---|---|---|"]
+        for row in self.rows:
+            lines.append(
+                f"| {row['metric']} | {fmt(row['champion'])} | {fmt(row['challenger'])} | {row['gate']} | {row['verdict']} |"
+            )
+        return "\n".join(lines)
+
+
+def gate_failures(metrics: dict[str, float], rules: DecisionRules) -> list[str]:
+    failures = []
+    for metric, attribute in GATE_METRICS.items():
+        floor = getattr(rules, attribute)
+        if not metrics.get(metric, float("nan")) >= floor:  # NaN fails too
+            failures.append(f"challenger {metric} {metrics.get(metric, float('nan')):.4f} < gate {floor:.2f}")
+    return failures
+
+
+def decide(
+    challenger: dict[str, float],
+    champion: dict[str, float] | None,
+    rules: DecisionRules = DecisionRules(),
+    same_version: bool = False,
+) -> Decision:
+    """Both metric dicts come from scoring on the same holdout."""
+    rows, reasons = [], []
+    failures = gate_failures(challenger, rules)
+    reasons.extend(failures)
+    metrics = list(dict.fromkeys([*GATE_METRICS, *rules.compared_metrics, "spam_recall", "accuracy", "mcc", "roc_auc"]))
+    for metric in metrics:
+        new = challenger.get(metric)
+        old = champion.get(metric) if champion else None
+        gate = f"≥ {getattr(rules, GATE_METRICS[metric]):.2f}" if metric in GATE_METRICS else ""
+        verdicts = []
+        if metric in GATE_METRICS:
+            verdicts.append("gate failed" if any(f.startswith(f"challenger {metric} ") for f in failures) else "gate passed")
+        if metric in rules.compared_metrics:
+            gate = (gate + f"; +{rules.min_improvement:g} over champion").lstrip("; ")
+            if old is not None and new is not None:
+                delta = new - old
+                verdicts.append(f"{delta:+.4f} {'wins' if delta >= rules.min_improvement else 'not enough'}")
+        rows.append({"metric": metric, "champion": old, "challenger": new, "gate": gate, "verdict": ", ".join(verdicts)})
+
+    if same_version:
+        return Decision(False, ["challenger is the current champion version"], rows)
+    if failures:
+        return Decision(False, reasons, rows)
+    if champion is None:
+        return Decision(True, ["no champion yet and the challenger passes every gate"], rows)
+    losing = [
+        f"{m}: {challenger[m]:.4f} vs champion {champion[m]:.4f} (needs +{rules.min_improvement:g})"
+        for m in rules.compared_metrics
+        if challenger[m] - champion[m] < rules.min_improvement
+    ]
+    if losing:
+        return Decision(False, ["challenger is not measurably better: " + "; ".join(losing)], rows)
+    wins = ", ".join(f"{m} {champion[m]:.4f} → {challenger[m]:.4f}" for m in rules.compared_metrics)
+    return Decision(True, [f"challenger passes every gate and beats the champion: {wins}"], rows)

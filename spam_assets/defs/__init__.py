@@ -1,0 +1,1 @@
+"""Dagster definitions, split by concern: assets by stage, resources, automation."""

@@ -1,0 +1,109 @@
+"""drift_statistics: the newest batches against what the champion was trained on."""
+
+
+import dataclasses
+from datetime import UTC, datetime
+
+import dagster as dg
+import pandas as pd
+
+from spam_assets.batches import write_json_atomic
+from spam_assets.defs.assets.corpus import cleaned_corpus
+from spam_assets.defs.resources import ModelRegistry, PlatformStore
+from spam_assets.drift import DriftReport, DriftThresholds, compute_drift
+from spam_assets.modeling import spam_probability
+from spam_assets.registry import TAG_CORPUS_VERSION
+from spam_assets.settings import LABELS
+
+
+class DriftConfig(dg.Config):
+    """Thresholds; defaults are the usual starting points (PSI 0.1/0.25, α 0.05, AUC 0.55)."""
+
+    psi_moderate: float = 0.1
+    psi_significant: float = 0.25
+    alpha: float = 0.05
+    domain_auc: float = 0.55
+    oov_rate: float = 0.2
+    term_share: float = 0.2
+    f1_floor: float = 0.85
+    min_rows: int = 30
+
+    def thresholds(self) -> DriftThresholds:
+        return DriftThresholds(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DriftThresholds) if hasattr(self, f.name)})
+
+
+@dg.asset(
+    deps=[cleaned_corpus],
+    group_name="monitoring",
+    kinds={"scipy", "scikitlearn"},
+    description=(
+        "Batches that arrived after the champion's training corpus, compared with that corpus: "
+        "KS and PSI on message descriptors, OOV rate, chi-square on top terms (Holm-corrected), "
+        "label prior shift, the champion's score PSI and realised spam F1, and a domain-classifier "
+        "AUC. One verdict, drift true/false with reasons; decay when realised F1 < floor."
+    ),
+)
+def drift_statistics(
+    context: dg.AssetExecutionContext, config: DriftConfig, store: PlatformStore, registry: ModelRegistry
+) -> dg.MaterializeResult:
+    reg = registry.registry()
+    champion = reg.champion()
+    corpora, batches = store.corpus(), store.batches()
+    if champion is None:
+        return _no_verdict(store, "no champion yet: nothing to compare against")
+    reference_version = champion.tags.get(TAG_CORPUS_VERSION)
+    if not reference_version or not corpora.path(reference_version).exists():
+        return _no_verdict(store, f"champion v{champion.version}'s training corpus {reference_version!r} is not in this store")
+
+    reference = corpora.read(reference_version)
+    seen = set(corpora.manifest(reference_version)["batch_ids"])
+    new_ids = [b for b in batches.accepted_ids() if b not in seen]
+    if not new_ids:
+        return _no_verdict(store, f"no batch has arrived since champion v{champion.version}'s training data")
+    current = pd.concat([batches.read_parsed(b) for b in new_ids], ignore_index=True)
+    current = current[current["label"].isin(LABELS)]
+
+    model = reg.load(champion.version)
+    score = lambda texts: spam_probability(model, texts)
+    holdout = reference[reference["split"] == "holdout"]
+    report = compute_drift(
+        reference[["text", "label"]],
+        current[["text", "label"]],
+        config.thresholds(),
+        score_fn=score,
+        reference_scores=score(holdout["text"].tolist()),
+    )
+    context.log.info(f"drift={report.drift} decay={report.decay}: {report.reasons}")
+    return _result(store, report, champion.version, reference_version, new_ids)
+
+
+def _result(store, report: DriftReport, champion_version, reference_version, new_ids) -> dg.MaterializeResult:
+    summary = {
+        **report.to_dict(),
+        "champion_version": champion_version,
+        "reference_corpus": reference_version,
+        "new_batches": new_ids,
+        "computed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    path = store.paths.drift / "latest.json"
+    write_json_atomic(path, summary)
+    write_json_atomic(store.paths.drift / f"{summary['computed_at'].replace(':', '')}.json", summary)
+    frame = report.to_frame()
+    return dg.MaterializeResult(
+        metadata={
+            "drift": report.drift,
+            "decay": report.decay,
+            "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in report.reasons) or "- none"),
+            "statistics": dg.MetadataValue.md(report.to_markdown()) if len(frame) else "—",
+            "champion_version": str(champion_version or "—"),
+            "reference_corpus": reference_version or "—",
+            "new_batches": dg.MetadataValue.json(new_ids),
+            "n_reference": report.n_reference,
+            "n_current": report.n_current,
+            "report_path": dg.MetadataValue.path(str(path)),
+        }
+    )
+
+
+def _no_verdict(store: PlatformStore, reason: str) -> dg.MaterializeResult:
+    return _result(store, DriftReport(drift=False, decay=False, reasons=[reason], rows=[], n_reference=0, n_current=0), None, None, [])

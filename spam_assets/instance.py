@@ -1,0 +1,34 @@
+"""The Dagster instance under the platform home: SQLite storage, run queue, pools."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from spam_assets.settings import HOME_ENV, paths
+
+DAGSTER_YAML = """\
+# Written once by spam-platform; edit freely, it is not overwritten.
+# Storage defaults to SQLite under this folder (DAGSTER_HOME).
+concurrency:
+  runs:
+    max_concurrent_runs: 4  # 2 cores: more queue than run
+  pools:
+    # champion_decision is the only pooled asset: never two decisions at once.
+    default_limit: 1
+telemetry:
+  enabled: false
+"""
+
+
+def prepare_home(home: str | Path | None = None) -> Path:
+    """Create the home folder and its Dagster instance config; export SPAM_HOME and DAGSTER_HOME."""
+    p = paths(home)
+    for folder in (p.home, p.dagster_home, p.mlflow_artifacts, p.inbox):
+        folder.mkdir(parents=True, exist_ok=True)
+    config = p.dagster_home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    os.environ[HOME_ENV] = str(p.home)
+    os.environ.setdefault("DAGSTER_HOME", str(p.dagster_home))
+    return p.dagster_home

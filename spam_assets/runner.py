@@ -1,0 +1,41 @@
+"""Run the asset graph in-process for given batches (CLI, tests, benchmarks).
+
+Two runs, as automation does it: the batch partitions, then, if any batch
+was accepted, everything downstream on the whole corpus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dagster as dg
+
+from spam_assets.definitions import ASSETS
+from spam_assets.defs.assets.ingestion import raw_sample
+
+DOWNSTREAM = ["cleaned_corpus", "drift_statistics", "trained_model", "champion_decision"]
+
+
+def materialize_batches(
+    batch_ids: Sequence[str],
+    instance: dg.DagsterInstance,
+    resources: dict,
+    run_config: dict | None = None,
+    downstream: Sequence[str] = DOWNSTREAM,
+) -> list[dg.ExecuteInProcessResult]:
+    results = [
+        dg.materialize([raw_sample], partition_key=b, instance=instance, resources=resources, raise_on_error=False)
+        for b in batch_ids
+    ]
+    if downstream and any(r.success for r in results):
+        results.append(
+            dg.materialize(
+                ASSETS,
+                selection=list(downstream),
+                instance=instance,
+                resources=resources,
+                run_config=run_config,
+                raise_on_error=False,
+            )
+        )
+    return results
