@@ -34,8 +34,15 @@ def materialize_batches(
                 selection=list(downstream),
                 instance=instance,
                 resources=resources,
-                run_config=run_config,
+                run_config=_only(run_config, downstream),
                 raise_on_error=False,
             )
         )
     return results
+
+
+def _only(run_config: dict | None, keys) -> dict | None:
+    """Dagster rejects config for assets outside the selection; keep what applies."""
+    if not run_config or "ops" not in run_config:
+        return run_config
+    return {**run_config, "ops": {k: v for k, v in run_config["ops"].items() if k in keys}}

@@ -20,6 +20,7 @@ def home(tmp_path: Path, monkeypatch) -> Path:
 
 @pytest.fixture
 def instance(home: Path):
+    (home / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(home / "dagster")) as instance:
         yield instance
 
