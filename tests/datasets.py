@@ -1,0 +1,39 @@
+"""Where the real corpora are, for tests that use them (they skip when these return None).
+
+Each corpus is found through an environment variable, else in the shared
+datasets folder next to the project: <repo root>/../shared/datasets/<file>.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+
+SMS_ENV, SMS_FILE = "SPAM_SMS_PATH", "SMSSpamCollection"
+SPAMASSASSIN_ENV, SPAMASSASSIN_FILE = "SPAM_SPAMASSASSIN_PATH", "spamassassin-public-corpus.tar.gz"
+
+
+def sms_path() -> Path | None:
+    """The SMS Spam Collection (5,574 rows), or None."""
+    return _find(SMS_ENV, SMS_FILE)
+
+
+def spamassassin_path() -> Path | None:
+    """The SpamAssassin public corpus archive (6,046 messages), or None."""
+    return _find(SPAMASSASSIN_ENV, SPAMASSASSIN_FILE)
+
+
+def missing_reason(env: str, file: str) -> str:
+    """A skip reason that says how to make the test run."""
+    if os.environ.get(env):
+        return f"{file} not found: {env}={os.environ[env]} is not a file"
+    return f"{file} not found: set {env} or put it at {SHARED_DATASETS / file}"
+
+
+def _find(env: str, file: str) -> Path | None:
+    configured = os.environ.get(env)
+    path = Path(configured).expanduser() if configured else SHARED_DATASETS / file
+    return path if path.is_file() else None
