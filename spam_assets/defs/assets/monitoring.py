@@ -14,6 +14,7 @@ from spam_assets.drift import DriftReport, DriftThresholds, compute_drift
 from spam_assets.modeling import spam_probability
 from spam_assets.registry import TAG_CORPUS_VERSION
 from spam_assets.settings import LABELS
+from spam_assets.text import normalise
 
 
 class DriftConfig(dg.Config):
@@ -35,6 +36,7 @@ class DriftConfig(dg.Config):
 @dg.asset(
     deps=[cleaned_corpus],
     group_name="monitoring",
+    automation_condition=dg.AutomationCondition.eager(),  # refresh when a batch lands (automation.py)
     kinds={"scipy", "scikitlearn"},
     description=(
         "Batches that arrived after the champion's training corpus, compared with that corpus: "
@@ -61,7 +63,10 @@ def drift_statistics(
     if not new_ids:
         return _no_verdict(store, f"no batch has arrived since champion v{champion.version}'s training data")
     current = pd.concat([batches.read_parsed(b) for b in new_ids], ignore_index=True)
+    # Deduplicated like the reference corpus, or the many repeated short hams
+    # in raw traffic read as a shift in length and label prior.
     current = current[current["label"].isin(LABELS)]
+    current = current[~current["text"].map(normalise).duplicated()]
 
     model = reg.load(champion.version)
     score = lambda texts: spam_probability(model, texts)
