@@ -1,0 +1,245 @@
+"""`spam-classify`: classify texts with a running `spam-serve`, and a small Python client.
+
+    spam-classify "WINNER! claim your prize" "lunch tomorrow?"
+    spam-classify --file messages.txt              # one message per line
+    spam-classify < messages.jsonl                 # {"id": ..., "text": ...} per line
+    spam-classify --target host:50051 --tls-ca ca.pem --file big.txt > verdicts.jsonl
+
+Messages go over one ClassifyStream call in batches (--batch-size); one JSON
+line per message comes out, in input order: id, label, spam_probability,
+model_version, or id and error. Exit status 0 when every message was
+classified, 1 when some were rejected, 2 when the call failed.
+The token comes from --token or $SPAM_SERVING_TOKEN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import grpc
+
+from serving.config import TOKEN_ENV
+from serving.generated.spam.v1 import classifier_pb2 as pb
+from serving.generated.spam.v1 import classifier_pb2_grpc as pb_grpc
+
+DEFAULT_TARGET = os.environ.get("SPAM_SERVING_TARGET", "127.0.0.1:50051")
+# Stay well under the server's default 16 MiB message limit.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+def make_channel(target: str, tls_ca: Path | None = None, tls: bool = False) -> grpc.Channel:
+    """A channel to `target`; TLS with `tls_ca` as the trusted root (or the system roots when `tls`)."""
+    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    if tls_ca is not None or tls:
+        roots = Path(tls_ca).read_bytes() if tls_ca is not None else None
+        return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=roots), options=options)
+    return grpc.insecure_channel(target, options=options)
+
+
+def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def stream_requests(
+    messages: Iterable[tuple[str, str]], batch_size: int, max_bytes: int = MAX_REQUEST_BYTES
+) -> Iterator[pb.ClassifyStreamRequest]:
+    """Group (id, text) pairs into stream requests of at most batch_size messages and about max_bytes."""
+    batch: list[pb.Message] = []
+    size = 0
+    for message_id, text in messages:
+        batch.append(pb.Message(id=message_id, text=text))
+        size += len(text.encode("utf-8")) + len(message_id) + 8
+        if len(batch) >= batch_size or size >= max_bytes:
+            yield pb.ClassifyStreamRequest(messages=batch)
+            batch, size = [], 0
+    if batch:
+        yield pb.ClassifyStreamRequest(messages=batch)
+
+
+class ClassifierClient:
+    """Blocking client for spam.v1.Classifier."""
+
+    def __init__(self, target: str, token: str | None = None, tls_ca: Path | None = None, tls: bool = False):
+        self.channel = make_channel(target, tls_ca, tls)
+        self.stub = pb_grpc.ClassifierStub(self.channel)
+        self.metadata = auth_metadata(token)
+
+    def classify(self, text: str, message_id: str = "", timeout: float | None = None) -> pb.ClassifyResponse:
+        return self.stub.Classify(pb.ClassifyRequest(text=text, id=message_id), timeout=timeout, metadata=self.metadata)
+
+    def classify_stream(
+        self, messages: Iterable[tuple[str, str]], batch_size: int = 256, timeout: float | None = None
+    ) -> Iterator[pb.Result]:
+        """One Result per (id, text), in input order; raises grpc.RpcError if the call fails."""
+        responses = self.stub.ClassifyStream(
+            stream_requests(messages, batch_size), timeout=timeout, metadata=self.metadata
+        )
+        for response in responses:
+            yield from response.results
+
+    def champion(self, timeout: float | None = None) -> pb.Champion:
+        return self.stub.GetChampion(pb.GetChampionRequest(), timeout=timeout, metadata=self.metadata)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> ClassifierClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def result_json(result: pb.Result) -> dict:
+    if result.WhichOneof("outcome") == "verdict":
+        v = result.verdict
+        return {
+            "id": result.id,
+            "label": v.label,
+            "spam_probability": round(v.spam_probability, 6),
+            "model_version": v.model_version,
+        }
+    return {
+        "id": result.id,
+        "error": {"code": _CODE_NAMES.get(result.error.code, str(result.error.code)), "message": result.error.message},
+    }
+
+
+def read_messages(lines: Iterable[str], fmt: str = "auto") -> Iterator[tuple[str, str]]:
+    """(id, text) per non-blank line: plain text (id = line number) or JSONL with `text` and optional `id`.
+
+    `auto` decides from the first non-blank line: a JSON object with a `text` field means JSONL.
+    """
+    numbered = ((n, line.rstrip("\r\n")) for n, line in enumerate(lines, start=1))
+    numbered = ((n, line) for n, line in numbered if line.strip())
+    first = next(numbered, None)
+    if first is None:
+        return
+    if fmt == "auto":
+        fmt = "text"
+        if first[1].lstrip().startswith("{"):
+            try:
+                record = json.loads(first[1])
+                if isinstance(record, dict) and "text" in record:
+                    fmt = "jsonl"
+            except ValueError:
+                pass
+    for number, line in itertools.chain([first], numbered):
+        if fmt == "text":
+            yield str(number), line
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as error:
+            raise ValueError(f"line {number} is not valid JSON: {error}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise ValueError(f"line {number} has no string `text` field")
+        yield str(record.get("id", number)), record["text"]
+
+
+class Progress:
+    """Messages done and rate on stderr, for inputs big enough to wait on."""
+
+    def __init__(self, enabled: bool, stream=sys.stderr, min_count: int = 1000):
+        self.enabled, self.stream, self.min_count = enabled, stream, min_count
+        self.tty = stream.isatty()
+        self.start = self.last = time.monotonic()
+        self.count = self.errors = 0
+        self.shown = False
+
+    def update(self, ok: bool) -> None:
+        self.count += 1
+        self.errors += not ok
+        if not self.enabled or self.count < self.min_count or self.count % 256:
+            return
+        now = time.monotonic()
+        if now - self.last >= (0.5 if self.tty else 5.0):
+            self.last = now
+            self._show(now, end="\r" if self.tty else "\n")
+
+    def _show(self, now: float, end: str) -> None:
+        rate = self.count / max(now - self.start, 1e-9)
+        self.stream.write(f"spam-classify: {self.count:,} messages ({self.errors:,} rejected), {rate:,.0f}/s{end}")
+        self.stream.flush()
+        self.shown = True
+
+    def finish(self) -> None:
+        """A last line with the totals, for inputs big enough to have shown progress."""
+        if self.shown or (self.enabled and self.count >= self.min_count):
+            self._show(time.monotonic(), end="\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spam-classify", description=__doc__.split("\n\n")[0])
+    p.add_argument("texts", nargs="*", help="messages to classify (default: read --file or stdin)")
+    p.add_argument("--file", "-f", help="read messages from this file ('-' for stdin), one per line")
+    p.add_argument("--format", choices=("auto", "text", "jsonl"), default="auto", help="input format (default: auto)")
+    p.add_argument("--target", default=DEFAULT_TARGET, help="server address (default: %(default)s, env SPAM_SERVING_TARGET)")
+    p.add_argument("--token", default=None, help=f"bearer token (default: ${TOKEN_ENV})")
+    p.add_argument("--tls-ca", type=Path, default=None, help="PEM root certificate to trust; enables TLS")
+    p.add_argument("--tls", action="store_true", help="use TLS with the system's root certificates")
+    p.add_argument("--batch-size", type=int, default=256, help="messages per stream request (default: %(default)s)")
+    p.add_argument("--deadline", type=float, default=None, help="seconds the whole call may take (default: none)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.batch_size < 1:
+        print("spam-classify: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    if args.texts:
+        messages: Iterable[tuple[str, str]] = ((str(i), t) for i, t in enumerate(args.texts, start=1))
+        source = None
+    elif args.file and args.file != "-":
+        source = open(args.file, encoding="utf-8")  # noqa: SIM115 - closed below
+        messages = read_messages(source, args.format)
+    else:
+        if sys.stdin.isatty():
+            print("spam-classify: reading messages from the terminal; end with Ctrl-D", file=sys.stderr)
+        source = None
+        messages = read_messages(sys.stdin, args.format)
+    progress = Progress(enabled=not args.quiet)
+    out = sys.stdout
+    bad_input: list[ValueError] = []
+
+    def guarded(items: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+        # gRPC reads requests in its own thread; an exception there would only cancel the call.
+        try:
+            yield from items
+        except ValueError as error:
+            bad_input.append(error)
+
+    try:
+        with ClassifierClient(args.target, token, args.tls_ca, args.tls) as client:
+            for result in client.classify_stream(guarded(messages), args.batch_size, args.deadline):
+                record = result_json(result)
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                progress.update("error" not in record)
+    except grpc.RpcError as error:
+        progress.finish()
+        print(f"spam-classify: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 2
+    finally:
+        if source is not None:
+            source.close()
+        out.flush()
+    progress.finish()
+    if bad_input:
+        print(f"spam-classify: stopped reading input: {bad_input[0]}", file=sys.stderr)
+        return 2
+    return 1 if progress.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

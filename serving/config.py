@@ -1,0 +1,152 @@
+"""Every serving option in one dataclass, from command-line flags and environment variables.
+
+Precedence: flag, then environment variable, then default. Secrets (the
+bearer token) can come from the environment only, so they never have to
+appear on a command line or in `ps` output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from spam_assets.settings import CHAMPION_ALIAS, MODEL_NAME
+
+ENV_PREFIX = "SPAM_SERVING_"
+TOKEN_ENV = "SPAM_SERVING_TOKEN"
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    # MLflow tracking/registry URI; None means spam_assets.settings.tracking_uri()
+    # ($MLFLOW_TRACKING_URI, else the embedded SQLite store under $SPAM_HOME).
+    tracking_uri: str | None = None
+    model_name: str = MODEL_NAME
+    alias: str = CHAMPION_ALIAS
+    # Seconds between checks of the alias; a new version is loaded in the background.
+    poll_interval: float = 5.0
+    # A version that failed to load or verify is not tried again for this long
+    # (doubling on each further failure, capped at an hour).
+    refuse_backoff: float = 300.0
+    # Longest accepted text, in UTF-8 bytes.
+    max_text_bytes: int = 64 * KIB
+    # Largest gRPC message accepted or sent. A stream request must fit in one
+    # message: 256 texts of 64 KiB need 16 MiB; clients batch by size too.
+    max_message_bytes: int = 16 * MIB + 64 * KIB
+    # Texts per model call; larger requests are scored in chunks of this size.
+    max_batch: int = 256
+    # How long a stream waits for more queued messages before scoring a batch
+    # (seconds). 0 scores whatever has arrived at once.
+    batch_delay: float = 0.001
+    # Thread-pool size; every open stream holds one thread (plus a reader
+    # thread for ClassifyStream) for its whole life.
+    workers: int = 16
+    # RPCs beyond this are refused with RESOURCE_EXHAUSTED instead of queueing.
+    max_concurrent_rpcs: int = 64
+    # Seconds in-flight calls get to finish on SIGTERM.
+    grace: float = 10.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    token: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
+        if self.max_text_bytes < 1 or self.max_batch < 1 or self.workers < 2:
+            raise ValueError("max_text_bytes and max_batch must be positive and workers at least 2")
+        if self.max_message_bytes < self.max_text_bytes + 1024:
+            raise ValueError("max_message_bytes must leave room for at least one text of max_text_bytes")
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        from spam_assets.settings import tracking_uri
+
+        return tracking_uri()
+
+    def describe(self) -> dict:
+        """The configuration for logs, with the token masked."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["token"] = "***" if self.token else None
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
+
+
+# flag name -> (field, type, help)
+_OPTIONS = {
+    "host": (str, "address to listen on; 0.0.0.0 or :: for every interface"),
+    "port": (int, "port to listen on; 0 picks a free one"),
+    "tracking_uri": (str, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the store under $SPAM_HOME)"),
+    "model_name": (str, "registered model to serve"),
+    "alias": (str, "registry alias to follow"),
+    "poll_interval": (float, "seconds between registry checks"),
+    "refuse_backoff": (float, "seconds before a refused version is tried again"),
+    "max_text_bytes": (int, "longest accepted text in UTF-8 bytes"),
+    "max_message_bytes": (int, "largest gRPC message received or sent"),
+    "max_batch": (int, "texts per model call"),
+    "batch_delay": (float, "seconds a stream waits to fill a batch"),
+    "workers": (int, "server threads"),
+    "max_concurrent_rpcs": (int, "concurrent RPCs before RESOURCE_EXHAUSTED"),
+    "grace": (float, "seconds in-flight calls get on shutdown"),
+    "tls_cert": (Path, "PEM certificate chain; enables TLS with --tls-key"),
+    "tls_key": (Path, "PEM private key"),
+}
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="spam-serve",
+        description="Serve the champion spam classifier over gRPC (spam.v1.Classifier and the "
+        "Open Inference Protocol), with health checking and reflection.",
+        epilog=f"Every option can also be set with an environment variable {ENV_PREFIX}<OPTION> "
+        f"(e.g. {env_name('port')}). The bearer token is read from {TOKEN_ENV} only.",
+    )
+    for name, (kind, help_text) in _OPTIONS.items():
+        default = ServingConfig.__dataclass_fields__[name].default
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=kind,
+            default=None,
+            help=f"{help_text} [env {env_name(name)}; default {default}]",
+        )
+    p.add_argument(
+        "--log-level",
+        default=os.environ.get(ENV_PREFIX + "LOG_LEVEL", "INFO"),
+        help=f"DEBUG, INFO, WARNING or ERROR [env {ENV_PREFIX}LOG_LEVEL; default INFO]",
+    )
+    return p
+
+
+def from_args(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> tuple[ServingConfig, str]:
+    """The config from flags over env vars over defaults, and the log level."""
+    environ = os.environ if environ is None else environ
+    args = parser().parse_args(argv)
+    values = {}
+    for name, (kind, _) in _OPTIONS.items():
+        value = getattr(args, name)
+        if value is None and environ.get(env_name(name)):
+            value = kind(environ[env_name(name)])
+        if value is not None:
+            values[name] = value
+    token = environ.get(TOKEN_ENV) or None
+    return ServingConfig(**values, token=token), args.log_level

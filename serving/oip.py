@@ -1,0 +1,174 @@
+"""Plain functions behind the Open Inference Protocol (KServe v2) service.
+
+The model takes one BYTES input `text` (shape [N] or [N, 1], UTF-8 texts)
+and gives two outputs: `label` (BYTES, "ham"/"spam") and `probability`
+(FP32, P(spam)), both shape [N].
+
+BYTES tensors come either typed (`contents.bytes_contents`, one entry per
+element) or raw (`raw_input_contents[i]`: per element a 4-byte little-endian
+length, then the bytes). Stock clients such as tritonclient always send raw
+and only parse raw outputs for non-BYTES tensors, so a request that used raw
+inputs is answered with `raw_output_contents`, and a typed one with typed
+contents.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+import grpc
+import numpy as np
+
+from serving.champion import LoadedChampion
+from serving.classify import Limits, RequestError, label_for, spam_probabilities, text_problem
+from serving.generated.inference import grpc_predict_v2_pb2 as pb
+
+INPUT = "text"
+OUTPUTS = ("label", "probability")
+PLATFORM = "sklearn"
+SERVER_NAME = "spam-platform"
+
+_LENGTH = struct.Struct("<I")
+_RAW_LABELS = {label: _LENGTH.pack(len(label)) + label.encode() for label in ("ham", "spam")}
+
+
+def server_version() -> str:
+    try:
+        return version("spam-platform")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def check_model(name: str, requested_version: str, model_name: str, champion: LoadedChampion | None) -> None:
+    """NOT_FOUND for another model or a version that is not the one serving."""
+    if name != model_name:
+        raise RequestError(grpc.StatusCode.NOT_FOUND, f"unknown model {name!r}; this server serves {model_name!r}")
+    if requested_version and champion is not None and requested_version != champion.version:
+        raise RequestError(
+            grpc.StatusCode.NOT_FOUND,
+            f"version {requested_version!r} of {model_name!r} is not loaded; version {champion.version} is serving",
+        )
+
+
+def model_metadata(model_name: str, champion: LoadedChampion | None) -> pb.ModelMetadataResponse:
+    tensor = pb.ModelMetadataResponse.TensorMetadata
+    return pb.ModelMetadataResponse(
+        name=model_name,
+        versions=[champion.version] if champion else [],
+        platform=PLATFORM,
+        inputs=[tensor(name=INPUT, datatype="BYTES", shape=[-1])],
+        outputs=[tensor(name="label", datatype="BYTES", shape=[-1]), tensor(name="probability", datatype="FP32", shape=[-1])],
+    )
+
+
+def _element_count(shape: Sequence[int]) -> int:
+    if len(shape) == 1 and shape[0] >= 0:
+        return shape[0]
+    if len(shape) == 2 and shape[0] >= 0 and shape[1] == 1:
+        return shape[0]
+    raise RequestError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"input {INPUT!r} has shape {list(shape)}; expected [N] or [N, 1] (one text per row)",
+    )
+
+
+def decode_raw_bytes(raw: bytes, count: int) -> list[bytes]:
+    """Split a raw BYTES tensor (4-byte little-endian length, then the bytes, per element)."""
+    items, offset, size = [], 0, len(raw)
+    view = memoryview(raw)
+    for index in range(count):
+        if offset + 4 > size:
+            raise RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"raw contents of {INPUT!r} end at element {index} of {count}: truncated length prefix",
+            )
+        (length,) = _LENGTH.unpack_from(raw, offset)
+        offset += 4
+        if offset + length > size:
+            raise RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"raw contents of {INPUT!r}: element {index} claims {length} bytes, only {size - offset} remain",
+            )
+        items.append(bytes(view[offset : offset + length]))
+        offset += length
+    if offset != size:
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"raw contents of {INPUT!r} hold {size - offset} bytes beyond the {count} elements of its shape",
+        )
+    return items
+
+
+def encode_raw_bytes(items: Sequence[bytes]) -> bytes:
+    return b"".join(_LENGTH.pack(len(item)) + item for item in items)
+
+
+def decode_texts(request: pb.ModelInferRequest, limits: Limits) -> tuple[list[str], bool]:
+    """The request's texts, and whether it used raw contents. INVALID_ARGUMENT for any problem."""
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    if len(request.inputs) != 1:
+        names = [t.name for t in request.inputs]
+        raise RequestError(invalid, f"expected exactly one input named {INPUT!r}, got {len(names)}: {names}")
+    tensor = request.inputs[0]
+    if tensor.name != INPUT:
+        raise RequestError(invalid, f"unknown input {tensor.name!r}; the model's only input is {INPUT!r} (BYTES)")
+    if tensor.datatype != "BYTES":
+        raise RequestError(invalid, f"input {INPUT!r} has datatype {tensor.datatype!r}; expected BYTES (UTF-8 texts)")
+    count = _element_count(tensor.shape)
+    raw = len(request.raw_input_contents) > 0
+    if raw:
+        if len(request.raw_input_contents) != 1:
+            raise RequestError(invalid, f"{len(request.raw_input_contents)} raw_input_contents for 1 input")
+        if tensor.HasField("contents"):
+            raise RequestError(invalid, f"input {INPUT!r} has both contents and raw_input_contents; use one")
+        items = decode_raw_bytes(request.raw_input_contents[0], count)
+    else:
+        items = list(tensor.contents.bytes_contents)
+        if len(items) != count:
+            raise RequestError(invalid, f"input {INPUT!r} has shape {list(tensor.shape)} but {len(items)} bytes_contents")
+    texts = []
+    for index, item in enumerate(items):
+        if len(item) > limits.max_text_bytes:
+            raise RequestError(invalid, f"element {index}: text is {len(item)} bytes, over the limit of {limits.max_text_bytes}")
+        try:
+            text = item.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise RequestError(invalid, f"element {index} is not valid UTF-8: {error.reason} at byte {error.start}") from None
+        problem = text_problem(text, limits.max_text_bytes)
+        if problem:
+            raise RequestError(invalid, f"element {index}: {problem}")
+        texts.append(text)
+    return texts, raw
+
+
+def requested_outputs(request: pb.ModelInferRequest) -> list[str]:
+    names = [o.name for o in request.outputs] or list(OUTPUTS)
+    unknown = [n for n in names if n not in OUTPUTS]
+    if unknown:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"unknown outputs {unknown}; the model has {list(OUTPUTS)}")
+    return names
+
+
+def infer(request: pb.ModelInferRequest, champion: LoadedChampion, limits: Limits) -> pb.ModelInferResponse:
+    """Answer one ModelInfer request with `champion` (already checked to be the model asked for)."""
+    outputs = requested_outputs(request)
+    texts, raw = decode_texts(request, limits)
+    probabilities = spam_probabilities(champion, texts, limits.max_batch) if texts else np.empty(0)
+    labels = [label_for(p) for p in probabilities.tolist()]
+    response = pb.ModelInferResponse(model_name=request.model_name, model_version=champion.version, id=request.id)
+    n = len(texts)
+    for name in outputs:
+        datatype = "BYTES" if name == "label" else "FP32"
+        tensor = response.outputs.add(name=name, datatype=datatype, shape=[n])
+        if raw:
+            if name == "label":
+                response.raw_output_contents.append(b"".join(_RAW_LABELS[label] for label in labels))
+            else:
+                response.raw_output_contents.append(probabilities.astype("<f4").tobytes())
+        elif name == "label":
+            tensor.contents.bytes_contents.extend(label.encode() for label in labels)
+        else:
+            tensor.contents.fp32_contents.extend(probabilities.tolist())
+    return response

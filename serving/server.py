@@ -1,0 +1,165 @@
+"""Start-up, options and shutdown of the gRPC server; `spam-serve`.
+
+    spam-serve                           # 127.0.0.1:50051, champion from the embedded store
+    spam-serve --host 0.0.0.0 --port 50051 --tls-cert cert.pem --tls-key key.pem
+    SPAM_SERVING_TOKEN=... spam-serve    # require `authorization: Bearer ...`
+
+Services: spam.v1.Classifier, inference.GRPCInferenceService (Open Inference
+Protocol), grpc.health.v1.Health (NOT_SERVING until a champion is loaded) and
+server reflection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from serving.auth import BearerTokenInterceptor
+from serving.champion import ChampionWatcher
+from serving.classify import Limits
+from serving.config import ServingConfig, from_args
+from serving.generated.inference import grpc_predict_v2_pb2 as oip_pb
+from serving.generated.inference import grpc_predict_v2_pb2_grpc as oip_grpc
+from serving.generated.spam.v1 import classifier_pb2 as pb
+from serving.generated.spam.v1 import classifier_pb2_grpc as pb_grpc
+from serving.servicers import ClassifierServicer, InferenceServicer, Serving
+from spam_assets.registry import Registry
+
+log = logging.getLogger("serving")
+
+CLASSIFIER_SERVICE = pb.DESCRIPTOR.services_by_name["Classifier"].full_name
+INFERENCE_SERVICE = oip_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+# "" is the server as a whole, what Kubernetes probes ask about by default.
+HEALTH_SERVICES = ("", CLASSIFIER_SERVICE, INFERENCE_SERVICE)
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    port: int
+    config: ServingConfig
+    watcher: ChampionWatcher
+    health: health.HealthServicer
+    serving: Serving
+
+    @property
+    def target(self) -> str:
+        host = "localhost" if self.config.host in ("0.0.0.0", "::") else self.config.host
+        return f"{host}:{self.port}"
+
+    def shutdown(self, grace: float | None = None) -> None:
+        """Health to NOT_SERVING, refuse new calls, give in-flight calls `grace` seconds, stop polling."""
+        grace = self.config.grace if grace is None else grace
+        log.info("shutting down: health NOT_SERVING, finishing in-flight calls (grace %.1fs)", grace)
+        self.health.enter_graceful_shutdown()
+        self.serving.closing.set()  # WatchChampion streams end cleanly instead of holding the grace period
+        self.server.stop(grace).wait()
+        self.watcher.stop()
+        log.info("stopped")
+
+
+def start(config: ServingConfig, watcher: ChampionWatcher | None = None) -> RunningServer:
+    """Build and start the server; the champion loads in the background (health says when)."""
+    if watcher is None:
+        registry = Registry(config.resolved_tracking_uri(), config.model_name)
+        watcher = ChampionWatcher(
+            registry, alias=config.alias, poll_interval=config.poll_interval, refuse_backoff=config.refuse_backoff
+        )
+    options = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        # Linux gRPC sets SO_REUSEPORT by default, so a second server on a busy port would
+        # silently share it; fail loudly instead.
+        ("grpc.so_reuseport", 0),
+    ]
+    interceptors = [BearerTokenInterceptor(config.token)] if config.token else []
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="grpc-worker"),
+        options=options,
+        interceptors=interceptors,
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+    )
+    serving = Serving(
+        watcher,
+        config.model_name,
+        Limits(max_text_bytes=config.max_text_bytes, max_batch=config.max_batch),
+        batch_delay=config.batch_delay,
+        # Long-lived streams each hold a worker; leave a quarter of them for unary calls and probes.
+        max_streams=max(1, config.workers - max(2, config.workers // 4)),
+    )
+    pb_grpc.add_ClassifierServicer_to_server(ClassifierServicer(serving), server)
+    oip_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(serving), server)
+    health_servicer = health.HealthServicer(
+        experimental_non_blocking=True,
+        experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="health"),
+    )
+    for service in HEALTH_SERVICES:
+        health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (CLASSIFIER_SERVICE, INFERENCE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    if config.tls:
+        credentials = grpc.ssl_server_credentials([(config.tls_key.read_bytes(), config.tls_cert.read_bytes())])
+        port = server.add_secure_port(config.address, credentials)
+    else:
+        port = server.add_insecure_port(config.address)
+
+    def on_swap(champion) -> None:
+        for service in HEALTH_SERVICES:
+            health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    watcher.subscribe(on_swap)
+    server.start()
+    watcher.start()
+    if watcher.current is not None:  # a watcher handed in already loaded
+        on_swap(watcher.current)
+    running = RunningServer(server, port, config, watcher, health_servicer, serving)
+    log.info(
+        "listening on %s:%d (%s%s)",
+        config.host,
+        port,
+        "TLS" if config.tls else "plaintext",
+        ", bearer token required" if config.token else "",
+    )
+    return running
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config, log_level = from_args(argv)
+    except ValueError as error:
+        print(f"spam-serve: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    log.info("config %s", json.dumps(config.describe()))
+    if config.host not in ("127.0.0.1", "localhost", "::1") and not (config.tls and config.token):
+        log.warning("listening on %s without both TLS and a bearer token", config.host)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        running = start(config)
+    except (RuntimeError, OSError) as error:  # the port is taken, a TLS file is missing
+        log.error("cannot start: %s", error)
+        return 1
+    print(f"spam-serve listening on {config.host}:{running.port}", file=sys.stderr, flush=True)
+    while not stop.wait(1.0):
+        pass
+    running.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

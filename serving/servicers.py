@@ -1,0 +1,183 @@
+"""Thin gRPC servicers: read the champion once, delegate, translate errors to statuses."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from serving import classify, oip
+from serving.champion import ChampionWatcher, LoadedChampion
+from serving.classify import Limits, RequestError
+from serving.generated.inference import grpc_predict_v2_pb2 as oip_pb
+from serving.generated.inference import grpc_predict_v2_pb2_grpc as oip_grpc
+from serving.generated.spam.v1 import classifier_pb2 as pb
+from serving.generated.spam.v1 import classifier_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+
+def champion_message(champion: LoadedChampion) -> pb.Champion:
+    card = champion.card
+    loaded_at = Timestamp()
+    loaded_at.FromDatetime(champion.loaded_at)
+    return pb.Champion(
+        model_name=card.name,
+        version=card.version,
+        run_id=card.run_id,
+        dagster_run_id=card.dagster_run_id,
+        corpus_data_version=card.corpus_data_version,
+        metrics=card.metrics,
+        loaded_at=loaded_at,
+        candidate=card.candidate,
+        model_sha256=champion.model_sha256,
+    )
+
+
+class Serving:
+    """What both servicers share: the champion, the limits, and the shutdown signal."""
+
+    def __init__(self, watcher: ChampionWatcher, model_name: str, limits: Limits, batch_delay: float, max_streams: int):
+        self.watcher = watcher
+        self.model_name = model_name
+        self.limits = limits
+        self.batch_delay = batch_delay
+        self.closing = threading.Event()
+        self.max_streams = max_streams
+        self.open_streams = 0
+        self._streams_lock = threading.Lock()
+
+    def champion_or_abort(self, context: grpc.ServicerContext) -> LoadedChampion:
+        champion = self.watcher.current
+        if champion is None:
+            context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"no champion model loaded yet: waiting for {self.model_name}@{self.watcher.alias} "
+                "to resolve to a version that loads and passes verification",
+            )
+        return champion
+
+    def stream_slot_or_abort(self, context: grpc.ServicerContext) -> None:
+        # Each stream holds a server thread for its whole life; keep some free for unary calls and health checks.
+        with self._streams_lock:
+            if self.open_streams < self.max_streams:
+                self.open_streams += 1
+                return
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"too many open streams (limit {self.max_streams})")
+
+    def release_stream_slot(self) -> None:
+        with self._streams_lock:
+            self.open_streams -= 1
+
+
+def _abort(context: grpc.ServicerContext, error: RequestError):
+    context.abort(error.code, error.message)
+
+
+def _check_deadline(context: grpc.ServicerContext) -> None:
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the request was scored")
+
+
+class ClassifierServicer(pb_grpc.ClassifierServicer):
+    def __init__(self, serving: Serving):
+        self.s = serving
+
+    def Classify(self, request, context):
+        champion = self.s.champion_or_abort(context)
+        _check_deadline(context)
+        try:
+            verdict = classify.classify_one(champion, request.text, self.s.limits)
+        except RequestError as error:
+            _abort(context, error)
+        return pb.ClassifyResponse(id=request.id, verdict=verdict)
+
+    def ClassifyStream(self, request_iterator, context) -> Iterator[pb.ClassifyStreamResponse]:
+        self.s.champion_or_abort(context)
+        self.s.stream_slot_or_abort(context)
+        try:
+            groups = classify.micro_batches(
+                request_iterator, self.s.limits.max_batch, self.s.batch_delay, context.is_active
+            )
+            for group in groups:
+                champion = self.s.watcher.current  # once per batch: a swap lands between batches
+                yield from classify.responses_for(champion, group, self.s.limits)
+        finally:
+            self.s.release_stream_slot()
+
+    def GetChampion(self, request, context):
+        return champion_message(self.s.champion_or_abort(context))
+
+    def WatchChampion(self, request, context) -> Iterator[pb.Champion]:
+        self.s.stream_slot_or_abort(context)
+        swaps: queue.Queue = queue.Queue()
+        unsubscribe = self.s.watcher.subscribe(swaps.put)
+        context.add_callback(lambda: swaps.put(None))  # cancelled or finished: wake up
+        try:
+            last = self.s.watcher.current
+            if last is not None:
+                yield champion_message(last)
+            while context.is_active() and not self.s.closing.is_set():
+                try:
+                    champion = swaps.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                if champion is None:
+                    break
+                if champion is not last:
+                    last = champion
+                    yield champion_message(champion)
+        finally:
+            unsubscribe()
+            self.s.release_stream_slot()
+
+
+class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
+    """Open Inference Protocol: the same champion, under the registered model's name."""
+
+    def __init__(self, serving: Serving):
+        self.s = serving
+
+    def ServerLive(self, request, context):
+        return oip_pb.ServerLiveResponse(live=True)
+
+    def ServerReady(self, request, context):
+        return oip_pb.ServerReadyResponse(ready=self.s.watcher.current is not None)
+
+    def ModelReady(self, request, context):
+        champion = self.s.watcher.current
+        try:
+            oip.check_model(request.name, "", self.s.model_name, champion)
+        except RequestError as error:
+            _abort(context, error)
+        ready = champion is not None and request.version in ("", champion.version)
+        return oip_pb.ModelReadyResponse(ready=ready)
+
+    def ServerMetadata(self, request, context):
+        return oip_pb.ServerMetadataResponse(name=oip.SERVER_NAME, version=oip.server_version(), extensions=[])
+
+    def ModelMetadata(self, request, context):
+        champion = self.s.watcher.current
+        try:
+            oip.check_model(request.name, request.version, self.s.model_name, champion)
+        except RequestError as error:
+            _abort(context, error)
+        return oip.model_metadata(self.s.model_name, champion)
+
+    def ModelInfer(self, request, context):
+        champion = self.s.watcher.current
+        try:
+            oip.check_model(request.model_name, request.model_version, self.s.model_name, champion)
+        except RequestError as error:
+            _abort(context, error)
+        champion = self.s.champion_or_abort(context) if champion is None else champion
+        _check_deadline(context)
+        try:
+            return oip.infer(request, champion, self.s.limits)
+        except RequestError as error:
+            _abort(context, error)
