@@ -45,13 +45,10 @@ import numpy as np
 import sklearn
 
 from spam_assets.modeling import SKOPS_TRUSTED_TYPES
-from spam_assets.registry import ModelCard, Registry
+from spam_assets.registry import TAG_MODEL_SHA256, ModelCard, Registry
 from spam_assets.settings import CHAMPION_ALIAS, LABELS, POSITIVE_LABEL
 
 log = logging.getLogger(__name__)
-
-# Model-version tag holding the hex SHA-256 of the serialized model file.
-TAG_MODEL_SHA256 = "model_sha256"
 
 # Messages no acceptable spam model gets wrong.
 DEFAULT_PROBES: tuple[tuple[str, str], ...] = (

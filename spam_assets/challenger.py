@@ -6,7 +6,10 @@ per Dagster run, tagged with the Dagster run id).
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from importlib.metadata import version
+from pathlib import Path
 
 import mlflow
 import mlflow.sklearn
@@ -15,12 +18,14 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import infer_signature
 
 from spam_assets.modeling import METRIC_NAMES, SKOPS_TRUSTED_TYPES, TrainingResult
-from spam_assets.registry import TAG_CANDIDATE, TAG_CORPUS_VERSION, TAG_DAGSTER_RUN, Registry
+from spam_assets.registry import TAG_CANDIDATE, TAG_CORPUS_VERSION, TAG_DAGSTER_RUN, TAG_MODEL_SHA256, Registry
 
 def pip_requirements() -> list[str]:
     """Stated, not inferred: inference imports the model in a subprocess (~5 s per log)."""
     return [f"{dist}=={version(dist)}" for dist in ("scikit-learn", "skops", "pandas", "spam-platform")]
 
+
+SKOPS_FILE = "model.skops"  # where mlflow.sklearn stores a skops-serialised model
 
 INPUT_EXAMPLE = ["WINNER!! Claim your £1000 prize now, call 09061701461", "Are we still on for lunch tomorrow?"]
 
@@ -74,7 +79,15 @@ def log_challenger(
         TAG_DAGSTER_RUN: dagster_run_id,
         TAG_CORPUS_VERSION: corpus_version,
         TAG_CANDIDATE: result.name,
+        TAG_MODEL_SHA256: _stored_model_sha256(mlflow.get_logged_model(info.model_id).artifact_location),
     }.items():
         registry.client.set_model_version_tag(registry.model_name, version.version, key, value)
     registry.set_challenger(version.version)
     return registry.client.get_model_version(registry.model_name, version.version)
+
+
+def _stored_model_sha256(artifact_location: str) -> str:
+    """sha256 of the model file as stored, so a server can tell it was not altered since."""
+    with tempfile.TemporaryDirectory() as folder:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"{artifact_location}/{SKOPS_FILE}", dst_path=folder)
+        return hashlib.sha256(Path(local).read_bytes()).hexdigest()

@@ -61,6 +61,7 @@ def test_first_batch_produces_a_champion_with_lineage(bootstrapped, instance, ho
     assert str(champion.version) == str(model["model_version"]) == "1"
     card = registry.card(champion)
     assert card.corpus_data_version == corpus["data_version"]
+    assert len(champion.tags["model_sha256"]) == 64  # the server verifies the stored file against it
     assert card.metrics["holdout_spam_f1"] > 0.9  # generated data is easy; the real corpus is tested elsewhere
     run = MlflowClient(tracking_uri()).get_run(champion.run_id)
     assert run.info.status == "FINISHED"  # the run is ended, not left RUNNING

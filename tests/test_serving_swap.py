@@ -155,7 +155,8 @@ def test_broken_new_champions_are_refused_and_the_old_keeps_serving(model_store,
         with grpc.insecure_channel(srv.target) as ch:
             stub = pb_grpc.ClassifierStub(ch)
             health = health_pb2_grpc.HealthStub(ch)
-            for bad, reason in (("2", "wrong labels on"), ("3", "skops could not load")):
+            # Version 3's file was altered after registration: its recorded sha256 no longer matches.
+            for bad, reason in (("2", "wrong labels on"), ("3", "checksum mismatch")):
                 registry.promote(bad, "this one is broken")
                 refusal = wait_until(lambda bad=bad: srv.watcher.refused.get(bad), message=f"version {bad} refused")
                 assert reason in refusal.reason
@@ -187,7 +188,8 @@ def _edit_mlmodel(change):
 @pytest.mark.parametrize(
     ("edit", "tags", "reason"),
     [
-        (_truncate_model, {}, "skops could not load"),
+        # A version registered before checksums were recorded: skops itself must refuse it.
+        (_truncate_model, {TAG_MODEL_SHA256: ""}, "skops could not load"),
         (lambda folder: (folder / "model.skops").unlink(), {}, "model file missing"),
         (_edit_mlmodel(lambda f: f.update(serialization_format="cloudpickle")), {}, "'cloudpickle' refused"),
         (_edit_mlmodel(lambda f: f["skops_trusted_types"].append("builtins.eval")), {}, "builtins.eval"),
