@@ -34,6 +34,7 @@ from serving.generated.spam.v1 import classifier_pb2 as pb
 from serving.generated.spam.v1 import classifier_pb2_grpc as pb_grpc
 from serving.servicers import ClassifierServicer, InferenceServicer, Serving
 from spam_assets.registry import Registry
+from spam_assets.settings import quiet_telemetry
 
 log = logging.getLogger("serving")
 
@@ -136,6 +137,7 @@ def start(config: ServingConfig, watcher: ChampionWatcher | None = None) -> Runn
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_telemetry()
     try:
         config, log_level = from_args(argv)
     except ValueError as error:

@@ -17,7 +17,7 @@ import time
 
 from spam_assets.instance import prepare_home
 from spam_assets.loaders import SourceSpec
-from spam_assets.settings import paths, tracking_uri
+from spam_assets.settings import paths, quiet_telemetry, tracking_uri
 
 
 def _instance():
@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("rollback", help="make previous-champion the champion").set_defaults(func=cmd_rollback)
 
     args = parser.parse_args(argv)
+    quiet_telemetry()
     return args.func(args)
 
 

@@ -85,3 +85,9 @@ def tracking_uri(home: Path | str | None = None) -> str:
     db = paths(home).mlflow / "mlflow.db"
     db.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{db}"
+
+
+def quiet_telemetry() -> None:
+    """MLflow telemetry off unless the user set it: it calls home at process exit
+    (seconds of delay on a closed network). Dagster's is off in the instance config."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
