@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# End-to-end smoke test of the container deployment (Dockerfile + docker-compose.yml).
+#
+#   scripts/compose_smoke.sh
+#
+# 1. builds the image; checks it runs as non-root and has no compiler; prints its size
+# 2. starts the stack under a throwaway project name, on free host ports, with
+#    a throwaway inbox, and waits until every service answers its health check
+# 3. asserts the classifier reports NOT_SERVING while there is no champion
+# 4. materialises the asset graph on the mounted SMS corpus
+#    (`spam-platform ingest /data/SMSSpamCollection` inside dagster-code) and
+#    checks the runs are in the PostgreSQL instance, seen from another container
+# 5. classifies two messages through the published gRPC port and checks the
+#    model version reported is the registry's champion
+# 6. makes the classifier exit from inside its container and checks the restart
+#    policy brings the same container back to SERVING
+# 7. drops a batch into the inbox on the host and waits for the inbox sensor's
+#    run to succeed (SMOKE_INBOX=0 skips this)
+# and always tears the stack down, volumes included (SMOKE_KEEP=1 leaves it up).
+#
+# Works with `docker compose` and with podman through a `docker` shim
+# (../shared/container/setup.sh). Needs the SMS Spam Collection in
+# $SPAM_DATASETS (default ../shared/datasets). Uses .env when there is one
+# (its values win over the smoke's choices, as podman-compose gives .env
+# precedence), else writes a temporary one from .env.example with random secrets.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PROJECT=${SMOKE_PROJECT:-spamsmoke$$}
+STARTED="" CREATED_ENV="" SMOKE_OWNS_INBOX="" SPAM_INBOX=""
+TIMEOUT=${SMOKE_TIMEOUT:-300}        # seconds for each wait
+export BUILDAH_FORMAT=docker         # podman: keep HEALTHCHECK in the image (OCI format drops it)
+T0=$(date +%s)
+
+say() { printf '\n== %s\n' "$*"; }
+fail() { printf '\nSMOKE FAILED: %s\n' "$*" >&2; exit 1; }
+now() { date +%s; }
+
+command -v docker >/dev/null || fail "no docker command (on this machine: run ../shared/container/setup.sh first)"
+docker info >/dev/null 2>&1 || fail "the container engine does not answer (docker info)"
+
+compose() { docker compose -p "$PROJECT" "$@"; }
+cid() { docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" --filter "label=com.docker.compose.service=$1" | head -n 1; }
+
+dump_logs() {
+  for svc in postgres mlflow dagster-code dagster-webserver dagster-daemon serving; do
+    id=$(cid "$svc") || true
+    [ -n "$id" ] || continue
+    printf '\n---- logs: %s (last 40 lines)\n' "$svc"
+    docker logs --tail 40 "$id" 2>&1 | cut -c1-300 || true
+  done
+}
+
+cleanup() {
+  local rc=$?
+  if [ "$rc" -ne 0 ]; then dump_logs; fi
+  if [ "${SMOKE_KEEP:-0}" = 1 ]; then
+    echo "SMOKE_KEEP=1: leaving project $PROJECT up (docker compose -p $PROJECT down -v to remove)"
+  else
+    if [ -n "$STARTED" ]; then
+      say "tearing down project $PROJECT"
+      compose down -v >/dev/null 2>&1 || echo "warning: compose down failed" >&2
+    fi
+    [ -n "$CREATED_ENV" ] && rm -f "$CREATED_ENV"
+    [ -n "$SMOKE_OWNS_INBOX" ] && rm -rf "$SPAM_INBOX" 2>/dev/null
+  fi
+  if [ "$rc" -eq 0 ]; then echo "container smoke: PASSED in $(( $(now) - T0 )) s"; else echo "container smoke: FAILED" >&2; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- configuration: .env, or a temporary one --------------------------------
+if [ ! -f .env ]; then
+  python3 - <<'PY' || fail "cannot write .env from .env.example"
+import re, secrets
+text = open(".env.example").read()
+text = re.sub(r"(?m)^(POSTGRES_PASSWORD|SPAM_SERVING_TOKEN)=change-me$",
+              lambda m: f"{m.group(1)}={secrets.token_urlsafe(18)}", text)
+open(".env", "w").write(text)
+PY
+  CREATED_ENV=.env
+  echo "wrote a temporary .env from .env.example (random secrets); removed at the end"
+fi
+dotenv() { sed -n "s/^$1=//p" .env | tail -n 1 | sed -e 's/^"\(.*\)"$/\1/' -e "s/^'\(.*\)'$/\1/"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+export HOST_BIND=127.0.0.1
+for var in DAGSTER_UI_PORT MLFLOW_UI_PORT SERVING_PORT; do
+  value=$(dotenv "$var"); export "$var=${value:-$(free_port)}"
+done
+if [ -n "$(dotenv SPAM_INBOX)" ]; then
+  SPAM_INBOX=$(dotenv SPAM_INBOX)
+else
+  SPAM_INBOX=$(mktemp -d "${TMPDIR:-/tmp}/spam-smoke-inbox.XXXXXX"); SMOKE_OWNS_INBOX=1
+  chmod 0777 "$SPAM_INBOX"          # the containers run as uid 10001
+fi
+export SPAM_INBOX
+export SPAM_DATASETS=${SPAM_DATASETS:-$(dotenv SPAM_DATASETS)}
+export SPAM_DATASETS=${SPAM_DATASETS:-../shared/datasets}
+[ -f "$SPAM_DATASETS/SMSSpamCollection" ] || fail "no SMS corpus at $SPAM_DATASETS/SMSSpamCollection (set SPAM_DATASETS)"
+IMAGE=$(dotenv SPAM_IMAGE); export SPAM_IMAGE=${IMAGE:-${SPAM_IMAGE:-spam-platform:local}}
+TOKEN=$(dotenv SPAM_SERVING_TOKEN)
+[ -n "$TOKEN" ] || fail ".env has no SPAM_SERVING_TOKEN"
+
+# health of one service: the output of its own check (see deploy/healthcheck.py)
+health() {
+  local id; id=$(cid "$1"); [ -n "$id" ] || { echo "no container"; return 1; }
+  case "$1" in
+    postgres) docker exec "$id" pg_isready -h 127.0.0.1 -q && echo "postgres: accepting connections" ;;
+    mlflow) docker exec "$id" spam-healthcheck mlflow ;;
+    dagster-code) docker exec "$id" spam-healthcheck code ;;
+    dagster-webserver) docker exec "$id" spam-healthcheck webserver ;;
+    dagster-daemon) docker exec "$id" spam-healthcheck daemon ;;
+    serving) docker exec "$id" spam-healthcheck serving ;;
+  esac 2>&1
+}
+
+# wait until `health SERVICE` prints something matching PATTERN
+wait_health() {
+  local svc=$1 pattern=$2 deadline=$(( $(now) + TIMEOUT )) out=""
+  while [ "$(now)" -lt "$deadline" ]; do
+    out=$(health "$svc" | tail -n 1) || true
+    if printf '%s' "$out" | grep -Eq "$pattern"; then echo "  $svc: $out"; return 0; fi
+    sleep 2
+  done
+  fail "$svc did not reach '$pattern' within ${TIMEOUT}s (last: $out)"
+}
+
+# classify through the published port, from a client container on the host's network
+classify() {
+  docker run --rm --no-healthcheck --network host -e SPAM_SERVING_TOKEN="$TOKEN" "$SPAM_IMAGE" \
+    spam-classify --quiet --target "127.0.0.1:$SERVING_PORT" "$@"
+}
+
+# --- 1. image ------------------------------------------------------------------
+say "building $SPAM_IMAGE"
+t=$(now)
+docker build -t "$SPAM_IMAGE" . > "${TMPDIR:-/tmp}/spam-smoke-build-$PROJECT.log" 2>&1 \
+  || { tail -n 40 "${TMPDIR:-/tmp}/spam-smoke-build-$PROJECT.log"; fail "image build failed"; }
+BUILD_S=$(( $(now) - t ))
+rm -f "${TMPDIR:-/tmp}/spam-smoke-build-$PROJECT.log"
+SIZE_B=$(docker image inspect --format '{{.Size}}' "$SPAM_IMAGE")
+SIZE_MB=$(( SIZE_B / 1000000 ))
+echo "  built in ${BUILD_S}s, size ${SIZE_MB} MB"
+uid=$(docker run --rm --no-healthcheck "$SPAM_IMAGE" id -u)
+[ "$uid" != 0 ] || fail "the image runs as root"
+echo "  runs as uid $uid"
+compilers=$(docker run --rm --no-healthcheck "$SPAM_IMAGE" sh -c 'command -v gcc cc c++ clang || echo none')
+[ "$compilers" = none ] || fail "the runtime image contains a compiler: $compilers"
+echo "  compilers: none"
+
+# --- 2. stack ------------------------------------------------------------------
+say "starting project $PROJECT (UI :$DAGSTER_UI_PORT, MLflow :$MLFLOW_UI_PORT, gRPC :$SERVING_PORT, inbox $SPAM_INBOX)"
+t=$(now)
+STARTED=1
+compose up -d > "${TMPDIR:-/tmp}/spam-smoke-up-$PROJECT.log" 2>&1 \
+  || { tail -n 40 "${TMPDIR:-/tmp}/spam-smoke-up-$PROJECT.log"; fail "compose up failed"; }
+rm -f "${TMPDIR:-/tmp}/spam-smoke-up-$PROJECT.log"
+wait_health postgres 'accepting'
+wait_health mlflow 'HTTP 200'
+wait_health dagster-code ': SERVING$'
+wait_health dagster-webserver 'HTTP 200'
+wait_health dagster-daemon 'Daemon live'
+# --- 3. no champion yet: up, but NOT_SERVING -----------------------------------
+wait_health serving ': (NOT_SERVING|SERVING)$'
+UP_S=$(( $(now) - t ))
+[ "$(health serving | tail -n 1)" = "serving: NOT_SERVING" ] || fail "serving is not NOT_SERVING before any champion exists"
+echo "  stack healthy in ${UP_S}s; the classifier reports NOT_SERVING (no champion yet)"
+
+# --- 4. materialise the graph ---------------------------------------------------
+say "materialising the asset graph on /data/SMSSpamCollection"
+t=$(now)
+ingest_log="${TMPDIR:-/tmp}/spam-smoke-ingest-$PROJECT.log"
+docker exec "$(cid dagster-code)" spam-platform ingest /data/SMSSpamCollection > "$ingest_log" 2>&1 \
+  || { tail -n 60 "$ingest_log"; echo "---- errors:"; grep -E 'Error|Exception|FAILED|failed' "$ingest_log" | tail -n 15
+       rm -f "$ingest_log"; fail "spam-platform ingest failed"; }
+INGEST_S=$(( $(now) - t ))
+grep -E '^(batch |graph |  check failed)' "$ingest_log" || true
+rm -f "$ingest_log"
+status=$(docker exec "$(cid dagster-code)" spam-platform status 2>/dev/null)
+echo "$status"
+CHAMPION=$(printf '%s\n' "$status" | sed -n 's/^ *champion: v\([0-9][0-9]*\) .*/\1/p')
+[ -n "$CHAMPION" ] || fail "no champion after materialising the graph"
+echo "  graph materialised in ${INGEST_S}s; champion v$CHAMPION"
+# the runs are in the PostgreSQL instance: read them from another container
+runs=$(docker exec "$(cid dagster-webserver)" python -c '
+import dagster as dg
+from dagster._core.storage.dagster_run import DagsterRunStatus
+with dg.DagsterInstance.get() as instance:
+    runs = instance.get_runs()
+    ok = [r for r in runs if r.status == DagsterRunStatus.SUCCESS]
+    print(type(instance.run_storage).__name__, len(ok), len(runs))
+' 2>/dev/null | tail -n 1)
+echo "  instance seen from dagster-webserver: $runs (storage, successful runs, runs)"
+case "$runs" in PostgresRunStorage\ [1-9]*) ;; *) fail "the runs are not in the PostgreSQL instance: $runs";; esac
+
+# --- 5. classify through the published port ------------------------------------
+say "classifying through 127.0.0.1:$SERVING_PORT"
+t=$(now)
+wait_health serving ': SERVING$'
+SERVE_S=$(( $(now) - t ))
+check_verdicts() {
+  local out; out=$(classify "WINNER!! You have been selected for a free prize. Call 09061701461 now to claim" \
+                            "are we still on for lunch tomorrow?") || fail "spam-classify failed: $out"
+  echo "$out"
+  printf '%s\n' "$out" | python3 -c '
+import json, sys
+want = sys.argv[1]
+rows = [json.loads(line) for line in sys.stdin if line.strip()]
+assert [r.get("label") for r in rows] == ["spam", "ham"], f"unexpected labels: {rows}"
+versions = {r["model_version"] for r in rows}
+assert versions == {want}, f"model_version {versions} is not the champion v{want}"
+' "$CHAMPION" || fail "wrong verdicts"
+}
+check_verdicts
+echo "  SERVING ${SERVE_S}s after the graph finished; verdicts from champion v$CHAMPION"
+if docker run --rm --no-healthcheck --network host "$SPAM_IMAGE" \
+     spam-classify --quiet --target "127.0.0.1:$SERVING_PORT" "no token" >/dev/null 2>&1; then
+  fail "a call without the bearer token was answered"
+fi
+echo "  a call without the bearer token is refused"
+
+# --- 6. the process exits by itself: the restart policy brings it back ----------
+say "stopping spam-serve from inside its container (SIGTERM to PID 1)"
+SERVING_ID=$(cid serving)
+before=$(docker inspect --format '{{.RestartCount}} {{.State.StartedAt}}' "$SERVING_ID")
+t=$(now)
+docker exec "$SERVING_ID" python -c 'import os, signal; os.kill(1, signal.SIGTERM)'
+deadline=$(( $(now) + TIMEOUT ))
+until [ "$(docker inspect --format '{{.RestartCount}} {{.State.StartedAt}}' "$SERVING_ID")" != "$before" ]; do
+  [ "$(now)" -lt "$deadline" ] || fail "serving was not restarted (still: $before)"
+  sleep 1
+done
+wait_health serving ': SERVING$'
+RESTART_S=$(( $(now) - t ))
+[ "$(cid serving)" = "$SERVING_ID" ] || fail "serving came back as a different container"
+echo "  restarted by its policy (restarts: $(docker inspect --format '{{.RestartCount}}' "$SERVING_ID")), SERVING again in ${RESTART_S}s"
+check_verdicts
+
+# --- 7. the inbox drives the loop -------------------------------------------------
+INBOX_S="skipped"
+if [ "${SMOKE_INBOX:-1}" = 1 ] && [ -n "$SMOKE_OWNS_INBOX" ]; then
+  say "dropping a batch into the inbox on the host ($SPAM_INBOX)"
+  t=$(now)
+  head -n 1500 "$SPAM_DATASETS/SMSSpamCollection" > "$SPAM_INBOX/.smoke-batch.part"
+  mv "$SPAM_INBOX/.smoke-batch.part" "$SPAM_INBOX/smoke-batch.txt"
+  deadline=$(( $(now) + TIMEOUT )); result=""
+  while [ "$(now)" -lt "$deadline" ]; do
+    result=$(docker exec "$(cid dagster-code)" python -c '
+import dagster as dg
+with dg.DagsterInstance.get() as instance:
+    runs = [r for r in instance.get_runs(limit=50) if r.tags.get("spam/inbox_file") == "smoke-batch.txt"]
+    print(runs[0].status.value if runs else "none")
+' 2>/dev/null | tail -n 1) || true
+    case "$result" in FAILURE|CANCELED) break ;; esac
+    # the sensor moves the file to processed/ on a tick after its run succeeded
+    [ "$result" = SUCCESS ] && [ -f "$SPAM_INBOX/processed/smoke-batch.txt" ] && break
+    sleep 3
+  done
+  [ "$result" = SUCCESS ] || fail "the inbox run did not succeed (status: ${result:-none})"
+  [ -f "$SPAM_INBOX/processed/smoke-batch.txt" ] || fail "the inbox file was not moved to processed/ within ${TIMEOUT}s"
+  INBOX_S="$(( $(now) - t ))s"
+  echo "  inbox_sensor picked it up, its run succeeded and the file is in processed/ (${INBOX_S})"
+fi
+
+say "timings"
+printf '  %-44s %s\n' \
+  "image build" "${BUILD_S}s" \
+  "image size" "${SIZE_MB} MB" \
+  "stack start to healthy (serving NOT_SERVING)" "${UP_S}s" \
+  "graph materialised (spam-platform ingest)" "${INGEST_S}s" \
+  "graph done to classifier SERVING" "${SERVE_S}s" \
+  "exit inside container to SERVING again" "${RESTART_S}s" \
+  "inbox drop to successful run" "${INBOX_S}"
