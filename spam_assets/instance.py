@@ -24,11 +24,15 @@ telemetry:
 def prepare_home(home: str | Path | None = None) -> Path:
     """Create the home folder and its Dagster instance config; export SPAM_HOME and DAGSTER_HOME."""
     p = paths(home)
-    for folder in (p.home, p.dagster_home, p.mlflow_artifacts, p.inbox):
+    for folder in (p.home, p.inbox):
+        folder.mkdir(parents=True, exist_ok=True)
+    os.environ[HOME_ENV] = str(p.home)
+    if os.environ.get("DAGSTER_HOME"):  # a deployment's own instance (e.g. Postgres): leave it be
+        return Path(os.environ["DAGSTER_HOME"])
+    for folder in (p.dagster_home, p.mlflow_artifacts):
         folder.mkdir(parents=True, exist_ok=True)
     config = p.dagster_home / "dagster.yaml"
     if not config.exists():
         config.write_text(DAGSTER_YAML)
-    os.environ[HOME_ENV] = str(p.home)
-    os.environ.setdefault("DAGSTER_HOME", str(p.dagster_home))
+    os.environ["DAGSTER_HOME"] = str(p.dagster_home)
     return p.dagster_home
