@@ -26,6 +26,7 @@ class CorpusConfig(dg.Config):
 @dg.asset(
     deps=[raw_sample],
     group_name="corpus",
+    automation_condition=dg.AutomationCondition.eager(),  # refresh when a batch lands (automation.py)
     kinds={"pandas", "parquet"},
     check_specs=[
         dg.AssetCheckSpec(

@@ -1,0 +1,243 @@
+"""The inbox sensor: each complete file dropped into <home>/inbox becomes one raw_sample partition.
+
+A tick does two things, both driven by the cursor (JSON, stored by Dagster,
+so it survives daemon restarts):
+
+1. Files staged on an earlier tick whose raw_sample has judged them are moved
+   out of the inbox: to processed/, or to rejected/ with <name>.reason.txt.
+   Waiting for raw_sample (rather than judging here) keeps one definition
+   of "valid" and shows the verdict in the UI before the file moves.
+2. New files that are complete are staged (content-hashed, so the same
+   bytes are one batch however often they arrive), their partition added
+   and one run requested. A file counts as complete when untouched for
+   SPAM_INBOX_SETTLE_SECONDS or unchanged since the previous tick; dotfiles
+   and .part/.tmp names are never read (write there, then rename).
+
+Exactly once: a staged file sits in the cursor's `pending` until moved, and
+the run key (batch id + earlier runs of that partition) stops the daemon
+from launching a duplicate if a tick is evaluated twice.
+"""
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from spam_assets.batches import BatchStore
+from spam_assets.defs.assets.ingestion import raw_sample
+from spam_assets.defs.automation.settings import INBOX_FILE_TAG, TRIGGER_TAG, inbox_dir, sensor_interval, settle_seconds
+from spam_assets.defs.partitions import batch_partitions
+from spam_assets.defs.resources import PlatformStore
+from spam_assets.intake import stage
+
+PROCESSED, REJECTED = "processed", "rejected"
+# Names editors, browsers and copy tools give files still being written.
+PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".swp", "~")
+FAILED_RUN = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+
+ingest_batch_job = dg.define_asset_job(
+    "ingest_batch",
+    selection=[raw_sample],
+    description="Parse and validate one received batch (one raw_sample partition).",
+)
+
+
+@dataclasses.dataclass
+class InboxCursor:
+    seen: dict[str, list[int]] = dataclasses.field(default_factory=dict)  # name -> fingerprint last tick, not staged
+    pending: dict[str, dict] = dataclasses.field(default_factory=dict)  # name -> {"batch", "fingerprint"}: staged
+
+    @classmethod
+    def load(cls, raw: str | None) -> "InboxCursor":
+        return cls(**json.loads(raw)) if raw else cls()
+
+    def dump(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+def candidates(inbox: Path) -> list[Path]:
+    """Entries that may be batches, oldest first: not hidden, not partial, not our own folders."""
+    if not inbox.is_dir():
+        return []
+    found = [
+        p
+        for p in inbox.iterdir()
+        if not p.name.startswith((".", "~"))
+        and not p.name.lower().endswith(PARTIAL_SUFFIXES)
+        and not (p.is_dir() and p.name in (PROCESSED, REJECTED))
+    ]
+    return sorted(found, key=lambda p: (_newest_mtime(p), p.name))
+
+
+def fingerprint(path: Path) -> list[int]:
+    """[size, newest mtime in ns, files]: a folder (an e-mail tree) counts all it contains."""
+    files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path]
+    stats = [f.stat() for f in files]
+    return [sum(s.st_size for s in stats), max([path.stat().st_mtime_ns, *(s.st_mtime_ns for s in stats)]), len(files)]
+
+
+def is_complete(now_fingerprint: list[int], previous: list[int] | None, now: float, settle: float) -> bool:
+    return now_fingerprint == previous or now - now_fingerprint[1] / 1e9 >= settle
+
+
+def _newest_mtime(path: Path) -> int:
+    try:
+        return fingerprint(path)[1]
+    except OSError:
+        return 0
+
+
+def move_out(path: Path, inbox: Path, batch_id: str, verdict: dict, note: str = "") -> Path:
+    """Accepted -> processed/<name>; rejected -> rejected/<name> + <name>.reason.txt."""
+    accepted = bool(verdict.get("accepted"))
+    folder = inbox / (PROCESSED if accepted else REJECTED)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    if target.exists():  # a later file with the same name: keep both
+        target = folder / f"{batch_id}-{path.name}"
+    shutil.move(str(path), str(target))
+    if not accepted:
+        target.with_name(target.name + ".reason.txt").write_text(reason_text(path.name, batch_id, verdict, note))
+    return target
+
+
+def reason_text(name: str, batch_id: str, verdict: dict, note: str = "") -> str:
+    failed = [c for c in verdict.get("checks", []) if not c.get("passed")]
+    lines = [f"{name} was rejected (batch {batch_id}).", f"reason: {verdict.get('reason') or 'unknown'}"]
+    lines += [note] if note else []
+    if failed:
+        lines.append("failed checks:")
+        for check in failed:
+            kind = "" if check.get("blocking") else " (warning)"
+            lines.append(f"- {check['name']}{kind}: {check.get('description', '')}")
+    return "\n".join(lines) + "\n"
+
+
+def _runs_for(instance: dg.DagsterInstance, batch_id: str) -> list[dg.DagsterRun]:
+    return list(instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": batch_id}), limit=20))
+
+
+@dataclasses.dataclass
+class Plan:
+    """What one tick decides: runs to request, partitions to add or drop, files moved out."""
+
+    requests: list[dg.RunRequest] = dataclasses.field(default_factory=list)
+    to_add: list[str] = dataclasses.field(default_factory=list)
+    to_delete: list[str] = dataclasses.field(default_factory=list)
+    moved: list[str] = dataclasses.field(default_factory=list)
+
+    def move(self, path: Path, inbox: Path, batch_id: str, verdict: dict, note: str = "") -> None:
+        try:
+            target = move_out(path, inbox, batch_id, verdict, note)
+            self.moved.append(f"{path.name} -> {target.relative_to(inbox)}" + (f" ({note})" if note else ""))
+        except OSError as error:  # e.g. permissions: say so every tick rather than stop the sensor
+            self.moved.append(f"{path.name} could not be moved out of the inbox: {error}")
+
+    def partition_requests(self) -> list:
+        requests = []
+        if to_delete := [b for b in self.to_delete if b not in self.to_add]:
+            requests.append(batch_partitions.build_delete_request(to_delete))
+        if self.to_add:
+            requests.append(batch_partitions.build_add_request(self.to_add))
+        return requests
+
+
+@dg.sensor(
+    name="inbox_sensor",
+    target=ingest_batch_job,
+    minimum_interval_seconds=sensor_interval(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Turns each complete file dropped into the inbox ($SPAM_INBOX, default <home>/inbox) into one "
+        "raw_sample partition, then moves it to processed/ or rejected/ (with <name>.reason.txt)."
+    ),
+)
+def inbox_sensor(context: dg.SensorEvaluationContext, store: PlatformStore) -> dg.SensorResult:
+    inbox, batches = inbox_dir(store.home), store.batches()
+    inbox.mkdir(parents=True, exist_ok=True)
+    cursor, plan = InboxCursor.load(context.cursor), Plan()
+    _settle_pending(context, cursor, inbox, batches, plan)
+
+    now, settle, seen = time.time(), settle_seconds(), {}
+    for path in candidates(inbox):
+        if path.name in cursor.pending:
+            continue
+        try:
+            current = fingerprint(path)
+        except OSError:  # vanished between listing and stat
+            continue
+        if is_complete(current, cursor.seen.get(path.name), now, settle):
+            _take(context.instance, cursor, inbox, batches, path, current, plan)
+        else:
+            seen[path.name] = current
+    cursor.seen = seen
+    for line in plan.moved:
+        context.log.info(f"inbox: moved {line}")
+
+    summary = f"{len(seen)} settling, {len(cursor.pending)} waiting for raw_sample, {len(plan.moved)} moved out"
+    return dg.SensorResult(
+        run_requests=plan.requests,
+        dynamic_partitions_requests=plan.partition_requests(),
+        cursor=cursor.dump(),
+        skip_reason=None if plan.requests else f"no new complete file in {inbox} ({summary})",
+    )
+
+
+def _take(
+    instance: dg.DagsterInstance, cursor: InboxCursor, inbox: Path, batches: BatchStore,
+    path: Path, current: list[int], plan: Plan,
+) -> None:
+    """Stage one complete file and plan its partition and run (or move it out if already judged)."""
+    try:
+        batch_id = stage(path, batches)
+    except OSError as error:
+        verdict = {"accepted": False, "reason": f"could not be copied into the batch store: {error}"}
+        plan.move(path, inbox, "unstaged", verdict)
+        return
+    if (earlier := batches.validation(batch_id)) is not None:  # same bytes as a batch already judged
+        plan.move(path, inbox, batch_id, earlier, f"same content as batch {batch_id}, judged before")
+        return
+    cursor.pending[path.name] = {"batch": batch_id, "fingerprint": current}
+    if batch_id in plan.to_add or any(r.partition_key == batch_id for r in plan.requests):
+        return  # two names, same bytes, same tick
+    runs = _runs_for(instance, batch_id)
+    if not instance.has_dynamic_partition(batch_partitions.name, batch_id) or batch_id in plan.to_delete:
+        plan.to_add.append(batch_id)
+    elif runs and runs[0].status not in FAILED_RUN:
+        return  # already being ingested (e.g. the cursor was reset mid-flight)
+    plan.requests.append(
+        dg.RunRequest(
+            partition_key=batch_id,
+            run_key=f"{batch_id}:{len(runs)}",  # a retry after a failed run gets a new key
+            tags={TRIGGER_TAG: "inbox", INBOX_FILE_TAG: path.name[:200]},
+        )
+    )
+
+
+def _settle_pending(
+    context: dg.SensorEvaluationContext, cursor: InboxCursor, inbox: Path, batches: BatchStore, plan: Plan
+) -> None:
+    """Move judged files out; a run that died before judging rejects the file and drops its partition.
+
+    Dropping the partition matters: eager automation waits while any
+    raw_sample partition is missing, so one crashed batch would stall the loop.
+    """
+    for name, entry in list(cursor.pending.items()):
+        batch_id, path = entry["batch"], inbox / name
+        verdict = batches.validation(batch_id)
+        if verdict is None:
+            runs = _runs_for(context.instance, batch_id)
+            if not runs or runs[0].status not in FAILED_RUN:
+                continue  # queued or running: look again next tick
+            verdict = {
+                "accepted": False,
+                "reason": f"raw_sample run {runs[0].run_id} ended {runs[0].status.value} before judging the batch; "
+                "see that run's logs, then drop the file again",
+            }
+            plan.to_delete.append(batch_id)
+        del cursor.pending[name]
+        if path.exists():
+            plan.move(path, inbox, batch_id, verdict)
