@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from spam_assets.settings import HOME_ENV, paths
+from spam_assets.settings import HOME_ENV, TRACKING_URI_ENV, paths
 
 DAGSTER_YAML = """\
 # Written once by spam-platform; edit freely, it is not overwritten.
@@ -22,17 +22,21 @@ telemetry:
 
 
 def prepare_home(home: str | Path | None = None) -> Path:
-    """Create the home folder and its Dagster instance config; export SPAM_HOME and DAGSTER_HOME."""
+    """Create the home folder and a Dagster instance config; export SPAM_HOME and DAGSTER_HOME.
+
+    A DAGSTER_HOME already set (a deployment's Postgres instance, a test's
+    temp folder) wins; the config above is written only where none exists,
+    so a deployment's own dagster.yaml is never replaced.
+    """
     p = paths(home)
-    for folder in (p.home, p.inbox):
-        folder.mkdir(parents=True, exist_ok=True)
-    os.environ[HOME_ENV] = str(p.home)
-    if os.environ.get("DAGSTER_HOME"):  # a deployment's own instance (e.g. Postgres): leave it be
-        return Path(os.environ["DAGSTER_HOME"])
-    for folder in (p.dagster_home, p.mlflow_artifacts):
-        folder.mkdir(parents=True, exist_ok=True)
-    config = p.dagster_home / "dagster.yaml"
+    p.inbox.mkdir(parents=True, exist_ok=True)
+    if not os.environ.get(TRACKING_URI_ENV):  # the embedded MLflow store keeps its artifacts here
+        p.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
+    dagster_home = Path(os.environ.get("DAGSTER_HOME") or p.dagster_home)
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    config = dagster_home / "dagster.yaml"
     if not config.exists():
         config.write_text(DAGSTER_YAML)
-    os.environ["DAGSTER_HOME"] = str(p.dagster_home)
-    return p.dagster_home
+    os.environ[HOME_ENV] = str(p.home)
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    return dagster_home
