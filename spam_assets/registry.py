@@ -9,7 +9,6 @@ tags that lead back to the Dagster run and the corpus it was trained on.
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,6 +144,3 @@ class Registry:
             self.client.set_model_version_tag(self.model_name, current.version, "rolled_back", "true")
         return str(previous.version)
 
-
-def log_json(run_id: str, client: MlflowClient, payload: dict, artifact_file: str) -> None:
-    client.log_text(run_id, json.dumps(payload, indent=2, default=str), artifact_file)

@@ -74,7 +74,7 @@ def trained_model(
         n_train=len(train),
         n_holdout=len(holdout),
     )
-    run_id = mlflow_run.active_run().info.run_id
+    run = mlflow_run.active_run().info
     # Its end_mlflow_on_run_finished hook only ends the MLflow run after the
     # job's last node (dagster issue 21872), which this asset rarely is.
     mlflow_run.end_run()
@@ -84,10 +84,13 @@ def trained_model(
         metadata={
             "model_version": model_version.version,
             "candidate": result.name,
-            "mlflow_run_id": run_id,
-            "mlflow_run": dg.MetadataValue.url(f"{reg.tracking_uri}#/experiments/runs/{run_id}")
+            "mlflow_run_id": run.run_id,
+            # The MLflow UI's address of the run, when MLflow is a server.
+            "mlflow_run": dg.MetadataValue.url(
+                f"{reg.tracking_uri.rstrip('/')}/#/experiments/{run.experiment_id}/runs/{run.run_id}"
+            )
             if reg.tracking_uri.startswith("http")
-            else run_id,
+            else f"experiment {run.experiment_id}, run {run.run_id}",
             "corpus_data_version": version,
             "cv_spam_f1": dg.MetadataValue.md(
                 "| candidate | mean | std |\n|---|---|---|\n"
