@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -112,7 +111,8 @@ def _serve_uis(args, dagster_home) -> int:
     p = paths()
     mlflow_ui = subprocess.Popen(
         [
-            shutil.which("mlflow") or "mlflow", "server",
+            # Through this interpreter: the venv's bin/ need not be on PATH.
+            sys.executable, "-m", "mlflow", "server",
             "--backend-store-uri", tracking_uri(),
             "--default-artifact-root", p.mlflow_artifacts.as_uri(),
             "--host", args.host, "--port", str(args.mlflow_port),
@@ -123,7 +123,7 @@ def _serve_uis(args, dagster_home) -> int:
     try:
         return subprocess.call(
             [
-                shutil.which("dagster") or "dagster", "dev",
+                sys.executable, "-m", "dagster", "dev",
                 "-m", "spam_assets.definitions",
                 "-h", args.host, "-p", str(args.port),
             ],
