@@ -26,6 +26,10 @@ Checks before a version may serve:
 3. It predicts: classes exactly {ham, spam}; on probe messages, finite
    probabilities in [0, 1] that sum to 1, and the expected label for each
    unmistakable probe.
+
+Then the pipeline is compiled into a lean scorer (`serving.lean_scorer`), the
+same numbers at a tenth of the cost per text, used only when it matches
+`predict_proba` on the probes; otherwise the pipeline scores directly.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from typing import Any
 import numpy as np
 import sklearn
 
+from serving.lean_scorer import LeanScorer, verified_scorer
 from spam_assets.modeling import SKOPS_TRUSTED_TYPES
 from spam_assets.registry import TAG_MODEL_SHA256, ModelCard, Registry
 from spam_assets.settings import CHAMPION_ALIAS, LABELS, POSITIVE_LABEL
@@ -72,12 +77,21 @@ class LoadedChampion:
     spam_column: int  # column of predict_proba holding P(spam)
     model_sha256: str
     loaded_at: datetime
+    # The same P(spam) as `model`, computed without scikit-learn's per-call overhead
+    # (serving.lean_scorer); None when the pipeline is not supported or did not match.
+    scorer: LeanScorer | None = None
 
     @property
     def version(self) -> str:
         return self.card.version
 
     def spam_probability(self, texts: Sequence[str]) -> np.ndarray:
+        if self.scorer is not None:
+            return np.fromiter(map(self.scorer, texts), dtype=float, count=len(texts))
+        return self.predict_proba(texts)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """P(spam) through the pipeline itself."""
         # The model passed verify_model; its inputs are texts, so the features are finite by
         # construction. Skipping scikit-learn's per-call input checks saves ~10-15% per call.
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
@@ -169,12 +183,15 @@ def load_version(
     except Exception as error:  # noqa: BLE001 - corrupt file, untrusted type, version skew
         raise RefusedModel(f"skops could not load the model: {error!r}") from error
     spam_column = verify_model(model, probes)
+    scorer, how = verified_scorer(model, spam_column, [text for text, _ in probes])
+    log.info("version %s: %s", version.version, how)
     return LoadedChampion(
         card=registry.card(version),
         model=model,
         spam_column=spam_column,
         model_sha256=_sha256(data),
         loaded_at=datetime.now(UTC),
+        scorer=scorer,
     )
 
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -213,6 +214,11 @@ def test_load_version_checks_a_recorded_checksum(model_store):
     champion = load_version(registry, registry.client.get_model_version(registry.model_name, "1"))
     assert champion.model_sha256 == digest
     assert champion.spam_probability([SPAM, HAM]).round().tolist() == [1.0, 0.0]
+    # The served numbers come from the lean scorer, and they are the pipeline's own.
+    assert champion.scorer is not None
+    np.testing.assert_allclose(
+        champion.spam_probability([SPAM, HAM, "see you"]), champion.predict_proba([SPAM, HAM, "see you"]), atol=1e-9
+    )
 
 
 def test_in_flight_stream_finishes_during_graceful_shutdown(model_store):

@@ -1,0 +1,287 @@
+"""P(spam) for one text without scikit-learn's per-call overhead.
+
+Why: one text through the champion pipeline costs about 3 ms, and nearly all
+of it is per-call machinery (input checks, sparse matrices built and
+multiplied for a single row, the FeatureUnion), not arithmetic. A unary call
+has a p99 budget of 3 ms. Both candidate pipelines (`spam_assets.modeling`)
+are linear in L2-normalised TF-IDF blocks followed by a logistic link:
+
+    P(spam) = sigmoid(slope * sum_blocks(x_block . w_block) + offset)
+
+so for one text the score is a short sum over the text's n-grams, computed
+here in plain Python from the fitted pipeline's own parameters (vocabulary,
+idf, coefficients, calibrator).
+
+Measured on the SMS champion (word + char SVM): about 0.12 ms per text
+against 2.2 ms for `predict_proba` on one text, and still faster per text
+than `predict_proba` on batches of 256 (0.14 against 0.19 ms), so the server
+uses it for every request. `compile_scorer` raises `Unsupported` for any
+pipeline shape it does not recognise, and the server then calls
+`predict_proba`. A compiled scorer is only used after it has matched
+`predict_proba` to 1e-9 on the probe and edge-case messages at load
+(`verified_scorer`), so a scikit-learn upgrade that changes these internals
+falls back to the pipeline instead of serving different numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.calibration import CalibratedClassifierCV, _SigmoidCalibration
+from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer, TfidfVectorizer
+from sklearn.naive_bayes import MultinomialNB
+from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.svm import LinearSVC
+from sklearn.utils import murmurhash3_32
+
+from spam_assets.modeling import TextColumn
+from spam_assets.settings import POSITIVE_LABEL
+
+# Memo bound, in words: words of real text repeat a lot; the bound keeps
+# hostile input from growing the memo without limit (tens of MB when full).
+MAX_MEMO = 1 << 17
+
+
+class Unsupported(Exception):
+    """The pipeline is not of a shape this module can score exactly."""
+
+
+def _require(condition: bool, what: str) -> None:
+    if not condition:
+        raise Unsupported(what)
+
+
+def _normalised(dot: float, squares: float) -> float:
+    # x_j = tf_j * idf_j, then x / |x| as TfidfTransformer(norm="l2"): x.w / |x|; an empty block stays zero.
+    return dot / math.sqrt(squares) if squares > 0 else 0.0
+
+
+@dataclass
+class _VocabularyBlock:
+    """Word n-grams looked up in the fitted vocabulary (unknown n-grams have no column).
+
+    A text has a few dozen word n-grams: a plain loop beats numpy's per-call cost.
+    """
+
+    preprocessor: Callable[[str], str]
+    sublinear_tf: bool
+    ngrams: Callable[[str], list[str]] = field(repr=False)
+    vocabulary: dict[str, int] = field(repr=False)
+    idf_weight: list[float] = field(repr=False)  # idf_j * w_j
+    idf_squared: list[float] = field(repr=False)  # idf_j ** 2
+
+    def partial(self, text: str) -> float:
+        vocabulary, idf_weight, idf_squared = self.vocabulary, self.idf_weight, self.idf_squared
+        counts = Counter(column for column in map(vocabulary.get, self.ngrams(text)) if column is not None)
+        dot = squares = 0.0
+        for column, count in counts.items():
+            if count == 1:  # most n-grams occur once, and tf is 1 then, sublinear or not
+                dot += idf_weight[column]
+                squares += idf_squared[column]
+            else:
+                tf = 1.0 + math.log(count) if self.sublinear_tf else float(count)
+                dot += tf * idf_weight[column]
+                squares += tf * tf * idf_squared[column]
+        return _normalised(dot, squares)
+
+
+@dataclass
+class _HashedBlock:
+    """char_wb n-grams hashed into columns as HashingVectorizer does.
+
+    char_wb n-grams never cross a word boundary, so a word's columns depend on
+    the word alone: they are memoised per word, computed by the vectoriser's
+    own n-gram function (exact by construction) and sklearn's murmurhash. A
+    text has hundreds of char n-grams: counted and summed with numpy.
+    """
+
+    preprocessor: Callable[[str], str]
+    sublinear_tf: bool
+    vectorizer: HashingVectorizer = field(repr=False)
+    idf_weight: np.ndarray = field(repr=False)
+    idf_squared: np.ndarray = field(repr=False)
+    memo: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def word_columns(self, word: str) -> np.ndarray:
+        n_features = self.vectorizer.n_features
+        columns = []
+        for gram in self.vectorizer._char_wb_ngrams(word):
+            # sklearn's _hashing_fast: signed murmurhash3 of the UTF-8 bytes (seed 0), abs, modulo.
+            h = murmurhash3_32(gram, 0)
+            columns.append((2147483647 - (n_features - 1)) % n_features if h == -2147483648 else abs(h) % n_features)
+        array = np.asarray(columns, dtype=np.intp)
+        if len(self.memo) < MAX_MEMO:
+            self.memo[word] = array
+        return array
+
+    def partial(self, text: str) -> float:
+        memo = self.memo
+        words = self.vectorizer._white_spaces.sub(" ", text).split()
+        if not words:
+            return 0.0
+        columns, counts = np.unique(
+            np.concatenate([memo[word] if word in memo else self.word_columns(word) for word in words]),
+            return_counts=True,
+        )
+        tf = 1.0 + np.log(counts) if self.sublinear_tf else counts.astype(float)
+        return _normalised(float(tf @ self.idf_weight[columns]), float((tf * tf) @ self.idf_squared[columns]))
+
+
+_Block = _VocabularyBlock | _HashedBlock
+
+
+def _word_block(vectorizer: TfidfVectorizer, weight: np.ndarray) -> _VocabularyBlock:
+    _require(type(vectorizer) is TfidfVectorizer, f"{type(vectorizer).__name__} is not a TfidfVectorizer")
+    _require(vectorizer.analyzer == "word", f"word analyzer expected, got {vectorizer.analyzer!r}")
+    _require(callable(vectorizer.preprocessor), "vectoriser without an explicit preprocessor")
+    _require(vectorizer.stop_words is None and vectorizer.tokenizer is None, "stop words or custom tokenizer")
+    _require(not vectorizer.binary and vectorizer.use_idf and vectorizer.norm == "l2", "binary, no idf, or not L2")
+    tokenize = vectorizer.build_tokenizer()
+    return _VocabularyBlock(
+        preprocessor=vectorizer.preprocessor,
+        sublinear_tf=vectorizer.sublinear_tf,
+        ngrams=lambda text: vectorizer._word_ngrams(tokenize(text)),
+        vocabulary=dict(vectorizer.vocabulary_),
+        idf_weight=(vectorizer.idf_ * weight).tolist(),
+        idf_squared=(vectorizer.idf_**2).tolist(),
+    )
+
+
+def _hashed_block(pipeline: Pipeline, weight: np.ndarray) -> _HashedBlock:
+    _require(type(pipeline) is Pipeline and len(pipeline.steps) == 2, "hashed block is not hash -> tfidf")
+    hashing, tfidf = pipeline.steps[0][1], pipeline.steps[1][1]
+    _require(type(hashing) is HashingVectorizer and type(tfidf) is TfidfTransformer, "hashed block is not hash -> tfidf")
+    _require(hashing.analyzer == "char_wb", f"char_wb analyzer expected, got {hashing.analyzer!r}")
+    _require(callable(hashing.preprocessor), "vectoriser without an explicit preprocessor")
+    _require(
+        not hashing.alternate_sign and hashing.norm is None and not hashing.binary,
+        "hashing with alternate signs, its own norm, or binary counts",
+    )
+    _require(tfidf.use_idf and tfidf.norm == "l2", "tf-idf without idf or not L2")
+    return _HashedBlock(
+        preprocessor=hashing.preprocessor,
+        sublinear_tf=tfidf.sublinear_tf,
+        vectorizer=hashing,
+        idf_weight=tfidf.idf_ * weight,
+        idf_squared=tfidf.idf_**2,
+    )
+
+
+def _blocks(features: Any, weight: np.ndarray) -> list[_Block]:
+    """Split the feature step and the weight vector into blocks, in column order."""
+    if isinstance(features, FeatureUnion):
+        _require(not features.transformer_weights, "FeatureUnion with transformer weights")
+        blocks, start = [], 0
+        for name, transformer in features.transformer_list:
+            _require(transformer not in ("drop", "passthrough"), f"FeatureUnion part {name!r} is {transformer!r}")
+            width = (
+                len(transformer.vocabulary_) if isinstance(transformer, TfidfVectorizer) else transformer.steps[0][1].n_features
+            )
+            blocks.extend(_blocks(transformer, weight[start : start + width]))
+            start += width
+        _require(start == len(weight), f"features have {start} columns, the classifier {len(weight)}")
+        return blocks
+    if isinstance(features, TfidfVectorizer):
+        _require(len(features.vocabulary_) == len(weight), "vocabulary and coefficients differ in size")
+        return [_word_block(features, weight)]
+    if isinstance(features, Pipeline):
+        return [_hashed_block(features, weight)]
+    raise Unsupported(f"feature step {type(features).__name__}")
+
+
+def _linear_link(classifier: Any, classes: list[str]) -> tuple[np.ndarray, float, float]:
+    """(weights, slope, offset) so that P(spam) = sigmoid(slope * x.w + offset)."""
+    spam = classes.index(POSITIVE_LABEL)
+    if type(classifier) is MultinomialNB:
+        # log P(spam|x) - log P(ham|x) = x . (flp_spam - flp_ham) + (prior_spam - prior_ham)
+        flp, prior = classifier.feature_log_prob_, classifier.class_log_prior_
+        return flp[spam] - flp[1 - spam], 1.0, float(prior[spam] - prior[1 - spam])
+    if type(classifier) is CalibratedClassifierCV:
+        _require(len(classifier.calibrated_classifiers_) == 1, "an ensemble of calibrated classifiers")
+        calibrated = classifier.calibrated_classifiers_[0]
+        svm = calibrated.estimator
+        _require(type(svm) is LinearSVC and calibrated.method == "sigmoid", "calibrated model is not a sigmoid LinearSVC")
+        _require(list(svm.classes_) == classes and classes[1] == POSITIVE_LABEL, "unexpected class order")
+        (calibrator,) = calibrated.calibrators
+        _require(type(calibrator) is _SigmoidCalibration, "calibrator is not Platt's sigmoid")
+        # decision f = x.w + b; P(spam) = expit(-(a f + c))
+        a, c = float(calibrator.a_), float(calibrator.b_)
+        return svm.coef_[0], -a, -(a * float(svm.intercept_[0]) + c)
+    raise Unsupported(f"classifier {type(classifier).__name__}")
+
+
+@dataclass
+class LeanScorer:
+    """P(spam) of one text from the blocks of a linear TF-IDF model."""
+
+    blocks: list[_Block]
+    slope: float
+    offset: float
+
+    def __call__(self, text: str) -> float:
+        processed: dict[int, str] = {}  # the blocks share one preprocessor: run it once
+        total = 0.0
+        for block in self.blocks:
+            key = id(block.preprocessor)
+            if key not in processed:
+                processed[key] = block.preprocessor(text)
+            total += block.partial(processed[key])
+        z = self.slope * total + self.offset
+        # Numerically stable logistic, as scipy's expit.
+        if z >= 0:
+            return 1.0 / (1.0 + math.exp(-z))
+        e = math.exp(z)
+        return e / (1.0 + e)
+
+
+def compile_scorer(model: Any) -> LeanScorer:
+    """A LeanScorer equivalent to `model.predict_proba(...)[:, spam]`; raises Unsupported otherwise."""
+    _require(type(model) is Pipeline and len(model.steps) in (2, 3), "not a [text ->] features -> classifier pipeline")
+    steps = [step for _, step in model.steps]
+    if len(steps) == 3:
+        _require(type(steps[0]) is TextColumn, f"first step is {type(steps[0]).__name__}, not TextColumn")
+        steps = steps[1:]
+    features, classifier = steps
+    classes = [str(c) for c in model.classes_]
+    _require(sorted(classes) == ["ham", "spam"], f"classes {classes}")
+    weight, slope, offset = _linear_link(classifier, classes)
+    return LeanScorer(blocks=_blocks(features, np.asarray(weight, dtype=float)), slope=slope, offset=offset)
+
+
+def max_disagreement(scorer: LeanScorer, model: Any, spam_column: int, texts: Sequence[str]) -> float:
+    """Largest |lean - predict_proba| over `texts`."""
+    reference = np.asarray(model.predict_proba(list(texts)), dtype=float)[:, spam_column]
+    return float(max(abs(scorer(text) - p) for text, p in zip(texts, reference, strict=True)))
+
+
+# Texts that exercise the edges of the feature code: no tokens at all, short
+# words, repeated n-grams (counts above 1), non-ASCII, markers, a long text.
+AGREEMENT_TEXTS = (
+    "",
+    " \t ",
+    "a",
+    "ok ok ok ok ok. OK!!! ok",
+    "Café naïve résumé, 日本語のテキスト, emoji 😀😀 and Ελληνικά",
+    "FREE entry!! call 09061701461 or visit www.win-prizes.co.uk for £1000 cash, txt WIN to 87121",
+    "lunch tomorrow? " * 200,
+)
+
+
+def verified_scorer(model: Any, spam_column: int, texts: Sequence[str], tolerance: float = 1e-9) -> tuple[LeanScorer | None, str]:
+    """A compiled scorer that matches predict_proba on `texts` (plus AGREEMENT_TEXTS), or None and why not."""
+    try:
+        scorer = compile_scorer(model)
+    except Unsupported as reason:
+        return None, f"pipeline not supported by the lean scorer ({reason})"
+    try:
+        gap = max_disagreement(scorer, model, spam_column, [*texts, *AGREEMENT_TEXTS])
+    except Exception as error:  # noqa: BLE001 - a scorer that cannot score is not used
+        return None, f"lean scorer failed: {error!r}"
+    if not gap <= tolerance:
+        return None, f"lean scorer differs from predict_proba by {gap:.3g} (> {tolerance:g})"
+    return scorer, f"lean scorer matches predict_proba within {gap:.1g}"

@@ -1,0 +1,151 @@
+"""The lean single-text scorer gives predict_proba's numbers, or is not used at all."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.svm import LinearSVC
+
+from serving import lean_scorer
+from serving.lean_scorer import AGREEMENT_TEXTS, Unsupported, compile_scorer, max_disagreement, verified_scorer
+from spam_assets.modeling import TextColumn, candidate_pipelines
+from spam_assets.text import normalise
+from tests.datasets import SMS_ENV, SMS_FILE, missing_reason, sms_path
+from tests.synthetic import email_messages, sms_messages
+
+TOLERANCE = 1e-9
+
+
+@pytest.fixture(scope="module")
+def corpus() -> pd.DataFrame:
+    data = pd.concat([sms_messages(500, seed=11), email_messages(60, seed=12)], ignore_index=True)
+    # Label noise keeps probabilities away from 0 and 1, where differences would hide.
+    flip = np.random.default_rng(1).random(len(data)) < 0.05
+    data.loc[flip, "label"] = data.loc[flip, "label"].map({"ham": "spam", "spam": "ham"})
+    return data
+
+
+@pytest.fixture(scope="module")
+def fitted(corpus) -> dict[str, Pipeline]:
+    return {name: p.fit(corpus["text"].tolist(), corpus["label"]) for name, p in candidate_pipelines(0).items()}
+
+
+def unseen_texts() -> list[str]:
+    held_out = sms_messages(200, seed=99)["text"].tolist() + email_messages(10, seed=98)["text"].tolist()
+    return held_out + list(AGREEMENT_TEXTS) + [
+        "WINNER!!! claim ur £1000 prize now: call 09061701461",
+        "the the the the the the",  # one word, count 6: sublinear tf
+        "x",  # a word shorter than the smallest n-gram
+        "tab\tand\nnewline   runs",
+        "Ünïcödé Straße ﬁ ligature and ＦＵＬＬＷＩＤＴＨ",  # NFKC changes these
+    ]
+
+
+@pytest.mark.parametrize("candidate", ["tfidf_nb", "word_char_svm"])
+def test_every_candidate_compiles_to_the_same_probabilities(fitted, candidate):
+    model = fitted[candidate]
+    scorer = compile_scorer(model)
+    texts = unseen_texts()
+    spam = list(model.classes_).index("spam")
+    assert max_disagreement(scorer, model, spam, texts) <= TOLERANCE
+    # Not a degenerate agreement: the scores spread across the unit interval.
+    scores = [scorer(t) for t in texts]
+    assert min(scores) < 0.1 and max(scores) > 0.9
+
+
+def test_the_memo_bound_keeps_results_exact(fitted, monkeypatch):
+    model = fitted["word_char_svm"]
+    monkeypatch.setattr(lean_scorer, "MAX_MEMO", 5)
+    scorer = compile_scorer(model)
+    texts = unseen_texts()
+    first = [scorer(t) for t in texts]
+    second = [scorer(t) for t in texts]  # now partly memoised
+    hashed = scorer.blocks[-1]
+    assert len(hashed.memo) == 5
+    assert first == second
+    assert max_disagreement(scorer, model, 1, texts) <= TOLERANCE
+
+
+def test_blocks_share_one_preprocessing_pass(fitted, monkeypatch):
+    scorer = compile_scorer(fitted["word_char_svm"])
+    calls = []
+    for block in scorer.blocks:
+        block.preprocessor = lambda text, calls=calls: calls.append(text) or normalise(text)
+    scorer("Free entry now")
+    assert len(calls) == 2  # two different function objects now: each runs once
+    shared = lambda text: calls.append(text) or normalise(text)  # noqa: E731
+    for block in scorer.blocks:
+        block.preprocessor = shared
+    calls.clear()
+    scorer("Free entry now")
+    assert calls == ["Free entry now"]
+
+
+def unsupported_pipelines(corpus) -> dict[str, Pipeline]:
+    texts, labels = corpus["text"].tolist(), corpus["label"]
+    word = lambda: TfidfVectorizer(preprocessor=normalise)  # noqa: E731
+    pipelines = {
+        "logistic regression": Pipeline([("text", TextColumn()), ("tfidf", word()), ("clf", LogisticRegression())]),
+        "ensemble of calibrators": Pipeline(
+            [("text", TextColumn()), ("tfidf", word()), ("clf", CalibratedClassifierCV(LinearSVC(), cv=3))]
+        ),
+        "isotonic calibration": Pipeline(
+            [
+                ("text", TextColumn()),
+                ("tfidf", word()),
+                ("clf", CalibratedClassifierCV(LinearSVC(), cv=3, ensemble=False, method="isotonic")),
+            ]
+        ),
+        "char analyzer on a vocabulary": Pipeline(
+            [("text", TextColumn()), ("tfidf", TfidfVectorizer(analyzer="char")), ("clf", candidate_pipelines()["tfidf_nb"][-1])]
+        ),
+        "stop words": Pipeline(
+            [
+                ("text", TextColumn()),
+                ("tfidf", TfidfVectorizer(preprocessor=normalise, stop_words=["the"])),
+                ("clf", candidate_pipelines()["tfidf_nb"][-1]),
+            ]
+        ),
+    }
+    return {name: p.fit(texts, labels) for name, p in pipelines.items()}
+
+
+def test_unsupported_pipelines_are_refused_with_a_reason(corpus):
+    for name, pipeline in unsupported_pipelines(corpus).items():
+        with pytest.raises(Unsupported):
+            compile_scorer(pipeline)
+        scorer, why = verified_scorer(pipeline, list(pipeline.classes_).index("spam"), ["hello"])
+        assert scorer is None, name
+        assert "not supported" in why
+
+
+def test_a_scorer_that_disagrees_is_not_used(fitted, monkeypatch):
+    model = fitted["word_char_svm"]
+    real = lean_scorer.compile_scorer
+
+    def off_by_a_little(m):
+        scorer = real(m)
+        scorer.offset += 1e-6  # what a changed scikit-learn internal might do
+        return scorer
+
+    monkeypatch.setattr(lean_scorer, "compile_scorer", off_by_a_little)
+    scorer, why = verified_scorer(model, 1, ["hello"])
+    assert scorer is None
+    assert "differs from predict_proba" in why
+
+
+@pytest.mark.datasets
+@pytest.mark.skipif(sms_path() is None, reason=missing_reason(SMS_ENV, SMS_FILE))
+def test_agrees_on_every_real_sms_message():
+    from spam_assets.loaders.sms import read_sms
+
+    records = read_sms(sms_path())
+    texts, labels = [r.text for r in records], [r.label for r in records]
+    model = candidate_pipelines(0)["word_char_svm"].fit(texts[::2], labels[::2])
+    scorer = compile_scorer(model)
+    assert max_disagreement(scorer, model, 1, texts) <= TOLERANCE
