@@ -39,7 +39,7 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.svm import LinearSVC
 from sklearn.utils import murmurhash3_32
 
-from spam_assets.modeling import TextColumn
+from spam_assets.modeling import CompactTfidfVectorizer, TextColumn
 from spam_assets.settings import POSITIVE_LABEL
 
 # Memo bound, in words: words of real text repeat a lot; the bound keeps
@@ -136,7 +136,7 @@ _Block = _VocabularyBlock | _HashedBlock
 
 
 def _word_block(vectorizer: TfidfVectorizer, weight: np.ndarray) -> _VocabularyBlock:
-    _require(type(vectorizer) is TfidfVectorizer, f"{type(vectorizer).__name__} is not a TfidfVectorizer")
+    _require(type(vectorizer) in (TfidfVectorizer, CompactTfidfVectorizer), f"{type(vectorizer).__name__} is not a TfidfVectorizer")
     _require(vectorizer.analyzer == "word", f"word analyzer expected, got {vectorizer.analyzer!r}")
     _require(callable(vectorizer.preprocessor), "vectoriser without an explicit preprocessor")
     _require(vectorizer.stop_words is None and vectorizer.tokenizer is None, "stop words or custom tokenizer")

@@ -41,3 +41,26 @@ def test_text_column_accepts_lists_series_and_frames():
     assert column.transform(pd.Series(["a"])) == ["a"]
     assert column.transform(pd.DataFrame({"text": ["a"], "other": [1]})) == ["a"]
     assert column.transform(np.array(["a", "b"], dtype=object)) == ["a", "b"]
+
+
+def test_compact_vocabulary_round_trips_through_skops(split):
+    import io
+    import zipfile
+
+    import skops.io
+
+    from spam_assets.modeling import SKOPS_TRUSTED_TYPES
+
+    train, holdout = split
+    for name, pipeline in candidate_pipelines(0).items():
+        model = pipeline.fit(train["text"].tolist(), train["label"])
+        data = skops.io.dumps(model)
+        schema = zipfile.ZipFile(io.BytesIO(data)).read("schema.json").decode()
+        # One string for the whole vocabulary, not a JSON node per term.
+        assert '"_vocabulary_terms"' in schema and '"vocabulary_"' not in schema, name
+        loaded = skops.io.loads(data, trusted=SKOPS_TRUSTED_TYPES)
+        words = lambda m: m[1] if name == "tfidf_nb" else m[1].transformer_list[0][1]  # noqa: E731
+        assert words(loaded).vocabulary_ == words(model).vocabulary_ and len(words(model).vocabulary_) > 100
+        np.testing.assert_array_equal(
+            spam_probability(loaded, holdout["text"]), spam_probability(model, holdout["text"])
+        )
