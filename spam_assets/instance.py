@@ -16,6 +16,10 @@ concurrency:
   pools:
     # champion_decision is the only pooled asset: never two decisions at once.
     default_limit: 1
+run_queue:
+  # Look for queued runs every second, not every 5 s: each hop of the
+  # inbox -> corpus -> retrain loop is a queued run.
+  dequeue_interval_seconds: 1
 telemetry:
   enabled: false
 """

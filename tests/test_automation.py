@@ -21,7 +21,7 @@ def test_definitions_load_and_everything_runs_without_a_click():
         "inbox_sensor", "refresh_on_new_batch", "retrain_on_drift", "notify_champion_decision", "notify_run_failure",
     }
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
-    assert all(s.minimum_interval_seconds == sensor_interval() for s in sensors.values())  # 10 s unless configured
+    assert all(s.minimum_interval_seconds == sensor_interval() for s in sensors.values())  # 4 s unless configured
     assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in defs.schedules)
     assert {s.name for s in defs.schedules} == {"daily_feed", "periodic_retrain"}
 

@@ -222,11 +222,19 @@ def test_inbox_drops_drive_drift_retrain_and_decision(tmp_path, corpora, monkeyp
             assert str(champion.version) == str(outcome["challenger_version" if promoted else "champion_version_before"])
 
             record = instance.get_run_record_by_id(retrain.run_id)
+            ingest = instance.get_run_record_by_id(judged.run_id)
+            refresh = instance.get_run_record_by_id(verdict.run_id)
+            (challenger,) = [r for r in _materializations(instance, "trained_model", dropped) if r.run_id == retrain.run_id]
             timings.update(
+                mail_drop_to_ingest_queued_s=ingest.create_timestamp.timestamp() - dropped,
+                mail_drop_to_ingest_started_s=ingest.start_time - dropped,
                 mail_drop_to_batch_judged_s=judged.timestamp - dropped,
+                mail_drop_to_refresh_queued_s=refresh.create_timestamp.timestamp() - dropped,
+                mail_drop_to_refresh_started_s=refresh.start_time - dropped,
                 mail_drop_to_verdict_s=verdict.timestamp - dropped,
                 mail_drop_to_retrain_queued_s=record.create_timestamp.timestamp() - dropped,
                 mail_drop_to_retrain_started_s=record.start_time - dropped,
+                mail_drop_to_challenger_logged_s=challenger.timestamp - dropped,
                 mail_drop_to_decision_s=decision.timestamp - dropped,
                 load_average_1m=os.getloadavg()[0],  # other work on the machine slows every step
                 decision=outcome["decision"],

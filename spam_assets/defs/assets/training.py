@@ -14,7 +14,10 @@ from spam_assets.modeling import METRIC_NAMES, candidate_pipelines, select_and_f
 
 class TrainingConfig(dg.Config):
     seed: int = 0
-    folds: int = 5
+    # The folds only choose between candidates; the holdout judges promotion. On
+    # SMS + e-mail, 3 folds pick the same winner as 5 at half the time (7.8 s
+    # against 15.9 s), and training is most of a drift-triggered retrain.
+    folds: int = 3
     candidates: list[str] = list(candidate_pipelines())
     n_jobs: int = 2  # cross-validation folds in parallel; 2 cores is the design target
 
