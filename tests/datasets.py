@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
 
@@ -37,3 +39,20 @@ def _find(env: str, file: str) -> Path | None:
     configured = os.environ.get(env)
     path = Path(configured).expanduser() if configured else SHARED_DATASETS / file
     return path if path.is_file() else None
+
+
+def sms_or_skip() -> Path:
+    """The SMS corpus, or skip the calling test or fixture, saying how to provide it."""
+    return sms_path() or pytest.skip(missing_reason(SMS_ENV, SMS_FILE))
+
+
+def spamassassin_or_skip() -> Path:
+    """The SpamAssassin archive, or skip the calling test or fixture, saying how to provide it."""
+    return spamassassin_path() or pytest.skip(missing_reason(SPAMASSASSIN_ENV, SPAMASSASSIN_FILE))
+
+
+# Markers for tests that need a corpus from the start.
+needs_sms = pytest.mark.skipif(sms_path() is None, reason=missing_reason(SMS_ENV, SMS_FILE))
+needs_spamassassin = pytest.mark.skipif(
+    spamassassin_path() is None, reason=missing_reason(SPAMASSASSIN_ENV, SPAMASSASSIN_FILE)
+)

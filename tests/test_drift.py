@@ -16,15 +16,7 @@ import pytest
 
 from spam_assets.drift import DriftReport, DriftThresholds, compute_drift, descriptors, holm, psi
 from spam_assets.text import tokens
-from tests.datasets import (
-    SMS_ENV,
-    SMS_FILE,
-    SPAMASSASSIN_ENV,
-    SPAMASSASSIN_FILE,
-    missing_reason,
-    sms_path,
-    spamassassin_path,
-)
+from tests.datasets import sms_or_skip, spamassassin_or_skip
 
 # ------------------------------------------------------------ synthetic data
 
@@ -287,9 +279,7 @@ def test_missing_columns_are_an_error():
 
 
 def load_sms() -> pd.DataFrame:
-    path = sms_path()
-    if path is None:
-        pytest.skip(missing_reason(SMS_ENV, SMS_FILE))
+    path = sms_or_skip()
     rows = []
     with path.open(encoding="utf-8") as handle:
         for line in handle:
@@ -300,9 +290,7 @@ def load_sms() -> pd.DataFrame:
 
 def load_some_mail(every: int = 15) -> pd.DataFrame:
     """Every n-th message of the SpamAssassin archive: subject plus text parts, HTML tags dropped."""
-    path = spamassassin_path()
-    if path is None:
-        pytest.skip(missing_reason(SPAMASSASSIN_ENV, SPAMASSASSIN_FILE))
+    path = spamassassin_or_skip()
     rows = []
     with tarfile.open(path) as archive:
         files = (m for m in archive if m.isfile())

@@ -15,7 +15,7 @@ from serving import lean_scorer
 from serving.lean_scorer import AGREEMENT_TEXTS, Unsupported, compile_scorer, max_disagreement, verified_scorer
 from spam_assets.modeling import TextColumn, candidate_pipelines
 from spam_assets.text import normalise
-from tests.datasets import SMS_ENV, SMS_FILE, missing_reason, sms_path
+from tests.datasets import needs_sms, sms_path
 from tests.synthetic import email_messages, sms_messages
 
 TOLERANCE = 1e-9
@@ -140,7 +140,7 @@ def test_a_scorer_that_disagrees_is_not_used(fitted, monkeypatch):
 
 
 @pytest.mark.datasets
-@pytest.mark.skipif(sms_path() is None, reason=missing_reason(SMS_ENV, SMS_FILE))
+@needs_sms
 def test_agrees_on_every_real_sms_message():
     from spam_assets.loaders.sms import read_sms
 

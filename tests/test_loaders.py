@@ -15,15 +15,7 @@ from spam_assets.loaders import COLUMNS, BatchFormatError, SourceSpec, detect_fo
 from spam_assets.loaders import email as email_loader
 from spam_assets.loaders.email import html_to_text, parse_message
 from spam_assets.loaders.feed import STATE_FILE, Feed, row_id, write_jsonl
-from tests.datasets import (
-    SMS_ENV,
-    SMS_FILE,
-    SPAMASSASSIN_ENV,
-    SPAMASSASSIN_FILE,
-    missing_reason,
-    sms_path,
-    spamassassin_path,
-)
+from tests.datasets import sms_or_skip, spamassassin_or_skip
 
 TAG = re.compile(r"<[a-zA-Z/!][^>]*>")
 
@@ -526,18 +518,12 @@ def test_feed_batch_written_as_jsonl_is_an_ordinary_batch(tmp_path: Path) -> Non
 
 @pytest.fixture(scope="module")
 def sms_corpus() -> pd.DataFrame:
-    path = sms_path()
-    if path is None:
-        pytest.skip(missing_reason(SMS_ENV, SMS_FILE))
-    return read_batch(path)
+    return read_batch(sms_or_skip())
 
 
 @pytest.fixture(scope="module")
 def spamassassin_corpus() -> pd.DataFrame:
-    path = spamassassin_path()
-    if path is None:
-        pytest.skip(missing_reason(SPAMASSASSIN_ENV, SPAMASSASSIN_FILE))
-    return read_batch(path)  # about 4 s: the slowest test in this file
+    return read_batch(spamassassin_or_skip())  # about 4 s: the slowest test in this file
 
 
 @pytest.mark.datasets

@@ -28,15 +28,7 @@ import dagster as dg
 import pytest
 
 from spam_assets.batches import ID_LENGTH, content_hash
-from tests.datasets import (
-    SMS_ENV,
-    SMS_FILE,
-    SPAMASSASSIN_ENV,
-    SPAMASSASSIN_FILE,
-    missing_reason,
-    sms_path,
-    spamassassin_path,
-)
+from tests.datasets import sms_or_skip, spamassassin_or_skip
 from tests.test_notifications import recording_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.datasets]
@@ -158,11 +150,7 @@ def _wait_for(what: str, probe, platform: Platform, timeout: float = PHASE_TIMEO
 
 @pytest.fixture
 def corpora(tmp_path):
-    sms, mail = sms_path(), spamassassin_path()
-    if sms is None:
-        pytest.skip(missing_reason(SMS_ENV, SMS_FILE))
-    if mail is None:
-        pytest.skip(missing_reason(SPAMASSASSIN_ENV, SPAMASSASSIN_FILE))
+    sms, mail = sms_or_skip(), spamassassin_or_skip()
     lines = sms.read_text(encoding="utf-8").splitlines(keepends=True)
     first, rest = tmp_path / "sms-first-4500.txt", tmp_path / "sms-rest.txt"
     first.write_text("".join(lines[:BOOTSTRAP_ROWS]), encoding="utf-8")

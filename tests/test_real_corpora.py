@@ -16,11 +16,11 @@ from spam_assets.intake import register, stage
 from spam_assets.registry import Registry
 from spam_assets.runner import materialize_batches
 from spam_assets.settings import tracking_uri
-from tests.datasets import SMS_ENV, SMS_FILE, SPAMASSASSIN_ENV, SPAMASSASSIN_FILE, missing_reason, sms_path, spamassassin_path
+from tests.datasets import needs_sms, needs_spamassassin, sms_path, spamassassin_path
 
 pytestmark = [
     pytest.mark.datasets,
-    pytest.mark.skipif(sms_path() is None, reason=missing_reason(SMS_ENV, SMS_FILE)),
+    needs_sms,
 ]
 FIRST_LINES = 4500
 
@@ -76,7 +76,7 @@ def test_new_sms_batch_does_not_drift(platform):
     assert drift["decay"] is False
 
 
-@pytest.mark.skipif(spamassassin_path() is None, reason=missing_reason(SPAMASSASSIN_ENV, SPAMASSASSIN_FILE))
+@needs_spamassassin
 def test_spamassassin_batch_after_sms_champion_drifts(platform):
     instance, resources, _ = platform
     batch = _ingest(spamassassin_path(), instance)
