@@ -6,7 +6,11 @@ role and it finds the role from the container's processes; compose passes it
 explicitly. Each role asks the service itself, not just whether a port is open:
 
     serving    grpc.health.v1 Check("") on 127.0.0.1:$SPAM_SERVING_PORT (50051):
-               SERVING only once a champion is loaded (NOT_SERVING before)
+               SERVING only once a champion is loaded (NOT_SERVING before). Reads
+               the server's own settings (serving.config, SPAM_SERVING_* env vars):
+               TLS trusting $SPAM_SERVING_TLS_CERT when it is set, and the bearer
+               token from $SPAM_SERVING_TOKEN when set (health is exempt anyway).
+               Options given as spam-serve flags are not seen: use the env vars
     code       grpc.health.v1 Check("DagsterApi") on 127.0.0.1:4000 (Dagster code server)
     webserver  GET http://127.0.0.1:3000/server_info
     mlflow     GET http://127.0.0.1:5000/health
@@ -46,19 +50,81 @@ def detect_role() -> str | None:
     return None
 
 
-def grpc_health(target: str, service: str) -> tuple[bool, str]:
+def grpc_health(
+    target: str,
+    service: str,
+    *,
+    tls_root: bytes | None = None,
+    tls_name: str | None = None,
+    token: str | None = None,
+) -> tuple[bool, str]:
+    """Check(service) on target; TLS trusting tls_root (verified against tls_name) when given."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(target) as channel:
+    if tls_root is None:
+        channel = grpc.insecure_channel(target)
+    else:
+        options = [("grpc.ssl_target_name_override", tls_name)] if tls_name else []
+        channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=tls_root), options)
+    metadata = [("authorization", f"Bearer {token}")] if token else None
+    with channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=5
+                health_pb2.HealthCheckRequest(service=service), timeout=5, metadata=metadata
             )
         except grpc.RpcError as error:
             return False, f"{error.code().name}: {error.details()}"
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
     return response.status == health_pb2.HealthCheckResponse.SERVING, status
+
+
+def tls_target_name(cert_pem: bytes) -> str | None:
+    """A name in the server's certificate to verify it by, since the check dials 127.0.0.1.
+
+    None (verify the address itself) when the certificate cannot be read or
+    names none. "localhost" when listed, then 127.0.0.1 as such, then the
+    first DNS name (a wildcard *.x as healthcheck.x), then the subject CN.
+    """
+    try:
+        from cryptography import x509  # an MLflow dependency, so in the image
+        from cryptography.x509.oid import NameOID
+
+        cert = x509.load_pem_x509_certificate(cert_pem)  # the first one: the server's own
+    except Exception:  # noqa: BLE001 - no override is the safe fallback
+        return None
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = sans.get_values_for_type(x509.DNSName)
+        ips = [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        dns, ips = [], []
+    if "localhost" in dns:
+        return "localhost"
+    if "127.0.0.1" in ips:
+        return None
+    if dns:
+        return "healthcheck." + dns[0][2:] if dns[0].startswith("*.") else dns[0]
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(cns[0].value) if cns else None
+
+
+def serving_health(environ: dict[str, str] | None = None) -> tuple[bool, str]:
+    """The serving role, configured like `spam-serve` itself: same env vars, TLS and token."""
+    from serving.config import from_args
+
+    try:
+        config, _ = from_args([], environ=os.environ if environ is None else environ)
+    except ValueError as error:
+        return False, f"bad serving configuration: {error}"
+    tls_root = tls_name = None
+    if config.tls:
+        try:
+            tls_root = config.tls_cert.read_bytes()
+        except OSError as error:
+            return False, f"cannot read TLS certificate: {error}"
+        tls_name = tls_target_name(tls_root)
+    return grpc_health(f"127.0.0.1:{config.port}", "", tls_root=tls_root, tls_name=tls_name, token=config.token)
 
 
 def http_ok(url: str) -> tuple[bool, str]:
@@ -77,7 +143,7 @@ def daemon_live() -> tuple[bool, str]:
 
 def check(role: str) -> tuple[bool, str]:
     if role == "serving":
-        return grpc_health(f"127.0.0.1:{os.environ.get('SPAM_SERVING_PORT', '50051')}", "")
+        return serving_health()
     if role == "code":
         return grpc_health(f"127.0.0.1:{os.environ.get('DAGSTER_CODE_SERVER_PORT', '4000')}", "DagsterApi")
     if role == "webserver":
