@@ -7,6 +7,8 @@
 Services: spam.v1.Classifier, inference.GRPCInferenceService (Open Inference
 Protocol), grpc.health.v1.Health (NOT_SERVING until a champion is loaded) and
 server reflection.
+
+Bounded MLflow HTTP retries by default; override MLFLOW_HTTP_REQUEST_{MAX_RETRIES,BACKOFF_FACTOR,TIMEOUT}.
 """
 
 from __future__ import annotations
@@ -136,8 +138,33 @@ def start(config: ServingConfig, watcher: ChampionWatcher | None = None) -> Runn
     return running
 
 
+# MLflow's own defaults (7 retries, backoff factor 2, 120 s timeout) let one
+# registry request to an unreachable tracking server retry for about 4 minutes
+# (sleeps 0+4+8+16+32+64+120 s, plus up to 8 x 120 s of timeouts), stalling the
+# champion poll and a SIGTERM shutdown. Bounded instead: with 2 retries and
+# factor 1 a refused connection gives up after ~3 s of backoff (0 s, then 2 s
+# plus up to 1 s of jitter), a silent host after at most 3 x 10 s + 3 s. 10 s
+# still leaves a slow server or a streamed artifact download room between
+# bytes, and the watcher polls again every poll_interval anyway, so retrying
+# harder inside one poll buys little. The backoff factor must be an integer:
+# MLflow parses it with int().
+MLFLOW_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+
+def bounded_mlflow_http_defaults(environ=None) -> None:
+    """Set MLFLOW_HTTP_DEFAULTS in environ (os.environ) where the user has not set them."""
+    environ = os.environ if environ is None else environ
+    for name, value in MLFLOW_HTTP_DEFAULTS.items():
+        environ.setdefault(name, value)
+
+
 def main(argv: list[str] | None = None) -> int:
     quiet_telemetry()
+    bounded_mlflow_http_defaults()
     try:
         config, log_level = from_args(argv)
     except ValueError as error:
