@@ -7,7 +7,7 @@ import pytest
 from spam_assets.definitions import ASSETS, defs
 from spam_assets.defs.assets.ingestion import raw_sample
 from spam_assets.defs.automation.feed import daily_feed, feed_job
-from spam_assets.defs.automation.settings import sensor_interval, settle_seconds
+from spam_assets.defs.automation.settings import notify_interval, sensor_interval, settle_seconds
 from spam_assets.defs.partitions import batch_partitions
 from spam_assets.defs.resources import PlatformStore
 from spam_assets.intake import register, stage
@@ -21,12 +21,17 @@ def test_definitions_load_and_everything_runs_without_a_click():
         "inbox_sensor", "refresh_on_new_batch", "retrain_on_drift", "notify_champion_decision", "notify_run_failure",
     }
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
-    assert all(s.minimum_interval_seconds == sensor_interval() for s in sensors.values())  # 4 s unless configured
+    loop = {"inbox_sensor", "refresh_on_new_batch", "retrain_on_drift"}  # the drop-to-champion path
+    assert all(sensors[name].minimum_interval_seconds == sensor_interval() for name in loop)
+    assert all(s.minimum_interval_seconds == notify_interval() for name, s in sensors.items() if name not in loop)
     assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in defs.schedules)
     assert {s.name for s in defs.schedules} == {"daily_feed", "periodic_retrain"}
 
 
 def test_intervals_come_from_the_environment(monkeypatch):
+    for name in ("SPAM_SENSOR_INTERVAL_SECONDS", "SPAM_NOTIFY_INTERVAL_SECONDS", "SPAM_INBOX_SETTLE_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    assert (sensor_interval(), notify_interval(), settle_seconds()) == (4, 15, 3)  # the defaults
     monkeypatch.setenv("SPAM_SENSOR_INTERVAL_SECONDS", "15")
     monkeypatch.setenv("SPAM_INBOX_SETTLE_SECONDS", "0.5")
     assert (sensor_interval(), settle_seconds()) == (15, 0.5)

@@ -21,7 +21,7 @@ from spam_assets.defs.automation.settings import (
     WEBHOOK_ENV,
     WEBHOOK_TIMEOUT_ENV,
     env_number,
-    sensor_interval,
+    notify_interval,
 )
 from spam_assets.defs.resources import PlatformStore
 
@@ -108,7 +108,7 @@ def decision_metadata(instance: dg.DagsterInstance, run_id: str) -> dict | None:
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.SUCCESS,
     name="notify_champion_decision",
-    minimum_interval_seconds=sensor_interval(),
+    minimum_interval_seconds=notify_interval(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Posts to $SPAM_WEBHOOK_URL when champion_decision promoted a challenger or kept the champion.",
 )
@@ -121,7 +121,7 @@ def notify_champion_decision(context: dg.RunStatusSensorContext, webhook: Webhoo
 
 @dg.run_failure_sensor(
     name="notify_run_failure",
-    minimum_interval_seconds=sensor_interval(),
+    minimum_interval_seconds=notify_interval(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Posts to $SPAM_WEBHOOK_URL when any run of this code location fails (a rejected batch included).",
 )
