@@ -28,7 +28,7 @@ Checks before a version may serve:
    unmistakable probe.
 
 Then the pipeline is compiled into a lean scorer (`serving.lean_scorer`), the
-same numbers at a tenth of the cost per text, used only when it matches
+same numbers at a twentieth of the cost per text, used only when it matches
 `predict_proba` on the probes; otherwise the pipeline scores directly.
 """
 

@@ -278,6 +278,8 @@ def verified_scorer(model: Any, spam_column: int, texts: Sequence[str], toleranc
         scorer = compile_scorer(model)
     except Unsupported as reason:
         return None, f"pipeline not supported by the lean scorer ({reason})"
+    except Exception as error:  # noqa: BLE001 - a shape nobody foresaw: serve through the pipeline
+        return None, f"pipeline not supported by the lean scorer ({error!r})"
     try:
         gap = max_disagreement(scorer, model, spam_column, [*texts, *AGREEMENT_TEXTS])
     except Exception as error:  # noqa: BLE001 - a scorer that cannot score is not used

@@ -70,7 +70,7 @@ class CompactTfidfVectorizer(TfidfVectorizer):
     term): the word 1-2-gram vocabulary of SMS plus some e-mail (130k terms)
     took 5 s to save, 2 s to load and 100 MB, and grows with every batch.
     The terms in column order, joined by newlines, say the same thing in one
-    JSON string. The fitted object in memory is a plain TfidfVectorizer.
+    JSON string. In memory it is a TfidfVectorizer in every respect.
     """
 
     def __getstate__(self) -> dict:

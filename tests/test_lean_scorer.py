@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
+from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.svm import LinearSVC
 
 from serving import lean_scorer
@@ -104,6 +104,13 @@ def unsupported_pipelines(corpus) -> dict[str, Pipeline]:
         "char analyzer on a vocabulary": Pipeline(
             [("text", TextColumn()), ("tfidf", TfidfVectorizer(analyzer="char")), ("clf", candidate_pipelines()["tfidf_nb"][-1])]
         ),
+        "a union with a block of another kind": Pipeline(
+            [
+                ("text", TextColumn()),
+                ("features", FeatureUnion([("words", word()), ("counts", CountVectorizer(preprocessor=normalise))])),
+                ("clf", candidate_pipelines()["tfidf_nb"][-1]),
+            ]
+        ),
         "stop words": Pipeline(
             [
                 ("text", TextColumn()),
@@ -116,9 +123,10 @@ def unsupported_pipelines(corpus) -> dict[str, Pipeline]:
 
 
 def test_unsupported_pipelines_are_refused_with_a_reason(corpus):
-    for name, pipeline in unsupported_pipelines(corpus).items():
-        with pytest.raises(Unsupported):
-            compile_scorer(pipeline)
+    pipelines = unsupported_pipelines(corpus)
+    with pytest.raises(Unsupported, match="LogisticRegression"):
+        compile_scorer(pipelines["logistic regression"])
+    for name, pipeline in pipelines.items():  # the server's entry point never raises: it falls back
         scorer, why = verified_scorer(pipeline, list(pipeline.classes_).index("spam"), ["hello"])
         assert scorer is None, name
         assert "not supported" in why
