@@ -10,7 +10,7 @@ explicitly. Each role asks the service itself, not just whether a port is open:
                the server's own settings (serving.config, SPAM_SERVING_* env vars):
                TLS trusting $SPAM_SERVING_TLS_CERT when it is set, and the bearer
                token from $SPAM_SERVING_TOKEN when set (health is exempt anyway).
-               Options given as spam-serve flags are not seen: use the env vars
+               Options given as spam-serve flags are not seen: use the env vars.
     code       grpc.health.v1 Check("DagsterApi") on 127.0.0.1:4000 (Dagster code server)
     webserver  GET http://127.0.0.1:3000/server_info
     mlflow     GET http://127.0.0.1:5000/health

@@ -281,12 +281,12 @@ def domain_classifier(
     counts = counter.fit_transform(texts).tocsr()
     scores = np.empty(len(texts))
     for train, test in StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(texts, y):
-        in_train = counts[train]
-        vocabulary = np.flatnonzero(np.diff(in_train.tocsc().indptr) >= 2)  # min_df=2 within the fold
-        tfidf = TfidfTransformer(sublinear_tf=True).fit(in_train[:, vocabulary])
+        vocabulary = np.flatnonzero(np.diff(counts[train].tocsc().indptr) >= 2)  # min_df=2 within the fold
+        in_train = counts[train][:, vocabulary]
+        tfidf = TfidfTransformer(sublinear_tf=True).fit(in_train)
         # balanced: the sides may differ in size; AUC ignores it but the fit should not
         model = LogisticRegression(max_iter=1000, class_weight="balanced")
-        model.fit(tfidf.transform(in_train[:, vocabulary]), y[train])
+        model.fit(tfidf.transform(in_train), y[train])
         scores[test] = model.predict_proba(tfidf.transform(counts[test][:, vocabulary]))[:, 1]
     p = stats.mannwhitneyu(scores[y == 1], scores[y == 0], alternative="greater", method="asymptotic").pvalue
     return float(roc_auc_score(y, scores)), float(p)

@@ -17,6 +17,7 @@ import pytest
 from spam_assets.drift import DriftReport, DriftThresholds, compute_drift, descriptors, holm, psi
 from spam_assets.text import tokens
 from tests.datasets import sms_or_skip, spamassassin_or_skip
+from tests.synthetic import email_messages, sms_messages
 
 # ------------------------------------------------------------ synthetic data
 
@@ -253,6 +254,34 @@ def test_score_psi_flags_a_shifted_score_distribution():
     report = compute_drift(reference, current, score_fn=shifted, reference_scores=keyword_scores(reference["text"]))
     assert row(report, "score_psi")["flagged"]
     assert any(r.startswith("champion score PSI") for r in report.reasons)
+
+
+def test_domain_classifier_matches_a_vectoriser_refitted_per_fold():
+    """Counting once must give what TfidfVectorizer(min_df=2) inside each fold gave: no leak, same scores."""
+    from scipy import stats
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+
+    from spam_assets.drift import domain_classifier
+
+    reference = sms_messages(300, seed=21)["text"].tolist()
+    for current in (sms_messages(200, seed=22)["text"].tolist(), email_messages(80, seed=23)["text"].tolist()):
+        texts, y = reference + current, np.r_[np.zeros(len(reference), dtype=int), np.ones(len(current), dtype=int)]
+        per_fold = make_pipeline(
+            TfidfVectorizer(tokenizer=tokens, token_pattern=None, lowercase=False, ngram_range=(1, 2), sublinear_tf=True, min_df=2),
+            LogisticRegression(max_iter=1000, class_weight="balanced"),
+        )
+        folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
+        scores = cross_val_predict(per_fold, texts, y, cv=folds, method="predict_proba")[:, 1]
+        expected = (
+            roc_auc_score(y, scores),
+            stats.mannwhitneyu(scores[y == 1], scores[y == 0], alternative="greater", method="asymptotic").pvalue,
+        )
+        # max_rows above both sizes: no subsampling, so the rows are in the same order
+        assert domain_classifier(reference, current, max_rows=1000, seed=0) == pytest.approx(expected, rel=1e-9)
 
 
 def test_report_renders_as_frame_markdown_and_json():

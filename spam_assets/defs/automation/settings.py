@@ -35,7 +35,7 @@ def env_number(name: str, default: float) -> float:
 
 
 def sensor_interval() -> int:
-    """Minimum seconds between ticks of every platform sensor (Dagster's default is 30).
+    """Minimum seconds between ticks of the sensors on the drop-to-champion path (Dagster's default is 30).
 
     dagster-daemon's sensor and automation loops come round every 5 s, and a
     sensor ticks on a loop only when its interval has passed. With an
