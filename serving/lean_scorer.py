@@ -37,15 +37,10 @@ from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer,
 from sklearn.naive_bayes import MultinomialNB
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.svm import LinearSVC
-from sklearn.utils import murmurhash3_32
 
+from spam_assets.char_ngrams import MemoHashingVectorizer, memo_columns, word_memo, words
 from spam_assets.modeling import CompactTfidfVectorizer, TextColumn
 from spam_assets.settings import POSITIVE_LABEL
-
-# Memo bound, in words: words of real text repeat a lot; the bound keeps
-# hostile input from growing the memo without limit (tens of MB when full).
-MAX_MEMO = 1 << 17
-
 
 class Unsupported(Exception):
     """The pipeline is not of a shape this module can score exactly."""
@@ -94,10 +89,9 @@ class _VocabularyBlock:
 class _HashedBlock:
     """char_wb n-grams hashed into columns as HashingVectorizer does.
 
-    char_wb n-grams never cross a word boundary, so a word's columns depend on
-    the word alone: they are memoised per word, computed by the vectoriser's
-    own n-gram function (exact by construction) and sklearn's murmurhash. A
-    text has hundreds of char n-grams: counted and summed with numpy.
+    A word's columns come from the per-word memo that the training and batch
+    path share (`spam_assets.char_ngrams`). A text has hundreds of char
+    n-grams: counted and summed with numpy.
     """
 
     preprocessor: Callable[[str], str]
@@ -105,27 +99,15 @@ class _HashedBlock:
     vectorizer: HashingVectorizer = field(repr=False)
     idf_weight: np.ndarray = field(repr=False)
     idf_squared: np.ndarray = field(repr=False)
-    memo: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-
-    def word_columns(self, word: str) -> np.ndarray:
-        n_features = self.vectorizer.n_features
-        columns = []
-        for gram in self.vectorizer._char_wb_ngrams(word):
-            # sklearn's _hashing_fast: signed murmurhash3 of the UTF-8 bytes (seed 0), abs, modulo.
-            h = murmurhash3_32(gram, 0)
-            columns.append((2147483647 - (n_features - 1)) % n_features if h == -2147483648 else abs(h) % n_features)
-        array = np.asarray(columns, dtype=np.intp)
-        if len(self.memo) < MAX_MEMO:
-            self.memo[word] = array
-        return array
+    memo: dict[str, np.ndarray] = field(repr=False)
 
     def partial(self, text: str) -> float:
-        memo = self.memo
-        words = self.vectorizer._white_spaces.sub(" ", text).split()
-        if not words:
+        memo, vectorizer = self.memo, self.vectorizer
+        split = words(vectorizer, text)
+        if not split:
             return 0.0
         columns, counts = np.unique(
-            np.concatenate([memo[word] if word in memo else self.word_columns(word) for word in words]),
+            np.concatenate([memo[word] if word in memo else memo_columns(vectorizer, memo, word) for word in split]),
             return_counts=True,
         )
         tf = 1.0 + np.log(counts) if self.sublinear_tf else counts.astype(float)
@@ -155,7 +137,10 @@ def _word_block(vectorizer: TfidfVectorizer, weight: np.ndarray) -> _VocabularyB
 def _hashed_block(pipeline: Pipeline, weight: np.ndarray) -> _HashedBlock:
     _require(type(pipeline) is Pipeline and len(pipeline.steps) == 2, "hashed block is not hash -> tfidf")
     hashing, tfidf = pipeline.steps[0][1], pipeline.steps[1][1]
-    _require(type(hashing) is HashingVectorizer and type(tfidf) is TfidfTransformer, "hashed block is not hash -> tfidf")
+    _require(
+        type(hashing) in (HashingVectorizer, MemoHashingVectorizer) and type(tfidf) is TfidfTransformer,
+        "hashed block is not hash -> tfidf",
+    )
     _require(hashing.analyzer == "char_wb", f"char_wb analyzer expected, got {hashing.analyzer!r}")
     _require(callable(hashing.preprocessor), "vectoriser without an explicit preprocessor")
     _require(
@@ -169,6 +154,7 @@ def _hashed_block(pipeline: Pipeline, weight: np.ndarray) -> _HashedBlock:
         vectorizer=hashing,
         idf_weight=tfidf.idf_ * weight,
         idf_squared=tfidf.idf_**2,
+        memo=word_memo(hashing),
     )
 
 

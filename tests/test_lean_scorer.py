@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, HashingVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.svm import LinearSVC
 
 from serving import lean_scorer
+from spam_assets import char_ngrams
 from serving.lean_scorer import AGREEMENT_TEXTS, Unsupported, compile_scorer, max_disagreement, verified_scorer
 from spam_assets.modeling import TextColumn, candidate_pipelines
 from spam_assets.text import normalise
@@ -58,9 +59,20 @@ def test_every_candidate_compiles_to_the_same_probabilities(fitted, candidate):
     assert min(scores) < 0.1 and max(scores) > 0.9
 
 
+def test_models_saved_with_a_plain_hashing_vectorizer_still_compile(corpus):
+    """Champions trained before MemoHashingVectorizer hold sklearn's own HashingVectorizer."""
+    model = candidate_pipelines(0)["word_char_svm"]
+    char = model.named_steps["features"].transformer_list[1][1]
+    char.steps[0] = ("hash", HashingVectorizer(**char.steps[0][1].get_params()))
+    model.fit(corpus["text"].tolist(), corpus["label"])
+    assert type(char.steps[0][1]) is HashingVectorizer
+    assert max_disagreement(compile_scorer(model), model, 1, unseen_texts()) <= TOLERANCE
+
+
 def test_the_memo_bound_keeps_results_exact(fitted, monkeypatch):
     model = fitted["word_char_svm"]
-    monkeypatch.setattr(lean_scorer, "MAX_MEMO", 5)
+    monkeypatch.setattr(char_ngrams, "_MEMOS", {})  # a fresh memo, not the one earlier tests filled
+    monkeypatch.setattr(char_ngrams, "MAX_MEMO", 5)
     scorer = compile_scorer(model)
     texts = unseen_texts()
     first = [scorer(t) for t in texts]
