@@ -38,7 +38,7 @@ from sklearn.naive_bayes import MultinomialNB
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.svm import LinearSVC
 
-from spam_assets.char_ngrams import MemoHashingVectorizer, memo_columns, word_memo, words
+from spam_assets.char_ngrams import MemoHashingVectorizer, columns_of, word_memo, words
 from spam_assets.modeling import CompactTfidfVectorizer, TextColumn
 from spam_assets.settings import POSITIVE_LABEL
 
@@ -106,9 +106,10 @@ class _HashedBlock:
         split = words(vectorizer, text)
         if not split:
             return 0.0
+        missing = [word for word in split if word not in memo]
+        extra = columns_of(vectorizer, memo, missing) if missing else {}
         columns, counts = np.unique(
-            np.concatenate([memo[word] if word in memo else memo_columns(vectorizer, memo, word) for word in split]),
-            return_counts=True,
+            np.concatenate([memo[word] if word in memo else extra[word] for word in split]), return_counts=True
         )
         tf = 1.0 + np.log(counts) if self.sublinear_tf else counts.astype(float)
         return _normalised(float(tf @ self.idf_weight[columns]), float((tf * tf) @ self.idf_squared[columns]))

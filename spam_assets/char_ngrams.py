@@ -8,20 +8,22 @@ a word boundary, so the columns a word contributes depend on the word alone;
 words repeat (Zipf), so each distinct word is hashed once per process and
 every later occurrence is a dict lookup.
 
-`word_columns` is the one place that turns a word into its hashed columns:
-`MemoHashingVectorizer` builds matrices from it and the server's lean scorer
-(`serving.lean_scorer`) scores single texts from it.
+`columns_of` is the one place that turns words into their hashed columns,
+with scikit-learn's own hashing: `MemoHashingVectorizer` builds matrices from
+it and the server's lean scorer (`serving.lean_scorer`) scores single texts
+from it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
+from itertools import islice
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.preprocessing import normalize
-from sklearn.utils import murmurhash3_32
 
 try:  # how sklearn itself hands back sparse output (sparray or spmatrix, per its config)
     from sklearn.utils._sparse import _align_api_if_sparse
@@ -36,34 +38,42 @@ MAX_MEMO = 1 << 17
 _MEMOS: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}
 
 
-def word_columns(vectorizer: HashingVectorizer, word: str) -> np.ndarray:
-    """The columns (with repeats) `vectorizer` hashes one word's char_wb n-grams into.
+def _as_is(text: str) -> str:
+    return text
 
-    Uses the vectoriser's own n-gram function and sklearn's murmurhash the way
-    its FeatureHasher does: signed 32-bit hash of the UTF-8 bytes, seed 0,
-    absolute value modulo n_features.
+
+def columns_of(vectorizer: HashingVectorizer, memo: dict[str, np.ndarray], new_words: Iterable[str]) -> dict[str, np.ndarray]:
+    """The columns of each of `new_words`, repeated as often as its n-grams hash to them; stored in `memo` while it has room.
+
+    Computed in one pass of scikit-learn's own HashingVectorizer over the words
+    (each word one document, already preprocessed), so a word's columns are
+    exactly those it adds to a text's row, and the per-call cost is paid once
+    per batch of new words, not once per word.
     """
-    n_features = vectorizer.n_features
-    columns = []
-    for gram in vectorizer._char_wb_ngrams(word):
-        h = murmurhash3_32(gram, 0)
-        columns.append((2147483647 - (n_features - 1)) % n_features if h == -2147483648 else abs(h) % n_features)
-    return np.asarray(columns, dtype=np.int32)
+    new = list(dict.fromkeys(new_words))
+    if not new:
+        return {}
+    hasher = HashingVectorizer(
+        analyzer="char_wb",
+        ngram_range=vectorizer.ngram_range,
+        n_features=vectorizer.n_features,
+        preprocessor=_as_is,
+        alternate_sign=False,
+        norm=None,
+    )
+    rows = sp.csr_array(hasher.transform(new))
+    indptr, indices, counts = rows.indptr, rows.indices.astype(np.int32), rows.data.astype(np.int64)
+    found = {word: np.repeat(indices[indptr[i] : indptr[i + 1]], counts[indptr[i] : indptr[i + 1]]) for i, word in enumerate(new)}
+    room = MAX_MEMO - len(memo)
+    if room > 0:
+        memo.update(islice(found.items(), room))
+    return found
 
 
 def word_memo(vectorizer: HashingVectorizer) -> dict[str, np.ndarray]:
     """This process's memo for the vectoriser's n-gram setting (shared by clones, CV folds and servers)."""
     min_n, max_n = vectorizer.ngram_range
     return _MEMOS.setdefault((min_n, max_n, vectorizer.n_features), {})
-
-
-def memo_columns(vectorizer: HashingVectorizer, memo: dict[str, np.ndarray], word: str) -> np.ndarray:
-    columns = memo.get(word)
-    if columns is None:
-        columns = word_columns(vectorizer, word)
-        if len(memo) < MAX_MEMO:
-            memo[word] = columns
-    return columns
 
 
 def words(vectorizer: HashingVectorizer, text: str) -> list[str]:
@@ -88,13 +98,17 @@ class MemoHashingVectorizer(HashingVectorizer):
             return super().transform(X)  # which also rejects a single string
         self._validate_ngram_range()
         preprocess, decode, memo = self.build_preprocessor(), self.decode, word_memo(self)
+        # A word repeated in a text adds its columns once, weighted: fewer entries to sort.
+        texts = [Counter(words(self, preprocess(decode(doc)))) for doc in X]
+        extra = columns_of(self, memo, (word for counts in texts for word in counts if word not in memo))
         chunks: list[np.ndarray] = []  # per distinct word of each text: its columns
         repeats: list[int] = []  # and how often the word occurs in the text
         indptr, filled = [0], 0
-        for doc in X:
-            # A word repeated in a text adds its columns once, weighted: fewer entries to sort.
-            for word, count in Counter(words(self, preprocess(decode(doc)))).items():
-                columns = memo_columns(self, memo, word)
+        for counts in texts:
+            for word, count in counts.items():
+                columns = memo.get(word)
+                if columns is None:
+                    columns = extra[word]  # the memo was full
                 chunks.append(columns)
                 repeats.append(count)
                 filled += len(columns)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.feature_extraction.text import TfidfTransformer, TfidfVectorizer
 from sklearn.metrics import (
@@ -24,10 +24,11 @@ from sklearn.metrics import (
     recall_score,
     roc_auc_score,
 )
-from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.model_selection import StratifiedKFold
 from sklearn.naive_bayes import MultinomialNB
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.svm import LinearSVC
+from sklearn.utils.parallel import Parallel, delayed
 
 from spam_assets.char_ngrams import MemoHashingVectorizer
 from spam_assets.settings import LABELS, POSITIVE_LABEL
@@ -212,10 +213,16 @@ def select_and_fit(
     texts, labels = train["text"].tolist(), train["label"].to_numpy()
     scorer = make_scorer(f1_score, pos_label=POSITIVE_LABEL)
     folds = max(2, min(folds, int(pd.Series(labels).value_counts().min())))
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(texts, labels))
+    # Every candidate's folds in one pool: no idle worker between candidates,
+    # and the workers' start-up and memo (char_ngrams) serve all of them.
+    tasks = [(name, train, test) for name in candidates for train, test in splits]
+    results = Parallel(n_jobs=n_jobs)(
+        delayed(_fold_score)(candidates[name], texts, labels, train, test, scorer) for name, train, test in tasks
+    )
     cv_scores = {}
-    for name, pipeline in candidates.items():
-        scores = cross_val_score(pipeline, texts, labels, cv=cv, scoring=scorer, n_jobs=n_jobs)
+    for name in candidates:
+        scores = np.array([score for (task, _, _), score in zip(tasks, results, strict=True) if task == name])
         cv_scores[name] = (float(scores.mean()), float(scores.std()))
         log(f"{name}: CV spam F1 {scores.mean():.4f} ± {scores.std():.4f}")
     best = max(cv_scores, key=lambda n: cv_scores[n][0])
@@ -228,3 +235,9 @@ def select_and_fit(
         holdout_metrics=evaluate(holdout["label"], scores),
         holdout_confusion=confusion(holdout["label"], scores),
     )
+
+
+def _fold_score(pipeline: Pipeline, texts: list[str], labels: np.ndarray, train, test, scorer) -> float:
+    """One fold of cross_val_score: a fresh clone fitted on `train`, scored on `test`."""
+    model = clone(pipeline).fit([texts[i] for i in train], labels[train])
+    return float(scorer(model, [texts[i] for i in test], labels[test]))
