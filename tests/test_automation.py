@@ -40,9 +40,14 @@ def test_intervals_come_from_the_environment(monkeypatch):
         sensor_interval()
 
 
+# A batch refreshes corpus and drift; training and the decision ride along in
+# the same run and train only if that run's verdict asks (test_graph).
+REFRESH = ("cleaned_corpus", "drift_statistics", "trained_model", "champion_decision")
+
+
 def _evaluate(instance, cursor=None):
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-    keys = [dg.AssetKey("cleaned_corpus"), dg.AssetKey("drift_statistics")]
+    keys = [dg.AssetKey(k) for k in REFRESH]
     requested = {k.to_user_string() for k in keys if result.get_requested_partitions(k)}
     return requested, result.cursor
 
@@ -70,7 +75,7 @@ def test_eager_refreshes_corpus_and_drift_when_a_batch_lands(instance, resources
 
     dg.materialize([raw_sample], partition_key=second, instance=instance, resources=resources)
     requested, cursor = _evaluate(instance, cursor)
-    assert requested == {"cleaned_corpus", "drift_statistics"}  # both, in one tick
+    assert requested == set(REFRESH)  # all, in one tick
     requested, cursor = _evaluate(instance, cursor)
     assert requested == set()  # handled
 
@@ -83,14 +88,14 @@ def test_eager_refreshes_corpus_and_drift_when_a_batch_lands(instance, resources
     assert requested == set()
     instance.delete_dynamic_partition(batch_partitions.name, stuck)
     requested, cursor = _evaluate(instance, cursor)
-    assert requested == {"cleaned_corpus", "drift_statistics"}
+    assert requested == set(REFRESH)
 
 
-def test_refresh_sensor_targets_the_monitoring_assets():
+def test_refresh_sensor_targets_monitoring_and_the_assets_that_ride_along():
     sensor = next(s for s in defs.sensors if s.name == "refresh_on_new_batch")
     assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
     keys = sensor.asset_selection.resolve(defs.resolve_asset_graph())
-    assert {k.to_user_string() for k in keys} == {"cleaned_corpus", "drift_statistics"}
+    assert {k.to_user_string() for k in keys} == set(REFRESH)
 
 
 def test_platform_instance_allows_one_champion_decision_at_a_time(tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 
 from spam_assets.definitions import ASSETS, defs
 from spam_assets.defs.resources import PlatformStore
+from spam_assets.defs.run_tags import REFRESH_TRIGGER, RETRAIN_REASON_TAG, TRIGGER_TAG
 from spam_assets.intake import register, stage
 from spam_assets.registry import Registry
 from spam_assets.runner import materialize_batches
@@ -117,6 +118,52 @@ def test_retrain_without_improvement_keeps_champion(bootstrapped, instance, reso
     assert "not measurably better" in decision["reasons"]
     registry = Registry(tracking_uri())
     assert (str(registry.champion().version), str(registry.challenger().version)) == ("1", "2")
+
+
+def _refresh_run(instance, resources) -> dg.ExecuteInProcessResult:
+    """What refresh_on_new_batch launches after a batch: all four assets, one run, its trigger tag."""
+    result = dg.materialize(
+        ASSETS,
+        selection=["cleaned_corpus", "drift_statistics", "trained_model", "champion_decision"],
+        instance=instance,
+        resources=resources,
+        run_config=FAST,
+        tags={TRIGGER_TAG: REFRESH_TRIGGER},
+    )
+    assert result.success
+    return result
+
+
+def _materialized(result) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def test_a_refresh_run_trains_and_decides_only_on_its_own_drift_verdict(bootstrapped, instance, resources, tmp_path):
+    client = MlflowClient(tracking_uri())
+    mlflow_runs = lambda: len(client.search_runs(experiment_ids=[r.experiment_id for r in client.search_experiments()]))  # noqa: E731
+    before = mlflow_runs()
+
+    sms = ingest(write_jsonl(sms_messages(300, seed=7), tmp_path / "sms.jsonl"), instance)
+    materialize_batches([sms], instance, resources, downstream=[])
+    quiet = _refresh_run(instance, resources)
+    assert _materialized(quiet) == {"cleaned_corpus", "drift_statistics"}  # no drift: no challenger, no decision
+    assert [e.step_key for e in quiet.all_events if e.event_type_value == "STEP_SKIPPED"] == ["champion_decision"]
+    assert RETRAIN_REASON_TAG not in instance.get_run_by_id(quiet.run_id).tags
+    assert mlflow_runs() == before  # the lazy MLflow run was never started
+
+    mail = ingest(write_jsonl(email_messages(300, seed=3), tmp_path / "mail.jsonl"), instance)
+    materialize_batches([mail], instance, resources, downstream=[])
+    drifted = _refresh_run(instance, resources)
+    assert _materialized(drifted) == {"cleaned_corpus", "drift_statistics", "trained_model", "champion_decision"}
+    tags = instance.get_run_by_id(drifted.run_id).tags
+    assert tags[TRIGGER_TAG].startswith("drift") and tags[RETRAIN_REASON_TAG].startswith(tags[TRIGGER_TAG] + ": ")
+    assert latest(instance, "trained_model")["retrain_reason"] == tags[RETRAIN_REASON_TAG]
+    assert latest(instance, "trained_model")["corpus_data_version"] == latest(instance, "cleaned_corpus")["data_version"]
+    assert mlflow_runs() == before + 1
+
+    # The same corpus again: the verdict still says drift, but that challenger exists already.
+    again = _refresh_run(instance, resources)
+    assert _materialized(again) == {"cleaned_corpus", "drift_statistics"}
 
 
 BAD_BATCHES = {

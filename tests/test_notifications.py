@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 
 from spam_assets.defs.automation.notifications import Webhook, notify_champion_decision, notify_run_failure
-from spam_assets.defs.automation.settings import RETRAIN_REASON_TAG
+from spam_assets.defs.run_tags import RETRAIN_REASON_TAG
 from spam_assets.defs.resources import PlatformStore
 
 

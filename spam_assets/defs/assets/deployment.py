@@ -6,6 +6,7 @@ import dagster as dg
 from spam_assets.decision import DecisionRules, decide
 from spam_assets.defs.assets.training import trained_model
 from spam_assets.defs.resources import ModelRegistry, PlatformStore
+from spam_assets.defs.retrain_policy import TRAINED_MODEL, rides_with
 from spam_assets.modeling import evaluate, spam_probability
 
 # One champion decision at a time, platform-wide: the pool's limit is set in
@@ -28,6 +29,7 @@ class DecisionConfig(dg.Config):
     group_name="deployment",
     kinds={"mlflow"},
     pool=DECISION_POOL,
+    automation_condition=rides_with(TRAINED_MODEL),  # decides in the refresh run that trains
     description=(
         "Scores the challenger and the current champion on the same (current) holdout; promotes "
         "the challenger by moving the MLflow alias `champion` only if it passes the absolute gates "

@@ -8,7 +8,10 @@ import dagster as dg
 from spam_assets.challenger import log_challenger
 from spam_assets.decision import DecisionRules, gate_failures
 from spam_assets.defs.assets.corpus import cleaned_corpus
+from spam_assets.defs.assets.monitoring import drift_statistics
 from spam_assets.defs.resources import ModelRegistry, PlatformStore
+from spam_assets.defs.retrain_policy import DRIFT_STATISTICS, TRAINED_MODEL, rides_with, verdict_of_run
+from spam_assets.defs.run_tags import REFRESH_TRIGGER, RETRAIN_REASON_TAG, TRIGGER_TAG
 from spam_assets.modeling import METRIC_NAMES, candidate_pipelines, select_and_fit
 
 
@@ -22,10 +25,27 @@ class TrainingConfig(dg.Config):
     n_jobs: int = 2  # cross-validation folds in parallel; 2 cores is the design target
 
 
-@dg.asset(
-    deps=[cleaned_corpus],
-    group_name="training",
-    kinds={"scikitlearn", "mlflow"},
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "trained_model",
+            deps=[cleaned_corpus, drift_statistics],
+            group_name="training",
+            kinds={"scikitlearn", "mlflow"},
+            # In a refresh run the gate below may decide not to train: nothing
+            # is materialised then, and champion_decision is skipped.
+            skippable=True,
+            automation_condition=rides_with(DRIFT_STATISTICS),
+            description=(
+                "The challenger: every candidate pipeline (TF-IDF + MultinomialNB; linear SVM on word and "
+                "character n-grams, calibrated) cross-validated on the train split, the best refit and scored "
+                "on the holdout, logged to MLflow (params, metrics, confusion matrix, model with signature) "
+                "and registered as a new version of `spam-classifier` with alias `challenger`. Rides along in "
+                "each refresh run and trains there only when that run's drift verdict says drift or decay; "
+                "requested any other way (retrain job, timer, UI), it always trains."
+            ),
+        )
+    ],
     check_specs=[
         dg.AssetCheckSpec(
             "challenger_gates",
@@ -33,12 +53,7 @@ class TrainingConfig(dg.Config):
             description="The challenger reaches the absolute gates (spam F1, spam precision) on the holdout.",
         )
     ],
-    description=(
-        "The challenger: every candidate pipeline (TF-IDF + MultinomialNB; linear SVM on word and "
-        "character n-grams, calibrated) cross-validated on the train split, the best refit and scored "
-        "on the holdout, logged to MLflow (params, metrics, confusion matrix, model with signature) "
-        "and registered as a new version of `spam-classifier` with alias `challenger`."
-    ),
+    can_subset=True,  # with skippable: neither the asset nor its check has to be yielded
 )
 def trained_model(
     context: dg.AssetExecutionContext,
@@ -46,6 +61,23 @@ def trained_model(
     store: PlatformStore,
     registry: ModelRegistry,
     mlflow_run: dg.ResourceParam[Any],
+):
+    if TRAINED_MODEL not in context.selected_asset_keys:
+        raise dg.Failure("challenger_gates is checked while training: materialise trained_model with it")
+    reason = context.run.tags.get(RETRAIN_REASON_TAG) or f"requested by {context.run.tags.get(TRIGGER_TAG, 'hand')}"
+    if context.run.tags.get(TRIGGER_TAG) == REFRESH_TRIGGER:
+        verdict, reason = verdict_of_run(context.instance, context.run_id)
+        if verdict is None:
+            context.log.info(f"not retraining: {reason}")
+            return
+        # The reason on the run, as on runs the retrain triggers launch.
+        context.instance.add_run_tags(context.run_id, {TRIGGER_TAG: verdict.trigger, RETRAIN_REASON_TAG: reason})
+        context.log.info(f"retraining: {reason}")
+    yield _train(context, config, store, registry, mlflow_run.start(), reason)
+
+
+def _train(
+    context, config: TrainingConfig, store: PlatformStore, registry: ModelRegistry, mlflow_run, reason: str
 ) -> dg.MaterializeResult:
     corpora = store.corpus()
     version = corpora.current_version()
@@ -66,8 +98,8 @@ def trained_model(
         log=context.log.info,
     )
     reg = registry.registry()
-    # `mlflow_run` is dagster-mlflow's resource: initialising it started (or
-    # resumed) the MLflow run tagged with this Dagster run's id.
+    # `mlflow_run` is dagster-mlflow's MlFlow: starting it started (or resumed)
+    # the MLflow run tagged with this Dagster run's id.
     model_version = log_challenger(
         result,
         reg,
@@ -84,6 +116,7 @@ def trained_model(
 
     failures = gate_failures(result.holdout_metrics, DecisionRules())
     return dg.MaterializeResult(
+        asset_key=TRAINED_MODEL,
         metadata={
             "model_version": model_version.version,
             "candidate": result.name,
@@ -95,6 +128,7 @@ def trained_model(
             if reg.tracking_uri.startswith("http")
             else f"experiment {run.experiment_id}, run {run.run_id}",
             "corpus_data_version": version,
+            "retrain_reason": reason,
             "cv_spam_f1": dg.MetadataValue.md(
                 "| candidate | mean | std |\n|---|---|---|\n"
                 + "\n".join(f"| {n} | {m:.4f} | {s:.4f} |" for n, (m, s) in result.cv_scores.items())

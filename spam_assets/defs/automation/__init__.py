@@ -2,7 +2,9 @@
 
     inbox file / feed tick -> raw_sample partition            (inbox.py, feed.py)
     new raw_sample         -> cleaned_corpus, drift_statistics (automation.py: eager)
-    drift / decay / timer  -> trained_model, champion_decision (retrain.py)
+                              + trained_model, champion_decision in the same run,
+                                trained only if that verdict says drift or decay
+    verdict held back, timer -> trained_model, champion_decision (retrain.py)
     decision / failure     -> webhook                          (notifications.py)
 
 Every sensor and schedule is on by default, so the loop turns without a

@@ -17,11 +17,11 @@ from spam_assets.defs.automation.settings import (
     FEED_FORMAT_ENV,
     FEED_ROWS_ENV,
     FEED_SOURCE_ENV,
-    TRIGGER_TAG,
     env_number,
     feed_cron,
     inbox_dir,
 )
+from spam_assets.defs.run_tags import TRIGGER_TAG
 from spam_assets.defs.resources import PlatformStore
 from spam_assets.loaders import SourceSpec
 from spam_assets.loaders.feed import Feed, write_jsonl

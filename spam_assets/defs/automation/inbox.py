@@ -28,7 +28,8 @@ import dagster as dg
 
 from spam_assets.batches import BatchStore
 from spam_assets.defs.assets.ingestion import raw_sample
-from spam_assets.defs.automation.settings import INBOX_FILE_TAG, TRIGGER_TAG, inbox_dir, sensor_interval, settle_seconds
+from spam_assets.defs.automation.settings import inbox_dir, sensor_interval, settle_seconds
+from spam_assets.defs.run_tags import INBOX_FILE_TAG, TRIGGER_TAG
 from spam_assets.defs.partitions import batch_partitions
 from spam_assets.defs.resources import PlatformStore
 from spam_assets.intake import stage

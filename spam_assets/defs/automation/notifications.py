@@ -14,15 +14,8 @@ import urllib.request
 import dagster as dg
 
 from spam_assets.defs.assets.deployment import champion_decision
-from spam_assets.defs.automation.settings import (
-    INBOX_FILE_TAG,
-    RETRAIN_REASON_TAG,
-    TRIGGER_TAG,
-    WEBHOOK_ENV,
-    WEBHOOK_TIMEOUT_ENV,
-    env_number,
-    notify_interval,
-)
+from spam_assets.defs.automation.settings import WEBHOOK_ENV, WEBHOOK_TIMEOUT_ENV, env_number, notify_interval
+from spam_assets.defs.run_tags import INBOX_FILE_TAG, RETRAIN_REASON_TAG, TRIGGER_TAG
 from spam_assets.defs.resources import PlatformStore
 
 log = logging.getLogger(__name__)

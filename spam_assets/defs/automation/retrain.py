@@ -1,7 +1,11 @@
 """Retrain triggers: drift or decay in a new drift verdict, and a weekly timer.
 
-Both request the same job (trained_model then champion_decision) with the
-reason in the run's tags, and both coalesce the same way:
+Usually the refresh run that finds drift has already trained and decided
+(automation.py); then retrain_on_drift sees that the corpus has its
+challenger and does nothing. It is the path for a verdict whose run could
+not train because another retrain was in flight. Both triggers request the
+same job (trained_model then champion_decision) with the reason in the run's
+tags, and both coalesce the same way:
 
 - while a retrain is queued or running, a new request is held back, not
   dropped: the drift sensor leaves its cursor before the verdict, so the
@@ -14,83 +18,21 @@ The `champion_decision` pool (limit 1 in the instance config) is the last
 guard: even a manual run beside these can never decide at the same time.
 """
 
-import dataclasses
-
 import dagster as dg
 
 from spam_assets.defs.assets.corpus import cleaned_corpus
 from spam_assets.defs.assets.deployment import champion_decision
 from spam_assets.defs.assets.monitoring import drift_statistics
 from spam_assets.defs.assets.training import trained_model
-from spam_assets.defs.automation.settings import RETRAIN_REASON_TAG, TRIGGER_TAG, retrain_cron, sensor_interval
-
-IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
-RETRAIN_KEYS = {trained_model.key, champion_decision.key}
-MAX_REASON = 500  # tags are labels, not reports: the full reasons are on drift_statistics
+from spam_assets.defs.automation.settings import retrain_cron, sensor_interval
+from spam_assets.defs.run_tags import RETRAIN_REASON_TAG, TRIGGER_TAG
+from spam_assets.defs.retrain_policy import Verdict, active_retrain, already_trained, held_back
 
 retrain_job = dg.define_asset_job(
     "retrain",
     selection=dg.AssetSelection.assets(trained_model, champion_decision),
     description="Train a challenger on the current corpus, then promote it only if it beats the champion.",
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class Verdict:
-    drift: bool
-    decay: bool
-    reasons: list[str]
-
-    @classmethod
-    def of(cls, record: dg.EventLogRecord) -> "Verdict":
-        meta = record.asset_materialization.metadata
-        value = lambda key, default: meta[key].value if key in meta else default
-        text = str(value("reasons", ""))
-        reasons = [line.removeprefix("- ").strip() for line in text.splitlines() if line.strip() not in ("", "- none")]
-        return cls(bool(value("drift", False)), bool(value("decay", False)), reasons)
-
-    @property
-    def wants_retrain(self) -> bool:
-        return self.drift or self.decay
-
-    @property
-    def trigger(self) -> str:
-        return " and ".join(k for k, on in (("drift", self.drift), ("decay", self.decay)) if on)
-
-    def reason(self) -> str:
-        return f"{self.trigger}: {'; '.join(self.reasons) or 'no reasons recorded'}"[:MAX_REASON]
-
-
-def active_retrain(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
-    """A queued or running run that trains or decides, whoever launched it."""
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT), limit=200):
-        if run.asset_selection and run.asset_selection & RETRAIN_KEYS:
-            return run
-    return None
-
-
-def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict | None:
-    event = instance.get_latest_materialization_event(key)
-    return None if event is None else {k: v.value for k, v in event.asset_materialization.metadata.items()}
-
-
-def already_trained(instance: dg.DagsterInstance) -> str | None:
-    """Why a retrain now would repeat the last one, or None: the current corpus is new to every challenger."""
-    corpus = _latest_metadata(instance, cleaned_corpus.key)
-    model = _latest_metadata(instance, trained_model.key)
-    if corpus and model and corpus.get("data_version") == model.get("corpus_data_version"):
-        version = model.get("model_version")
-        return f"challenger v{version} was already trained on the current corpus {corpus['data_version']}"
-    return None
-
-
-def held_back(run: dg.DagsterRun) -> str:
-    return f"retrain run {run.run_id[:8]} is {run.status.value.lower()}; checked again once it finishes"
 
 
 @dg.sensor(

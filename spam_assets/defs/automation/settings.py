@@ -20,10 +20,6 @@ FEED_SOURCE_ENV, FEED_ROWS_ENV, FEED_FORMAT_ENV = "SPAM_FEED_SOURCE", "SPAM_FEED
 FEED_CRON_ENV, FEED_TZ_ENV = "SPAM_FEED_CRON", "SPAM_FEED_TIMEZONE"
 WEBHOOK_ENV, WEBHOOK_TIMEOUT_ENV = "SPAM_WEBHOOK_URL", "SPAM_WEBHOOK_TIMEOUT_SECONDS"
 
-# Tags put on runs the automation requests: searchable in the UI's run list.
-TRIGGER_TAG = "spam/trigger"
-RETRAIN_REASON_TAG = "spam/retrain_reason"
-INBOX_FILE_TAG = "spam/inbox_file"
 
 
 def env_number(name: str, default: float) -> float:

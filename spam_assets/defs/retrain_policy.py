@@ -1,0 +1,103 @@
+"""When a retrain is wanted, and when it would be pointless or must wait.
+
+Shared by the retrain triggers (automation/retrain.py) and by trained_model
+itself when it rides along in the run that computed a drift verdict. Asset
+keys are named, not imported, so the assets can import this module.
+"""
+
+import dataclasses
+
+import dagster as dg
+
+CLEANED_CORPUS, DRIFT_STATISTICS = dg.AssetKey("cleaned_corpus"), dg.AssetKey("drift_statistics")
+TRAINED_MODEL, CHAMPION_DECISION = dg.AssetKey("trained_model"), dg.AssetKey("champion_decision")
+RETRAIN_KEYS = {TRAINED_MODEL, CHAMPION_DECISION}
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+MAX_REASON = 500  # tags are labels, not reports: the full reasons are on drift_statistics
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    drift: bool
+    decay: bool
+    reasons: list[str]
+
+    @classmethod
+    def of(cls, record: dg.EventLogRecord) -> "Verdict":
+        meta = record.asset_materialization.metadata
+        value = lambda key, default: meta[key].value if key in meta else default
+        text = str(value("reasons", ""))
+        reasons = [line.removeprefix("- ").strip() for line in text.splitlines() if line.strip() not in ("", "- none")]
+        return cls(bool(value("drift", False)), bool(value("decay", False)), reasons)
+
+    @property
+    def wants_retrain(self) -> bool:
+        return self.drift or self.decay
+
+    @property
+    def trigger(self) -> str:
+        return " and ".join(k for k, on in (("drift", self.drift), ("decay", self.decay)) if on)
+
+    def reason(self) -> str:
+        return f"{self.trigger}: {'; '.join(self.reasons) or 'no reasons recorded'}"[:MAX_REASON]
+
+
+def active_retrain(instance: dg.DagsterInstance, exclude_run: str | None = None) -> dg.DagsterRun | None:
+    """A queued or running run that trains or decides, whoever launched it."""
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT), limit=200):
+        if run.run_id != exclude_run and run.asset_selection and run.asset_selection & RETRAIN_KEYS:
+            return run
+    return None
+
+
+def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict | None:
+    event = instance.get_latest_materialization_event(key)
+    return None if event is None else {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def already_trained(instance: dg.DagsterInstance) -> str | None:
+    """Why a retrain now would repeat the last one, or None: the current corpus is new to every challenger."""
+    corpus = _latest_metadata(instance, CLEANED_CORPUS)
+    model = _latest_metadata(instance, TRAINED_MODEL)
+    if corpus and model and corpus.get("data_version") == model.get("corpus_data_version"):
+        version = model.get("model_version")
+        return f"challenger v{version} was already trained on the current corpus {corpus['data_version']}"
+    return None
+
+
+def held_back(run: dg.DagsterRun) -> str:
+    return f"retrain run {run.run_id[:8]} is {run.status.value.lower()}; checked again once it finishes"
+
+
+def verdict_of_run(instance: dg.DagsterInstance, run_id: str) -> tuple[Verdict | None, str]:
+    """The drift verdict `run_id` recorded, if it asks for a retrain that is not a repeat; else None and why not."""
+    record = next(
+        iter(instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=DRIFT_STATISTICS), limit=1).records), None
+    )
+    if record is None or record.run_id != run_id:
+        return None, "this run recorded no drift verdict"
+    verdict = Verdict.of(record)
+    if not verdict.wants_retrain:
+        return None, "the drift verdict says no drift or decay"
+    if (repeat := already_trained(instance)) is not None:
+        return None, f"{verdict.trigger} seen, but {repeat}"
+    return verdict, verdict.reason()
+
+
+def rides_with(upstream: dg.AssetKey) -> dg.AutomationCondition:
+    """Requested in the same evaluation, so in the same run, as `upstream`; never beside a run already computing it.
+
+    A retrain that is in flight elsewhere is left to the retrain_on_drift
+    sensor, which holds the verdict until that run is over.
+    """
+    return (
+        dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested()).allow(
+            dg.AssetSelection.assets(upstream)
+        )
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label(f"requested with {upstream.to_user_string()}")
