@@ -47,10 +47,10 @@ class Verdict:
         return f"{self.trigger}: {'; '.join(self.reasons) or 'no reasons recorded'}"[:MAX_REASON]
 
 
-def active_retrain(instance: dg.DagsterInstance, exclude_run: str | None = None) -> dg.DagsterRun | None:
+def active_retrain(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
     """A queued or running run that trains or decides, whoever launched it."""
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT), limit=200):
-        if run.run_id != exclude_run and run.asset_selection and run.asset_selection & RETRAIN_KEYS:
+        if run.asset_selection and run.asset_selection & RETRAIN_KEYS:
             return run
     return None
 
