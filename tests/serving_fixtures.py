@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -226,8 +227,14 @@ def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, message
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
 
 
-def self_signed_cert(folder: Path) -> tuple[Path, Path]:
-    """(cert.pem, key.pem) for localhost and 127.0.0.1, made with `cryptography`, else the openssl CLI."""
+def self_signed_cert(
+    folder: Path,
+    dns_names: Sequence[str] = ("localhost",),
+    ips: Sequence[str] = ("127.0.0.1",),
+    common_name: str = "localhost",
+) -> tuple[Path, Path]:
+    """A self-signed (cert.pem, key.pem) naming `dns_names` and `ips`, made with `cryptography`, else the openssl CLI."""
+    folder.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     try:
         from cryptography import x509
@@ -237,18 +244,20 @@ def self_signed_cert(folder: Path) -> tuple[Path, Path]:
     except ImportError:
         if shutil.which("openssl") is None:
             pytest.skip("neither the cryptography package nor the openssl CLI is available to make a certificate")
+        names = ",".join([*(f"DNS:{n}" for n in dns_names), *(f"IP:{i}" for i in ips)])
         subprocess.run(
             ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-             "-keyout", str(key_path), "-out", str(cert_path), "-days", "1", "-subj", "/CN=localhost",
-             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+             "-keyout", str(key_path), "-out", str(cert_path), "-days", "1", "-subj", f"/CN={common_name}",
+             "-addext", f"subjectAltName={names}"],
             check=True, capture_output=True,
         )  # fmt: skip
         return cert_path, key_path
     import ipaddress
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
+    alt = [x509.DNSName(n) for n in dns_names] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -257,10 +266,7 @@ def self_signed_cert(folder: Path) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
