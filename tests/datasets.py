@@ -6,6 +6,7 @@ datasets folder next to the project: <repo root>/../shared/datasets/<file>.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -56,3 +57,11 @@ needs_sms = pytest.mark.skipif(sms_path() is None, reason=missing_reason(SMS_ENV
 needs_spamassassin = pytest.mark.skipif(
     spamassassin_path() is None, reason=missing_reason(SPAMASSASSIN_ENV, SPAMASSASSIN_FILE)
 )
+
+
+@functools.cache
+def corpus_texts(path: Path) -> tuple[str, ...]:
+    """The texts of a real corpus, read once per test session (the e-mail archive takes ~6 s to parse)."""
+    from spam_assets.loaders import read_batch
+
+    return tuple(read_batch(path)["text"])

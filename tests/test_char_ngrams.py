@@ -8,9 +8,8 @@ from sklearn.feature_extraction.text import HashingVectorizer
 
 from spam_assets import char_ngrams
 from spam_assets.char_ngrams import MemoHashingVectorizer
-from spam_assets.loaders import read_batch
 from spam_assets.text import normalise
-from tests.datasets import needs_sms, needs_spamassassin, sms_path, spamassassin_path
+from tests.datasets import corpus_texts, needs_sms, needs_spamassassin, sms_path, spamassassin_path
 from tests.synthetic import email_messages, sms_messages
 
 CHAR = dict(preprocessor=normalise, analyzer="char_wb", ngram_range=(2, 5), n_features=2**18, alternate_sign=False, norm=None)
@@ -99,7 +98,7 @@ def test_bad_input_fails_as_hashing_vectorizer_fails():
     ids=["sms", "spamassassin"],
 )
 def test_same_matrix_on_the_real_corpora(corpus):
-    data = read_batch(corpus())["text"].tolist()[:2000]
+    data = list(corpus_texts(corpus())[:2000])
     expected = HashingVectorizer(**CHAR).transform(data)
     assert expected.nnz > 100_000
     assert_same_matrix(expected, MemoHashingVectorizer(**CHAR).transform(data))
