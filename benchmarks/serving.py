@@ -9,7 +9,8 @@ the same messages:
 
   1. in-process predict_proba, batches of 256        the model's ceiling
   1b. in-process predict_proba, one text per call    ceiling for unary calls
-  1c. in-process lean scorer, one text per call      what the server runs (serving.lean_scorer)
+  1c. in-process lean scorer, one text per call      what the server runs for one text (serving.lean_scorer)
+  1d. in-process lean scorer, batches of 256         what the server runs for texts that arrive together
   2. echo servicer, one message per stream request   gRPC framework ceiling
   2b. echo servicer, unary calls                     gRPC's share of unary latency
   3. ClassifyStream, one message per request         goal >= 0.5 x (2)
@@ -274,6 +275,7 @@ def measure_round(champion, texts, echo_target, target, model_name, sizes) -> di
     rows["1b"] = in_process(champion.predict_proba, texts[: sizes["single_texts"]], 1, 1)
     if champion.scorer is not None:
         rows["1c"] = in_process(champion.spam_probability, texts[: sizes["single_texts"]], 1, 1)
+        rows["1d"] = in_process(champion.spam_probability, texts, 256, sizes["ceiling_passes"])
     rows["2"] = stream_throughput(echo_target, texts, 1, sizes["stream"])
     rows["3"] = stream_throughput(target, texts, 1, sizes["stream"])
     rows["4"] = stream_throughput(target, texts, 256, sizes["batch"])
@@ -287,6 +289,7 @@ NAMES = {
     "1": "in-process predict_proba, batch 256",
     "1b": "in-process predict_proba, 1 text/call",
     "1c": "in-process lean scorer (what serves), 1 text/call",
+    "1d": "in-process lean scorer (what serves), batch 256",
     "2": "echo servicer, 1 msg/request",
     "2b": "echo servicer, unary, sequential",
     "3": "ClassifyStream, 1 msg/request",
@@ -294,7 +297,7 @@ NAMES = {
     "5": "unary Classify, sequential",
     "6": "ModelInfer, 256 texts/request",
 }
-CEILINGS = {"1": "1", "1b": "1b", "1c": "1b", "2": "2", "2b": "2b", "3": "2", "4": "1", "5": "1b", "6": "1"}
+CEILINGS = {"1": "1", "1b": "1b", "1c": "1b", "1d": "1", "2": "2", "2b": "2b", "3": "2", "4": "1", "5": "1b", "6": "1"}
 
 
 def median_rows(rounds: list[dict[str, dict]]) -> dict[str, dict]:
@@ -400,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table([{"id": k, **rows[k]} for k in NAMES if k in rows]))
     print()
     print("(3) / (1), streaming one message per request against the model's own ceiling: " f"{rows['3']['msgs_per_s'] / rows['1']['msgs_per_s']:.2f}")
+    if "1d" in rows:
+        print(f"(4) / (1d), batches over gRPC against the same scorer in-process: {rows['4']['msgs_per_s'] / rows['1d']['msgs_per_s']:.2f}")
     return 0
 
 

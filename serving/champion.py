@@ -87,7 +87,7 @@ class LoadedChampion:
 
     def spam_probability(self, texts: Sequence[str]) -> np.ndarray:
         if self.scorer is not None:
-            return np.fromiter(map(self.scorer, texts), dtype=float, count=len(texts))
+            return self.scorer.scores(texts)
         return self.predict_proba(texts)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""P(spam) for one text without scikit-learn's per-call overhead.
+"""P(spam) for one text, or a batch of them, without scikit-learn's per-call overhead.
 
 Why: one text through the champion pipeline costs about 3 ms, and nearly all
 of it is per-call machinery (input checks, sparse matrices built and
@@ -12,10 +12,12 @@ so for one text the score is a short sum over the text's n-grams, computed
 here in plain Python from the fitted pipeline's own parameters (vocabulary,
 idf, coefficients, calibrator).
 
-Measured on the SMS champion (word + char SVM): about 0.12 ms per text
-against 2.2 ms for `predict_proba` on one text, and still faster per text
-than `predict_proba` on batches of 256 (0.14 against 0.19 ms), so the server
-uses it for every request. `compile_scorer` raises `Unsupported` for any
+Measured on the SMS champion (word + char SVM): about 0.1 ms per text
+against 2.2 ms for `predict_proba` on one text. Texts that arrive together
+(a stream's micro-batch, a batch request) go through `LeanScorer.batch`,
+which makes each block's numpy calls once for all of them: about half the
+cost per text again, and below `predict_proba` on the same batch. The
+server uses it for every request. `compile_scorer` raises `Unsupported` for any
 pipeline shape it does not recognise, and the server then calls
 `predict_proba`. A compiled scorer is only used after it has matched
 `predict_proba` to 1e-9 on the probe and edge-case messages at load
@@ -28,10 +30,12 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
+from itertools import chain, repeat
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 from sklearn.calibration import CalibratedClassifierCV, _SigmoidCalibration
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer, TfidfVectorizer
 from sklearn.naive_bayes import MultinomialNB
@@ -56,6 +60,20 @@ def _normalised(dot: float, squares: float) -> float:
     return dot / math.sqrt(squares) if squares > 0 else 0.0
 
 
+def _normalised_rows(
+    rows: np.ndarray, columns: np.ndarray, width: int, n_rows: int, sublinear_tf: bool, idf_weight: np.ndarray, idf_squared: np.ndarray
+) -> np.ndarray:
+    """`_normalised` for every row at once, from one (row, column) pair per n-gram occurrence."""
+    keys, counts = np.unique(rows * width + columns, return_counts=True)
+    rows, columns = np.divmod(keys, width)
+    tf = 1.0 + np.log(counts) if sublinear_tf else counts.astype(float)
+    dot = np.bincount(rows, weights=tf * idf_weight[columns], minlength=n_rows)
+    squares = np.bincount(rows, weights=tf * tf * idf_squared[columns], minlength=n_rows)
+    out = np.zeros(n_rows)
+    np.divide(dot, np.sqrt(squares), out=out, where=squares > 0)
+    return out
+
+
 @dataclass
 class _VocabularyBlock:
     """Word n-grams looked up in the fitted vocabulary (unknown n-grams have no column).
@@ -67,11 +85,17 @@ class _VocabularyBlock:
     sublinear_tf: bool
     ngrams: Callable[[str], list[str]] = field(repr=False)
     vocabulary: dict[str, int] = field(repr=False)
-    idf_weight: list[float] = field(repr=False)  # idf_j * w_j
-    idf_squared: list[float] = field(repr=False)  # idf_j ** 2
+    idf_weight: np.ndarray = field(repr=False)  # idf_j * w_j
+    idf_squared: np.ndarray = field(repr=False)  # idf_j ** 2
+    # The same as lists: indexing a list with one int is several times faster than an array.
+    idf_weight_list: list[float] = field(init=False, repr=False)
+    idf_squared_list: list[float] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.idf_weight_list, self.idf_squared_list = self.idf_weight.tolist(), self.idf_squared.tolist()
 
     def partial(self, text: str) -> float:
-        vocabulary, idf_weight, idf_squared = self.vocabulary, self.idf_weight, self.idf_squared
+        vocabulary, idf_weight, idf_squared = self.vocabulary, self.idf_weight_list, self.idf_squared_list
         counts = Counter(column for column in map(vocabulary.get, self.ngrams(text)) if column is not None)
         dot = squares = 0.0
         for column, count in counts.items():
@@ -83,6 +107,17 @@ class _VocabularyBlock:
                 dot += tf * idf_weight[column]
                 squares += tf * tf * idf_squared[column]
         return _normalised(dot, squares)
+
+    def partials(self, texts: Sequence[str]) -> np.ndarray:
+        """`partial` of every text, with one vocabulary lookup pass and numpy for the rest."""
+        grams = [self.ngrams(text) for text in texts]
+        flat = list(chain.from_iterable(grams))
+        columns = np.fromiter(map(self.vocabulary.get, flat, repeat(-1)), dtype=np.int64, count=len(flat))
+        rows = np.repeat(np.arange(len(texts)), [len(g) for g in grams])
+        known = columns >= 0  # n-grams outside the vocabulary have no column
+        return _normalised_rows(
+            rows[known], columns[known], len(self.idf_weight), len(texts), self.sublinear_tf, self.idf_weight, self.idf_squared
+        )
 
 
 @dataclass
@@ -114,6 +149,22 @@ class _HashedBlock:
         tf = 1.0 + np.log(counts) if self.sublinear_tf else counts.astype(float)
         return _normalised(float(tf @ self.idf_weight[columns]), float((tf * tf) @ self.idf_squared[columns]))
 
+    def partials(self, texts: Sequence[str]) -> np.ndarray:
+        """`partial` of every text: all their words' memoised columns in one numpy pass."""
+        memo, vectorizer = self.memo, self.vectorizer
+        split = [words(vectorizer, text) for text in texts]
+        flat = list(chain.from_iterable(split))
+        missing = [word for word in flat if word not in memo]
+        extra = columns_of(vectorizer, memo, missing) if missing else {}
+        chunks = [memo[word] if word in memo else extra[word] for word in flat]
+        if not chunks:
+            return np.zeros(len(texts))
+        word_rows = np.repeat(np.arange(len(texts)), [len(s) for s in split])
+        rows = np.repeat(word_rows, [len(c) for c in chunks])
+        return _normalised_rows(
+            rows, np.concatenate(chunks), vectorizer.n_features, len(texts), self.sublinear_tf, self.idf_weight, self.idf_squared
+        )
+
 
 _Block = _VocabularyBlock | _HashedBlock
 
@@ -130,8 +181,8 @@ def _word_block(vectorizer: TfidfVectorizer, weight: np.ndarray) -> _VocabularyB
         sublinear_tf=vectorizer.sublinear_tf,
         ngrams=lambda text: vectorizer._word_ngrams(tokenize(text)),
         vocabulary=dict(vectorizer.vocabulary_),
-        idf_weight=(vectorizer.idf_ * weight).tolist(),
-        idf_squared=(vectorizer.idf_**2).tolist(),
+        idf_weight=vectorizer.idf_ * weight,
+        idf_squared=vectorizer.idf_**2,
     )
 
 
@@ -202,6 +253,11 @@ def _linear_link(classifier: Any, classes: list[str]) -> tuple[np.ndarray, float
     raise Unsupported(f"classifier {type(classifier).__name__}")
 
 
+# From this many texts on, `LeanScorer.batch` costs less per text than one call per text
+# (measured on SMS: about even at 4, 0.6x at 8, 0.5x at 256).
+BATCH_FROM = 8
+
+
 @dataclass
 class LeanScorer:
     """P(spam) of one text from the blocks of a linear TF-IDF model."""
@@ -225,6 +281,27 @@ class LeanScorer:
         e = math.exp(z)
         return e / (1.0 + e)
 
+    def scores(self, texts: Sequence[str]) -> np.ndarray:
+        """P(spam) of each text, one at a time or as a batch, whichever is faster for this many."""
+        if len(texts) < BATCH_FROM:
+            return np.fromiter(map(self, texts), dtype=float, count=len(texts))
+        return self.batch(texts)
+
+    def batch(self, texts: Sequence[str]) -> np.ndarray:
+        """P(spam) of many texts: the same numbers as calling the scorer on each, at about half the cost per text.
+
+        The per-text path spends most of its time in numpy calls on a few hundred
+        numbers each; here each block makes those calls once for all texts.
+        """
+        processed: dict[int, list[str]] = {}
+        total = np.zeros(len(texts))
+        for block in self.blocks:
+            key = id(block.preprocessor)
+            if key not in processed:
+                processed[key] = [block.preprocessor(text) for text in texts]
+            total += block.partials(processed[key])
+        return expit(self.slope * total + self.offset)
+
 
 def compile_scorer(model: Any) -> LeanScorer:
     """A LeanScorer equivalent to `model.predict_proba(...)[:, spam]`; raises Unsupported otherwise."""
@@ -241,9 +318,10 @@ def compile_scorer(model: Any) -> LeanScorer:
 
 
 def max_disagreement(scorer: LeanScorer, model: Any, spam_column: int, texts: Sequence[str]) -> float:
-    """Largest |lean - predict_proba| over `texts`."""
+    """Largest |lean - predict_proba| over `texts`, scored one at a time and as one batch."""
     reference = np.asarray(model.predict_proba(list(texts)), dtype=float)[:, spam_column]
-    return float(max(abs(scorer(text) - p) for text, p in zip(texts, reference, strict=True)))
+    one_by_one = np.fromiter(map(scorer, texts), dtype=float, count=len(texts))
+    return float(max(np.abs(one_by_one - reference).max(), np.abs(scorer.batch(texts) - reference).max()))
 
 
 # Texts that exercise the edges of the feature code: no tokens at all, short

@@ -59,6 +59,22 @@ def test_every_candidate_compiles_to_the_same_probabilities(fitted, candidate):
     assert min(scores) < 0.1 and max(scores) > 0.9
 
 
+@pytest.mark.parametrize("candidate", ["tfidf_nb", "word_char_svm"])
+def test_a_batch_scores_as_each_text_alone(fitted, candidate):
+    scorer = compile_scorer(fitted[candidate])
+    texts = unseen_texts()
+    alone = np.array([scorer(t) for t in texts])
+    np.testing.assert_allclose(scorer.batch(texts), alone, rtol=0, atol=1e-12)
+    # Order and company do not matter: reversed, and texts with no n-gram at all on their own.
+    np.testing.assert_allclose(scorer.batch(texts[::-1]), alone[::-1], rtol=0, atol=1e-12)
+    blank = ["", " ", "\t\n"]
+    np.testing.assert_allclose(scorer.batch(blank), [scorer(t) for t in blank], rtol=0, atol=1e-12)
+    assert scorer.batch([]).shape == (0,)
+    # scores() picks a path by size; both give the same numbers.
+    for n in (1, lean_scorer.BATCH_FROM - 1, lean_scorer.BATCH_FROM, 50):
+        np.testing.assert_allclose(scorer.scores(texts[:n]), alone[:n], rtol=0, atol=1e-12)
+
+
 def test_models_saved_with_a_plain_hashing_vectorizer_still_compile(corpus):
     """Champions trained before MemoHashingVectorizer hold sklearn's own HashingVectorizer."""
     model = candidate_pipelines(0)["word_char_svm"]
@@ -75,11 +91,11 @@ def test_the_memo_bound_keeps_results_exact(fitted, monkeypatch):
     monkeypatch.setattr(char_ngrams, "MAX_MEMO", 5)
     scorer = compile_scorer(model)
     texts = unseen_texts()
-    first = [scorer(t) for t in texts]
+    first = scorer.batch(texts)  # most words over the bound: their columns come from the batch's own pass
     second = [scorer(t) for t in texts]  # now partly memoised
     hashed = scorer.blocks[-1]
     assert len(hashed.memo) == 5
-    assert first == second
+    np.testing.assert_allclose(first, second, rtol=0, atol=1e-12)
     assert max_disagreement(scorer, model, 1, texts) <= TOLERANCE
 
 
@@ -154,6 +170,22 @@ def test_a_scorer_that_disagrees_is_not_used(fitted, monkeypatch):
         return scorer
 
     monkeypatch.setattr(lean_scorer, "compile_scorer", off_by_a_little)
+    scorer, why = verified_scorer(model, 1, ["hello"])
+    assert scorer is None
+    assert "differs from predict_proba" in why
+
+
+def test_a_scorer_whose_batches_disagree_is_not_used(fitted, monkeypatch):
+    model = fitted["word_char_svm"]
+    real = lean_scorer.compile_scorer
+
+    def batches_off(m):
+        scorer = real(m)
+        batch = scorer.batch
+        scorer.batch = lambda texts: batch(texts) + 1e-6
+        return scorer
+
+    monkeypatch.setattr(lean_scorer, "compile_scorer", batches_off)
     scorer, why = verified_scorer(model, 1, ["hello"])
     assert scorer is None
     assert "differs from predict_proba" in why
