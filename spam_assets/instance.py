@@ -14,7 +14,8 @@ concurrency:
   runs:
     max_concurrent_runs: 4  # 2 cores: more queue than run
   pools:
-    # champion_decision is the only pooled asset: never two decisions at once.
+    # One slot per pool: trained_model (never two trainings at once) and
+    # champion_decision (never two decisions at once).
     default_limit: 1
 run_queue:
   # Look for queued runs every second, not every 5 s: each hop of the

@@ -91,6 +91,33 @@ def test_eager_refreshes_corpus_and_drift_when_a_batch_lands(instance, resources
     assert requested == set(REFRESH)
 
 
+def test_training_does_not_ride_along_beside_a_run_already_training(instance, resources, tmp_path):
+    """rides_with: requested with drift_statistics, but never while another run is computing it."""
+    first = _batch(instance, write_jsonl(sms_messages(60, seed=1), tmp_path / "first.jsonl"))
+    dg.materialize([raw_sample], partition_key=first, instance=instance, resources=resources)
+    _, cursor = _evaluate(instance)
+    # A retrain in flight: it has planned trained_model and champion_decision, and started.
+    retrain = instance.create_run_for_job(defs.resolve_job_def("retrain"))
+    instance.report_dagster_event(dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, "retrain"), retrain.run_id)
+    assert instance.get_run_by_id(retrain.run_id).status == dg.DagsterRunStatus.STARTED
+
+    second = _batch(instance, write_jsonl(sms_messages(60, seed=2), tmp_path / "second.jsonl"))
+    dg.materialize([raw_sample], partition_key=second, instance=instance, resources=resources)
+    requested, cursor = _evaluate(instance, cursor)
+    assert requested == {"cleaned_corpus", "drift_statistics"}  # the retrain_on_drift sensor takes over from here
+
+    stand_ins = [dg.asset(name=name)(lambda: None) for name in ("cleaned_corpus", "drift_statistics")]
+    assert dg.materialize(stand_ins, instance=instance).success  # the refresh run that was requested
+    instance.report_run_canceled(retrain)
+    requested, cursor = _evaluate(instance, cursor)
+    assert requested == set()
+
+    third = _batch(instance, write_jsonl(sms_messages(60, seed=3), tmp_path / "third.jsonl"))
+    dg.materialize([raw_sample], partition_key=third, instance=instance, resources=resources)
+    requested, _ = _evaluate(instance, cursor)
+    assert requested == set(REFRESH)  # nothing in flight: training rides along again
+
+
 def test_refresh_sensor_targets_monitoring_and_the_assets_that_ride_along():
     sensor = next(s for s in defs.sensors if s.name == "refresh_on_new_batch")
     assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
@@ -98,19 +125,19 @@ def test_refresh_sensor_targets_monitoring_and_the_assets_that_ride_along():
     assert {k.to_user_string() for k in keys} == set(REFRESH)
 
 
-def test_platform_instance_allows_one_champion_decision_at_a_time(tmp_path, monkeypatch):
-    """The dagster.yaml `spam-platform` writes gives the champion_decision pool exactly one slot."""
+def test_platform_instance_allows_one_training_and_one_decision_at_a_time(tmp_path, monkeypatch):
+    """The dagster.yaml `spam-platform` writes gives the trained_model and champion_decision pools one slot each."""
     from spam_assets.instance import prepare_home
 
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     dagster_home = prepare_home(tmp_path / "platform")
-    champion_decision = next(a for a in ASSETS if a.key.to_user_string() == "champion_decision")
-    pool = champion_decision.op.pool
-    assert pool == "champion_decision"
+    pools = {a.key.to_user_string(): a.op.pool for a in ASSETS}
+    assert pools["trained_model"] == "trained_model" and pools["champion_decision"] == "champion_decision"
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
-        instance.event_log_storage.initialize_concurrency_limit_to_default(pool)  # what the first claim does
-        assert instance.event_log_storage.get_concurrency_info(pool).slot_count == 1
+        for pool in ("trained_model", "champion_decision"):
+            instance.event_log_storage.initialize_concurrency_limit_to_default(pool)  # what the first claim does
+            assert instance.event_log_storage.get_concurrency_info(pool).slot_count == 1
 
 
 def test_feed_schedule_skips_with_instructions_when_unconfigured(instance, monkeypatch):

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 
 from spam_assets.definitions import ASSETS, defs
 from spam_assets.defs.resources import PlatformStore
-from spam_assets.defs.run_tags import REFRESH_TRIGGER, RETRAIN_REASON_TAG, TRIGGER_TAG
+from spam_assets.defs.run_tags import REFRESH_TRIGGER, RETRAIN_REASON_TAG, TIMER_TRIGGER, TRIGGER_TAG
 from spam_assets.intake import register, stage
 from spam_assets.registry import Registry
 from spam_assets.runner import materialize_batches
@@ -164,6 +164,24 @@ def test_a_refresh_run_trains_and_decides_only_on_its_own_drift_verdict(bootstra
     # The same corpus again: the verdict still says drift, but that challenger exists already.
     again = _refresh_run(instance, resources)
     assert _materialized(again) == {"cleaned_corpus", "drift_statistics"}
+
+
+def test_a_timer_run_skips_training_when_the_corpus_got_its_challenger_meanwhile(bootstrapped, instance, resources):
+    """The timer requests even while another run trains; its run must not train the same corpus again."""
+    trained_on = latest(instance, "trained_model")["corpus_data_version"]
+    assert trained_on == latest(instance, "cleaned_corpus")["data_version"]
+    timer_run = dg.materialize(
+        ASSETS,
+        selection=["trained_model", "champion_decision"],
+        instance=instance,
+        resources=resources,
+        run_config=FAST,
+        tags={TRIGGER_TAG: TIMER_TRIGGER, RETRAIN_REASON_TAG: "retrain timer expired"},
+    )
+    assert timer_run.success
+    assert _materialized(timer_run) == set()
+    assert [e.step_key for e in timer_run.all_events if e.event_type_value == "STEP_SKIPPED"] == ["champion_decision"]
+    assert any("not retraining: challenger v" in e.user_message for e in instance.all_logs(timer_run.run_id))
 
 
 BAD_BATCHES = {

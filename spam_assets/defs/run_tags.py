@@ -2,5 +2,6 @@
 
 TRIGGER_TAG = "spam/trigger"  # what started the run: inbox, feed, new batch, drift, decay, schedule
 REFRESH_TRIGGER = "new batch"  # TRIGGER_TAG of the runs that refresh corpus and drift after a batch
+TIMER_TRIGGER = "schedule"  # TRIGGER_TAG of the runs the retrain timer requests
 RETRAIN_REASON_TAG = "spam/retrain_reason"
 INBOX_FILE_TAG = "spam/inbox_file"

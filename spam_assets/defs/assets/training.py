@@ -10,8 +10,8 @@ from spam_assets.decision import DecisionRules, gate_failures
 from spam_assets.defs.assets.corpus import cleaned_corpus
 from spam_assets.defs.assets.monitoring import drift_statistics
 from spam_assets.defs.resources import ModelRegistry, PlatformStore
-from spam_assets.defs.retrain_policy import DRIFT_STATISTICS, TRAINED_MODEL, rides_with, verdict_of_run
-from spam_assets.defs.run_tags import REFRESH_TRIGGER, RETRAIN_REASON_TAG, TRIGGER_TAG
+from spam_assets.defs.retrain_policy import DRIFT_STATISTICS, TRAINED_MODEL, already_trained, rides_with, verdict_of_run
+from spam_assets.defs.run_tags import REFRESH_TRIGGER, RETRAIN_REASON_TAG, TIMER_TRIGGER, TRIGGER_TAG
 from spam_assets.modeling import METRIC_NAMES, candidate_pipelines, select_and_fit
 
 
@@ -25,7 +25,13 @@ class TrainingConfig(dg.Config):
     n_jobs: int = 2  # cross-validation folds in parallel; 2 cores is the design target
 
 
+# One training at a time, platform-wide (the pool's limit is 1, as champion_decision's): a
+# run that wants to train while another trains waits for it, then sees its challenger.
+TRAINING_POOL = "trained_model"
+
+
 @dg.multi_asset(
+    pool=TRAINING_POOL,
     specs=[
         dg.AssetSpec(
             "trained_model",
@@ -42,7 +48,8 @@ class TrainingConfig(dg.Config):
                 "on the holdout, logged to MLflow (params, metrics, confusion matrix, model with signature) "
                 "and registered as a new version of `spam-classifier` with alias `challenger`. Rides along in "
                 "each refresh run and trains there only when that run's drift verdict says drift or decay; "
-                "requested any other way (retrain job, timer, UI), it always trains."
+                "in a retrain timer run, only when the corpus has no challenger yet; requested any other way "
+                "(retrain job, drift sensor, UI), it always trains. One training at a time (pool trained_model)."
             ),
         )
     ],
@@ -65,6 +72,11 @@ def trained_model(
     if TRAINED_MODEL not in context.selected_asset_keys:
         raise dg.Failure("challenger_gates is checked while training: materialise trained_model with it")
     reason = context.run.tags.get(RETRAIN_REASON_TAG) or f"requested by {context.run.tags.get(TRIGGER_TAG, 'hand')}"
+    if context.run.tags.get(TRIGGER_TAG) == TIMER_TRIGGER and (repeat := already_trained(context.instance)):
+        # The timer requests even while another run trains; this step waited for that run
+        # (the pool), and its challenger may already cover the corpus.
+        context.log.info(f"not retraining: {repeat}")
+        return
     if context.run.tags.get(TRIGGER_TAG) == REFRESH_TRIGGER:
         verdict, reason = verdict_of_run(context.instance, context.run_id)
         if verdict is None:

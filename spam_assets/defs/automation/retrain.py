@@ -5,17 +5,21 @@ Usually the refresh run that finds drift has already trained and decided
 challenger and does nothing. It is the path for a verdict whose run could
 not train because another retrain was in flight. Both triggers request the
 same job (trained_model then champion_decision) with the reason in the run's
-tags, and both coalesce the same way:
+tags. Neither loses a request, and neither retrains a corpus twice:
 
-- while a retrain is queued or running, a new request is held back, not
-  dropped: the drift sensor leaves its cursor before the verdict, so the
-  verdict is looked at again once that run has finished;
 - a retrain is pointless when the latest challenger was already trained on
-  the current corpus (same data, same seed, same model), so the held-back
-  verdict then resolves to nothing; if more data arrived meanwhile, it retrains.
+  the current corpus (same data, same seed, same model);
+- the drift sensor holds a verdict back while a retrain is queued or
+  running: its cursor stays before the verdict, which is looked at again
+  once that run has finished (and then resolves to nothing if that run
+  trained on the same corpus);
+- the timer fires once, so it requests even while another run trains. Its
+  trained_model step waits for the training pool (one slot), then trains
+  only if the corpus still has no challenger.
 
-The `champion_decision` pool (limit 1 in the instance config) is the last
-guard: even a manual run beside these can never decide at the same time.
+The pools (trained_model and champion_decision, one slot each in the
+instance config) are the last guard: even a manual run beside these never
+trains or decides at the same time as another.
 """
 
 import dagster as dg
@@ -25,7 +29,7 @@ from spam_assets.defs.assets.deployment import champion_decision
 from spam_assets.defs.assets.monitoring import drift_statistics
 from spam_assets.defs.assets.training import trained_model
 from spam_assets.defs.automation.settings import retrain_cron, sensor_interval
-from spam_assets.defs.run_tags import RETRAIN_REASON_TAG, TRIGGER_TAG
+from spam_assets.defs.run_tags import RETRAIN_REASON_TAG, TIMER_TRIGGER, TRIGGER_TAG
 from spam_assets.defs.retrain_policy import Verdict, active_retrain, already_trained, held_back
 
 retrain_job = dg.define_asset_job(
@@ -91,17 +95,17 @@ _cron, _timezone = retrain_cron()
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description=(
         f"Retrain timer ({_cron} {_timezone}; $SPAM_RETRAIN_CRON, $SPAM_RETRAIN_TIMEZONE): retrains without "
-        "drift, unless a retrain is in flight or nothing arrived since the last challenger."
+        "drift, unless nothing arrived since the last challenger. Requests even while another run trains: "
+        "its training step waits for that run, then trains only if the corpus still has no challenger."
     ),
 )
 def periodic_retrain(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     instance = context.instance
-    if (run := active_retrain(instance)) is not None:
-        return dg.SkipReason(f"timer expired but {held_back(run)}")
     if instance.get_latest_materialization_event(cleaned_corpus.key) is None:
         return dg.SkipReason("no corpus yet: ingest a batch first")
     if (repeat := already_trained(instance)) is not None:
         return dg.SkipReason(f"timer expired, but {repeat}: nothing new to learn from")
-    return dg.RunRequest(
-        tags={TRIGGER_TAG: "schedule", RETRAIN_REASON_TAG: f"retrain timer ({_cron} {_timezone}) expired"}
-    )
+    reason = f"retrain timer ({_cron} {_timezone}) expired"
+    if (run := active_retrain(instance)) is not None:
+        reason += f"; run {run.run_id[:8]} may train first, and this one then only if the corpus is still new"
+    return dg.RunRequest(tags={TRIGGER_TAG: TIMER_TRIGGER, RETRAIN_REASON_TAG: reason})
