@@ -5,12 +5,12 @@ One image runs every role, so the image's HEALTHCHECK calls this without a
 role and it finds the role from the container's processes; compose passes it
 explicitly. Each role asks the service itself, not just whether a port is open:
 
-    serving    grpc.health.v1 Check("") on 127.0.0.1:$SPAM_SERVING_PORT (50051):
-               SERVING only once a champion is loaded (NOT_SERVING before). Reads
-               the server's own settings (serving.config, SPAM_SERVING_* env vars):
-               TLS trusting $SPAM_SERVING_TLS_CERT when it is set, and the bearer
-               token from $SPAM_SERVING_TOKEN when set (health is exempt anyway).
-               Options given as spam-serve flags are not seen: use the env vars.
+    serving    grpc.health.v1 Check("") on the server's port: SERVING only once a
+               champion is loaded (NOT_SERVING before). Configured exactly as the
+               running spam-serve is: its flags and SPAM_SERVING_* environment,
+               read from /proc (port, TLS trusting its certificate, bearer token,
+               though health is exempt). With no spam-serve process in sight,
+               this process's own SPAM_SERVING_* variables are used.
     code       grpc.health.v1 Check("DagsterApi") on 127.0.0.1:4000 (Dagster code server)
     webserver  GET http://127.0.0.1:3000/server_info
     mlflow     GET http://127.0.0.1:5000/health
@@ -109,14 +109,46 @@ def tls_target_name(cert_pem: bytes) -> str | None:
     return str(cns[0].value) if cns else None
 
 
-def serving_health(environ: dict[str, str] | None = None) -> tuple[bool, str]:
-    """The serving role, configured like `spam-serve` itself: same env vars, TLS and token."""
+def serve_args(cmdline: list[str]) -> list[str] | None:
+    """The flags of a `spam-serve` (or `python -m serving.server`) command line; None for other commands."""
+    for i, part in enumerate(cmdline):
+        if Path(part).name == "spam-serve":
+            return cmdline[i + 1 :]
+        if part == "-m" and cmdline[i + 1 : i + 2] == ["serving.server"]:
+            return cmdline[i + 2 :]
+    return None
+
+
+def serving_process() -> tuple[list[str], dict[str, str]] | None:
+    """The flags and environment of the spam-serve process in this container, if there is one."""
+    for proc in sorted(Path("/proc").glob("[0-9]*"), key=lambda p: int(p.name)):
+        try:
+            args = serve_args([part.decode(errors="replace") for part in (proc / "cmdline").read_bytes().split(b"\0")[:-1]])
+            if args is None or int(proc.name) == os.getpid():
+                continue
+            raw = (proc / "environ").read_bytes()
+        except OSError:  # gone, or not ours to read
+            continue
+        entries = (entry.decode(errors="replace").partition("=") for entry in raw.split(b"\0") if b"=" in entry)
+        return args, {name: value for name, _, value in entries}
+    return None
+
+
+def serving_health(environ: dict[str, str] | None = None, argv: list[str] | None = None) -> tuple[bool, str]:
+    """The serving role, configured like `spam-serve` itself: same flags, env vars, TLS and token.
+
+    Without arguments, those of the running spam-serve process (else this process's environment).
+    """
     from serving.config import from_args
 
+    if environ is None and argv is None and (found := serving_process()) is not None:
+        argv, environ = found
     try:
-        config, _ = from_args([], environ=os.environ if environ is None else environ)
+        config, _ = from_args(argv or [], environ=os.environ if environ is None else environ)
     except ValueError as error:
         return False, f"bad serving configuration: {error}"
+    except SystemExit:  # argparse has said why on stderr
+        return False, f"spam-serve flags not understood: {' '.join(argv or [])}"
     tls_root = tls_name = None
     if config.tls:
         try:
@@ -124,7 +156,14 @@ def serving_health(environ: dict[str, str] | None = None) -> tuple[bool, str]:
         except OSError as error:
             return False, f"cannot read TLS certificate: {error}"
         tls_name = tls_target_name(tls_root)
-    return grpc_health(f"127.0.0.1:{config.port}", "", tls_root=tls_root, tls_name=tls_name, token=config.token)
+    return grpc_health(serving_target(config.host, config.port), "", tls_root=tls_root, tls_name=tls_name, token=config.token)
+
+
+def serving_target(host: str, port: int) -> str:
+    """Where to dial a server listening on host:port from inside its container."""
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"  # every interface: loopback is one of them
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 def http_ok(url: str) -> tuple[bool, str]:

@@ -1,8 +1,9 @@
 """deploy/healthcheck.py's serving check against a real server: plaintext, TLS and bearer token.
 
-The script runs as the container runs it, in its own interpreter with only
-the environment to go by, so it must find TLS and the token where `spam-serve`
-does (SPAM_SERVING_* variables).
+The script runs as the container runs it, in its own interpreter. It reads
+the running spam-serve's flags and environment from /proc; with none in
+sight, its own SPAM_SERVING_* variables (most tests here: their servers run
+inside the test process).
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import subprocess
+import sys
 
 import pytest
-from serving_fixtures import PROJECT_ROOT, PYTHON, model_store, running_server, self_signed_cert  # noqa: F401
+from serving_fixtures import PROJECT_ROOT, PYTHON, free_port, model_store, running_server, self_signed_cert, wait_until  # noqa: F401
 
 import serving.auth
 
@@ -148,3 +150,38 @@ def test_bad_serving_configuration_is_reported_not_raised():
     )
     assert result.returncode == 1
     assert result.stdout.startswith("serving: cannot read TLS certificate")
+
+
+def test_serve_args_finds_spam_serve_command_lines():
+    hc = load_script()
+    assert hc.serve_args(["/usr/local/bin/python", "/usr/local/bin/spam-serve", "--port", "1"]) == ["--port", "1"]
+    assert hc.serve_args(["python3", "-m", "serving.server", "--host", "0.0.0.0"]) == ["--host", "0.0.0.0"]
+    assert hc.serve_args(["python3", "/usr/local/bin/spam-healthcheck", "serving"]) is None
+    assert hc.serve_args(["python3", "-m"]) is None
+    assert hc.serving_target("0.0.0.0", 5) == "127.0.0.1:5" and hc.serving_target("::1", 5) == "[::1]:5"
+
+
+def test_a_server_configured_by_flags_alone_is_checked_with_its_flags(model_store, champion_model, tmp_path):
+    """The healthcheck reads the port, TLS certificate and token off the spam-serve process itself."""
+    cert, key = self_signed_cert(tmp_path)
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SPAM_SERVING_")}
+    flags = ["--port", str(port), "--tracking-uri", model_store.uri, "--model-name", champion_model,
+             "--tls-cert", str(cert), "--tls-key", str(key), "--poll-interval", "0.2"]  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving.server", *flags],
+        cwd=PROJECT_ROOT, env={**clean, "SPAM_SERVING_TOKEN": "flags-token", "MLFLOW_DISABLE_TELEMETRY": "true"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        # Its own environment points elsewhere (a wrong port, no TLS): the server's settings win.
+        result = wait_until(
+            lambda: (r := healthcheck(SPAM_SERVING_PORT="1")).returncode == 0 and r,
+            timeout=90, interval=0.5, message="the flag-configured server to be SERVING",
+        )  # fmt: skip
+        assert result.stdout.strip() == "serving: SERVING"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    result = healthcheck(SPAM_SERVING_PORT=str(port))  # gone: falls back to its own env, and finds nothing there
+    assert result.returncode == 1 and "UNAVAILABLE" in result.stdout
