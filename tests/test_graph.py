@@ -105,14 +105,7 @@ def test_same_distribution_batch_no_drift_and_email_batch_drifts(bootstrapped, i
 def test_retrain_without_improvement_keeps_champion(bootstrapped, instance, resources):
     results = materialize_batches([], instance, resources, FAST)
     assert results == []  # nothing to do without a batch
-    result = dg.materialize(
-        ASSETS,
-        selection=["trained_model", "champion_decision"],
-        instance=instance,
-        resources=resources,
-        run_config=FAST,
-    )
-    assert result.success
+    _graph_run(instance, resources, RETRAIN)
     decision = latest(instance, "champion_decision")
     assert decision["decision"] == "keep"  # same data, same seed: not measurably better
     assert "not measurably better" in decision["reasons"]
@@ -120,18 +113,18 @@ def test_retrain_without_improvement_keeps_champion(bootstrapped, instance, reso
     assert (str(registry.champion().version), str(registry.challenger().version)) == ("1", "2")
 
 
-def _refresh_run(instance, resources) -> dg.ExecuteInProcessResult:
-    """What refresh_on_new_batch launches after a batch: all four assets, one run, its trigger tag."""
-    result = dg.materialize(
-        ASSETS,
-        selection=["cleaned_corpus", "drift_statistics", "trained_model", "champion_decision"],
-        instance=instance,
-        resources=resources,
-        run_config=FAST,
-        tags={TRIGGER_TAG: REFRESH_TRIGGER},
-    )
+RETRAIN = ["trained_model", "champion_decision"]  # the retrain job's selection
+
+
+def _graph_run(instance, resources, selection: list[str], tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+    result = dg.materialize(ASSETS, selection=selection, instance=instance, resources=resources, run_config=FAST, tags=tags)
     assert result.success
     return result
+
+
+def _refresh_run(instance, resources) -> dg.ExecuteInProcessResult:
+    """What refresh_on_new_batch launches after a batch: all four assets, one run, its trigger tag."""
+    return _graph_run(instance, resources, ["cleaned_corpus", "drift_statistics", *RETRAIN], {TRIGGER_TAG: REFRESH_TRIGGER})
 
 
 def _materialized(result) -> set[str]:
@@ -170,15 +163,9 @@ def test_a_timer_run_skips_training_when_the_corpus_got_its_challenger_meanwhile
     """The timer requests even while another run trains; its run must not train the same corpus again."""
     trained_on = latest(instance, "trained_model")["corpus_data_version"]
     assert trained_on == latest(instance, "cleaned_corpus")["data_version"]
-    timer_run = dg.materialize(
-        ASSETS,
-        selection=["trained_model", "champion_decision"],
-        instance=instance,
-        resources=resources,
-        run_config=FAST,
-        tags={TRIGGER_TAG: TIMER_TRIGGER, RETRAIN_REASON_TAG: "retrain timer expired"},
+    timer_run = _graph_run(
+        instance, resources, RETRAIN, {TRIGGER_TAG: TIMER_TRIGGER, RETRAIN_REASON_TAG: "retrain timer expired"}
     )
-    assert timer_run.success
     assert _materialized(timer_run) == set()
     assert [e.step_key for e in timer_run.all_events if e.event_type_value == "STEP_SKIPPED"] == ["champion_decision"]
     assert any("not retraining: challenger v" in e.user_message for e in instance.all_logs(timer_run.run_id))

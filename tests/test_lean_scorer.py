@@ -160,33 +160,26 @@ def test_unsupported_pipelines_are_refused_with_a_reason(corpus):
         assert "not supported" in why
 
 
-def test_a_scorer_that_disagrees_is_not_used(fitted, monkeypatch):
-    model = fitted["word_char_svm"]
+def _offset_one_at_a_time(scorer):
+    scorer.offset += 1e-6  # what a changed scikit-learn internal might do
+
+
+def _offset_batches(scorer):
+    batch = scorer.batch
+    scorer.batch = lambda texts: batch(texts) + 1e-6
+
+
+@pytest.mark.parametrize("break_it", [_offset_one_at_a_time, _offset_batches], ids=["one at a time", "batches"])
+def test_a_scorer_that_disagrees_is_not_used(fitted, monkeypatch, break_it):
     real = lean_scorer.compile_scorer
 
-    def off_by_a_little(m):
-        scorer = real(m)
-        scorer.offset += 1e-6  # what a changed scikit-learn internal might do
+    def broken(model):
+        scorer = real(model)
+        break_it(scorer)
         return scorer
 
-    monkeypatch.setattr(lean_scorer, "compile_scorer", off_by_a_little)
-    scorer, why = verified_scorer(model, 1, ["hello"])
-    assert scorer is None
-    assert "differs from predict_proba" in why
-
-
-def test_a_scorer_whose_batches_disagree_is_not_used(fitted, monkeypatch):
-    model = fitted["word_char_svm"]
-    real = lean_scorer.compile_scorer
-
-    def batches_off(m):
-        scorer = real(m)
-        batch = scorer.batch
-        scorer.batch = lambda texts: batch(texts) + 1e-6
-        return scorer
-
-    monkeypatch.setattr(lean_scorer, "compile_scorer", batches_off)
-    scorer, why = verified_scorer(model, 1, ["hello"])
+    monkeypatch.setattr(lean_scorer, "compile_scorer", broken)
+    scorer, why = verified_scorer(fitted["word_char_svm"], 1, ["hello"])
     assert scorer is None
     assert "differs from predict_proba" in why
 
