@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import subprocess
-import sys
 
 import pytest
 from serving_fixtures import PROJECT_ROOT, PYTHON, free_port, model_store, running_server, self_signed_cert, wait_until  # noqa: F401
@@ -169,7 +168,7 @@ def test_a_server_configured_by_flags_alone_is_checked_with_its_flags(model_stor
     flags = ["--port", str(port), "--tracking-uri", model_store.uri, "--model-name", champion_model,
              "--tls-cert", str(cert), "--tls-key", str(key), "--poll-interval", "0.2"]  # fmt: skip
     server = subprocess.Popen(
-        [sys.executable, "-m", "serving.server", *flags],
+        [PYTHON, "-m", "serving.server", *flags],
         cwd=PROJECT_ROOT, env={**clean, "SPAM_SERVING_TOKEN": "flags-token", "MLFLOW_DISABLE_TELEMETRY": "true"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
