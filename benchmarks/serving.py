@@ -9,7 +9,7 @@ the same messages:
 
   1. in-process predict_proba, batches of 256        the model's ceiling
   1b. in-process predict_proba, one text per call    ceiling for unary calls
-  1c. in-process lean scorer, one text per call      what the server runs for one text (serving.lean_scorer)
+  1c. in-process lean scorer, one text per call      what the server runs for one text (spam_assets.model.lean_scorer)
   1d. in-process lean scorer, batches of 256         what the server runs for texts that arrive together
   2. echo servicer, one message per stream request   gRPC framework ceiling
   2b. echo servicer, unary calls                     gRPC's share of unary latency
@@ -105,8 +105,9 @@ def train_and_register(frame, root: Path, candidate: str | None = None) -> str:
     from sklearn.model_selection import train_test_split
 
     from spam_assets.challenger import log_challenger
-    from spam_assets.modeling import candidate_pipelines, select_and_fit
-    from spam_assets.registry import Registry, ensure_experiment
+    from spam_assets.model.pipelines import candidate_pipelines
+    from spam_assets.modeling import select_and_fit
+    from spam_assets.model.registry import Registry, ensure_experiment
 
     train, holdout = train_test_split(frame, test_size=0.2, stratify=frame["label"], random_state=0)
     started = time.perf_counter()
@@ -360,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="spam-bench-") as tmp:
         uri = train_and_register(frame, Path(tmp), args.candidate)
         from serving.champion import load_version
-        from spam_assets.registry import Registry
+        from spam_assets.model.registry import Registry
 
         registry = Registry(uri)
         champion = load_version(registry, registry.champion())  # exactly what the server loads

@@ -18,7 +18,7 @@ Checks before a version may serve:
 1. Artifact integrity: the MLmodel file must declare the sklearn flavour in
    the skops format (pickle/cloudpickle run code on load and are refused);
    the types it asks skops to trust must all be in *this code's* allow-list
-   (`spam_assets.modeling.SKOPS_TRUSTED_TYPES`): the list recorded in the
+   (`spam_assets.model.pipelines.SKOPS_TRUSTED_TYPES`): the list recorded in the
    artifact is not trusted, because a tampered artifact could widen it; and
    when the model version carries a `model_sha256` tag, the model file's
    SHA-256 must match it. MLflow itself records no checksums.
@@ -27,7 +27,7 @@ Checks before a version may serve:
    probabilities in [0, 1] that sum to 1, and the expected label for each
    unmistakable probe.
 
-Then the pipeline is compiled into a lean scorer (`serving.lean_scorer`), the
+Then the pipeline is compiled into a lean scorer (`spam_assets.model.lean_scorer`), the
 same numbers at a twentieth of the cost per text, used only when it matches
 `predict_proba` on the probes; otherwise the pipeline scores directly.
 """
@@ -48,9 +48,10 @@ from typing import Any
 import numpy as np
 import sklearn
 
-from serving.lean_scorer import LeanScorer, verified_scorer
-from spam_assets.modeling import SKOPS_TRUSTED_TYPES
-from spam_assets.registry import TAG_MODEL_SHA256, ModelCard, Registry
+from spam_assets.model.lean_scorer import LeanScorer, verified_scorer
+from spam_assets.model.pipelines import SKOPS_TRUSTED_TYPES
+from spam_assets.model.registry import ModelCard, Registry
+from spam_assets.model.tags import TAG_MODEL_SHA256
 from spam_assets.settings import CHAMPION_ALIAS, LABELS, POSITIVE_LABEL
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class LoadedChampion:
     model_sha256: str
     loaded_at: datetime
     # The same P(spam) as `model`, computed without scikit-learn's per-call overhead
-    # (serving.lean_scorer); None when the pipeline is not supported or did not match.
+    # (spam_assets.model.lean_scorer); None when the pipeline is not supported or did not match.
     scorer: LeanScorer | None = None
 
     @property

@@ -35,7 +35,7 @@ from serving.generated.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from serving.generated.spam.v1 import classifier_pb2 as pb
 from serving.generated.spam.v1 import classifier_pb2_grpc as pb_grpc
 from serving.servicers import ClassifierServicer, InferenceServicer, Serving
-from spam_assets.registry import Registry
+from spam_assets.model.registry import Registry
 from spam_assets.settings import quiet_telemetry
 
 log = logging.getLogger("serving")

@@ -17,8 +17,10 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import infer_signature
 
-from spam_assets.modeling import METRIC_NAMES, SKOPS_TRUSTED_TYPES, TrainingResult
-from spam_assets.registry import TAG_CANDIDATE, TAG_CORPUS_VERSION, TAG_DAGSTER_RUN, TAG_MODEL_SHA256, Registry
+from spam_assets.model.pipelines import SKOPS_TRUSTED_TYPES
+from spam_assets.model.registry import Registry
+from spam_assets.model.tags import TAG_CANDIDATE, TAG_CORPUS_VERSION, TAG_DAGSTER_RUN, TAG_MODEL_SHA256
+from spam_assets.modeling import METRIC_NAMES, TrainingResult
 
 def pip_requirements() -> list[str]:
     """Stated, not inferred: inference imports the model in a subprocess (~5 s per log)."""

@@ -54,7 +54,7 @@ def cmd_ingest(args) -> int:
 
 def cmd_status(_args) -> int:
     from spam_assets.defs.resources import PlatformStore
-    from spam_assets.registry import Registry
+    from spam_assets.model.registry import Registry
 
     prepare_home()
     reg = Registry(tracking_uri())
@@ -73,7 +73,7 @@ def cmd_status(_args) -> int:
 
 
 def cmd_rollback(_args) -> int:
-    from spam_assets.registry import Registry
+    from spam_assets.model.registry import Registry
 
     prepare_home()
     print(f"champion is now v{Registry(tracking_uri()).rollback()}")
@@ -83,7 +83,7 @@ def cmd_rollback(_args) -> int:
 def cmd_up(args) -> int:
     from spam_assets.defs.resources import PlatformStore
     from spam_assets.intake import register, stage
-    from spam_assets.registry import Registry
+    from spam_assets.model.registry import Registry
     from spam_assets.sources import SourceUnavailable, default_sms_path
 
     dagster_home = prepare_home()

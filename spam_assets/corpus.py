@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from spam_assets.batches import write_json_atomic
-from spam_assets.text import normalise
+from spam_assets.model.text import normalise
 
 CLEANING_VERSION = "1"  # bump when the rules above change: it feeds the data version
 SPLIT_BUCKETS = 10_000

@@ -37,7 +37,7 @@ import pandas as pd
 from scipy import stats
 
 from spam_assets.settings import POSITIVE_LABEL
-from spam_assets.text import URL_RE, tokens
+from spam_assets.model.text import URL_RE, tokens
 
 ScoreFn = Callable[[Sequence[str]], np.ndarray]
 

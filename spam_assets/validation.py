@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from spam_assets.settings import LABELS
-from spam_assets.text import normalise
+from spam_assets.model.text import normalise
 
 MAX_LISTED_ROWS = 20  # enough to find the pattern without flooding the UI
 

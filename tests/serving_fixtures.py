@@ -70,7 +70,8 @@ def synthetic_messages(n: int, seed: int) -> list[tuple[str, str]]:
 def train(seed: int, invert: bool = False):
     import pandas as pd
 
-    from spam_assets.modeling import candidate_pipelines, select_and_fit
+    from spam_assets.model.pipelines import candidate_pipelines
+    from spam_assets.modeling import select_and_fit
 
     rows = synthetic_messages(360, seed)
     frame = pd.DataFrame(rows, columns=["text", "label"])
@@ -109,7 +110,7 @@ class ModelStore:
 
     def clone(self, prefix: str, versions: list, tags: list[dict] | None = None):
         """A new registered model whose versions 1..n serve the given versions' artifacts; its Registry."""
-        from spam_assets.registry import Registry
+        from spam_assets.model.registry import Registry
 
         name = self.unique_name(prefix)
         client = self.client()
@@ -138,7 +139,7 @@ def _build_store(root: Path) -> ModelStore:
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     from spam_assets.challenger import log_challenger
-    from spam_assets.registry import Registry, ensure_experiment
+    from spam_assets.model.registry import Registry, ensure_experiment
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
     store = ModelStore(root=root, uri=uri)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sklearn.feature_extraction.text import HashingVectorizer
 
-from spam_assets import char_ngrams
-from spam_assets.char_ngrams import MemoHashingVectorizer
-from spam_assets.text import normalise
+from spam_assets.model import char_ngrams
+from spam_assets.model.char_ngrams import MemoHashingVectorizer
+from spam_assets.model.text import normalise
 from tests.datasets import corpus_texts, needs_sms, needs_spamassassin, sms_path, spamassassin_path
 from tests.synthetic import email_messages, sms_messages
 

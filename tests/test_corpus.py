@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from spam_assets.corpus import CorpusStore, SplitRule, clean, data_version, split_of
-from spam_assets.text import normalise
+from spam_assets.model.text import normalise
 from tests.synthetic import sms_messages
 
 

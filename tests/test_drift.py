@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from spam_assets.drift import DriftReport, DriftThresholds, compute_drift, descriptors, holm, psi
-from spam_assets.text import tokens
+from spam_assets.model.text import tokens
 from tests.datasets import sms_or_skip, spamassassin_or_skip
 from tests.synthetic import email_messages, sms_messages
 

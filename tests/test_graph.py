@@ -14,7 +14,7 @@ from spam_assets.definitions import ASSETS, defs
 from spam_assets.defs.resources import PlatformStore
 from spam_assets.defs.run_tags import REFRESH_TRIGGER, RETRAIN_REASON_TAG, TIMER_TRIGGER, TRIGGER_TAG
 from spam_assets.intake import register, stage
-from spam_assets.registry import Registry
+from spam_assets.model.registry import Registry
 from spam_assets.runner import materialize_batches
 from spam_assets.settings import tracking_uri
 from tests.synthetic import email_messages, sms_messages, write_jsonl, write_sms_file

@@ -11,11 +11,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.svm import LinearSVC
 
-from serving import lean_scorer
-from spam_assets import char_ngrams
-from serving.lean_scorer import AGREEMENT_TEXTS, Unsupported, compile_scorer, max_disagreement, verified_scorer
-from spam_assets.modeling import TextColumn, candidate_pipelines
-from spam_assets.text import normalise
+from spam_assets.model import lean_scorer
+from spam_assets.model import char_ngrams
+from spam_assets.model.lean_scorer import AGREEMENT_TEXTS, Unsupported, compile_scorer, max_disagreement, verified_scorer
+from spam_assets.model.pipelines import TextColumn, candidate_pipelines
+from spam_assets.model.text import normalise
 from tests.datasets import needs_sms, sms_path
 from tests.synthetic import email_messages, sms_messages
 

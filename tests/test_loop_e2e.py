@@ -161,7 +161,7 @@ def corpora(tmp_path):
 
 
 def test_inbox_drops_drive_drift_retrain_and_decision(tmp_path, corpora, monkeypatch):
-    from spam_assets.registry import Registry
+    from spam_assets.model.registry import Registry
     from spam_assets.settings import tracking_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

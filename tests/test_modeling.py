@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spam_assets.modeling import TextColumn, candidate_pipelines, evaluate, select_and_fit, spam_probability
+from spam_assets.model.pipelines import TextColumn, candidate_pipelines
+from spam_assets.modeling import evaluate, select_and_fit, spam_probability
 from tests.synthetic import sms_messages
 
 
@@ -49,7 +50,7 @@ def test_compact_vocabulary_round_trips_through_skops(split):
 
     import skops.io
 
-    from spam_assets.modeling import SKOPS_TRUSTED_TYPES
+    from spam_assets.model.pipelines import SKOPS_TRUSTED_TYPES
 
     train, holdout = split
     for name, pipeline in candidate_pipelines(0).items():

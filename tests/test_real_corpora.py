@@ -13,7 +13,7 @@ import pytest
 
 from spam_assets.defs.resources import PlatformStore, build_resources
 from spam_assets.intake import register, stage
-from spam_assets.registry import Registry
+from spam_assets.model.registry import Registry
 from spam_assets.runner import materialize_batches
 from spam_assets.settings import tracking_uri
 from tests.datasets import needs_sms, needs_spamassassin, sms_path, spamassassin_path

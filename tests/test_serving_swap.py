@@ -17,7 +17,8 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from serving_fixtures import PYTHON, PROJECT_ROOT, free_port, model_store, running_server, wait_until  # noqa: F401
 
-from serving.champion import TAG_MODEL_SHA256, RefusedModel, load_version
+from serving.champion import RefusedModel, load_version
+from spam_assets.model.tags import TAG_MODEL_SHA256
 from serving.generated.inference import grpc_predict_v2_pb2 as oip_pb
 from serving.generated.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from serving.generated.spam.v1 import classifier_pb2 as pb

@@ -8,7 +8,7 @@ import unicodedata
 
 import pytest
 
-from spam_assets.text import EMAIL_RE, MONEY_RE, NUMBER_RE, PHONE_RE, URL_RE, normalise
+from spam_assets.model.text import EMAIL_RE, MONEY_RE, NUMBER_RE, PHONE_RE, URL_RE, normalise
 from tests.datasets import corpus_texts, needs_sms, needs_spamassassin, sms_path, spamassassin_path
 from tests.synthetic import email_messages, sms_messages
 

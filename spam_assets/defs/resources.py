@@ -12,7 +12,7 @@ from dagster_mlflow.resources import MlFlow
 
 from spam_assets.batches import BatchStore
 from spam_assets.corpus import CorpusStore
-from spam_assets.registry import Registry, ensure_experiment
+from spam_assets.model.registry import Registry, ensure_experiment
 from spam_assets.settings import EXPERIMENT_NAME, Paths, paths, tracking_uri
 
 

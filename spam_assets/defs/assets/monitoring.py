@@ -12,10 +12,10 @@ from spam_assets.batches import write_json_atomic
 from spam_assets.defs.assets.corpus import cleaned_corpus
 from spam_assets.defs.resources import ModelRegistry, PlatformStore
 from spam_assets.drift import DriftReport, DriftThresholds, compute_drift
+from spam_assets.model.tags import TAG_CORPUS_VERSION
 from spam_assets.modeling import spam_probability
-from spam_assets.registry import TAG_CORPUS_VERSION
 from spam_assets.settings import LABELS
-from spam_assets.text import normalise
+from spam_assets.model.text import normalise
 
 
 class DriftConfig(dg.Config):

@@ -12,7 +12,8 @@ from spam_assets.defs.assets.monitoring import drift_statistics
 from spam_assets.defs.resources import ModelRegistry, PlatformStore
 from spam_assets.defs.retrain_policy import DRIFT_STATISTICS, TRAINED_MODEL, already_trained, rides_with, verdict_of_run
 from spam_assets.defs.run_tags import REFRESH_TRIGGER, RETRAIN_REASON_TAG, TIMER_TRIGGER, TRIGGER_TAG
-from spam_assets.modeling import METRIC_NAMES, candidate_pipelines, select_and_fit
+from spam_assets.model.pipelines import candidate_pipelines
+from spam_assets.modeling import METRIC_NAMES, select_and_fit
 
 
 class TrainingConfig(dg.Config):

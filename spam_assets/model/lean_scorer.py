@@ -42,8 +42,8 @@ from sklearn.naive_bayes import MultinomialNB
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.svm import LinearSVC
 
-from spam_assets.char_ngrams import MemoHashingVectorizer, columns_of, word_memo, words
-from spam_assets.modeling import CompactTfidfVectorizer, TextColumn
+from spam_assets.model.char_ngrams import MemoHashingVectorizer, columns_of, word_memo, words
+from spam_assets.model.pipelines import CompactTfidfVectorizer, TextColumn
 from spam_assets.settings import POSITIVE_LABEL
 
 class Unsupported(Exception):
@@ -125,7 +125,7 @@ class _HashedBlock:
     """char_wb n-grams hashed into columns as HashingVectorizer does.
 
     A word's columns come from the per-word memo that the training and batch
-    path share (`spam_assets.char_ngrams`). A text has hundreds of char
+    path share (`spam_assets.model.char_ngrams`). A text has hundreds of char
     n-grams: counted and summed with numpy.
     """
 

@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from spam_assets.model.tags import TAG_CANDIDATE, TAG_CORPUS_VERSION, TAG_DAGSTER_RUN
 from spam_assets.settings import (
     CHALLENGER_ALIAS,
     CHAMPION_ALIAS,
@@ -25,11 +26,6 @@ from spam_assets.settings import (
     PREVIOUS_CHAMPION_ALIAS,
 )
 
-# Tag keys on runs and model versions.
-TAG_DAGSTER_RUN = "dagster_run_id"
-TAG_CORPUS_VERSION = "corpus_data_version"
-TAG_CANDIDATE = "candidate"
-TAG_MODEL_SHA256 = "model_sha256"  # of model.skops; the server refuses a file that does not match
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ every later occurrence is a dict lookup.
 
 `columns_of` is the one place that turns words into their hashed columns,
 with scikit-learn's own hashing: `MemoHashingVectorizer` builds matrices from
-it and the server's lean scorer (`serving.lean_scorer`) scores single texts
+it and the server's lean scorer (`spam_assets.model.lean_scorer`) scores single texts
 from it.
 """
 
