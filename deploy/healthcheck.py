@@ -1,20 +1,27 @@
 #!/usr/bin/env python3
-"""`spam-healthcheck [ROLE]`: is this container's service really answering? Exit 0 if so.
+"""`spam-healthcheck ROLE [FLAGS]`: is this container's service really answering? Exit 0 if so.
 
-One image runs every role, so the image's HEALTHCHECK calls this without a
-role and it finds the role from the container's processes; compose passes it
-explicitly. Each role asks the service itself, not just whether a port is open:
+The target is always given, never guessed: the role comes from the first
+argument (else $SPAM_ROLE, which the image sets to `serving`, its default
+command), and the address from the settings the service itself reads. Give
+the check the same flags and environment as the service, and it dials what
+the service listens on. Each role asks the service itself, not just whether
+a port is open:
 
-    serving    grpc.health.v1 Check("") on the server's port: SERVING only once a
-               champion is loaded (NOT_SERVING before). Configured exactly as the
-               running spam-serve is: its flags and SPAM_SERVING_* environment,
-               read from /proc (port, TLS trusting its certificate, bearer token,
-               though health is exempt). With no spam-serve process in sight,
-               this process's own SPAM_SERVING_* variables are used.
-    code       grpc.health.v1 Check("DagsterApi") on 127.0.0.1:4000 (Dagster code server)
-    webserver  GET http://127.0.0.1:3000/server_info
-    mlflow     GET http://127.0.0.1:5000/health
+    serving    grpc.health.v1 Check("") on spam-serve: SERVING only once a champion
+               is loaded (NOT_SERVING before). FLAGS are spam-serve's own flags;
+               with the SPAM_SERVING_* environment they are read exactly as
+               spam-serve reads them (serving.config.from_args): port, TLS
+               (trusting the server's certificate), bearer token (though health
+               is exempt).
+    code       grpc.health.v1 Check("DagsterApi") on $DAGSTER_CODE_SERVER_PORT (4000)
+    webserver  GET /server_info on $DAGSTER_WEBSERVER_PORT (3000)
+    mlflow     GET /health on $MLFLOW_PORT (5000)
     daemon     `dagster-daemon liveness-check` (recent heartbeats in the instance)
+
+Those variables are the ones `dagster code-server start`, `dagster-webserver`
+and `mlflow server` read for their port, so a service configured through its
+environment needs no flags here.
 
 Prints the status it saw (e.g. NOT_SERVING) so `docker inspect` and the smoke
 test can tell "up but no champion" from "down".
@@ -26,28 +33,8 @@ import os
 import subprocess
 import sys
 import urllib.request
-from pathlib import Path
 
-# Markers in a process's command line, most specific first.
-ROLE_MARKERS = (
-    ("serving", ("spam-serve",)),
-    ("webserver", ("dagster-webserver",)),
-    ("daemon", ("dagster-daemon",)),
-    ("code", ("code-server", "api grpc")),
-    ("mlflow", ("mlflow server", "mlflow.server")),
-)
-
-
-def detect_role() -> str | None:
-    for proc in sorted(Path("/proc").glob("[0-9]*"), key=lambda p: int(p.name)):
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        for role, markers in ROLE_MARKERS:
-            if any(m in cmdline for m in markers):
-                return role
-    return None
+ROLES = ("serving", "code", "webserver", "mlflow", "daemon")
 
 
 def grpc_health(
@@ -109,46 +96,16 @@ def tls_target_name(cert_pem: bytes) -> str | None:
     return str(cns[0].value) if cns else None
 
 
-def serve_args(cmdline: list[str]) -> list[str] | None:
-    """The flags of a `spam-serve` (or `python -m serving.server`) command line; None for other commands."""
-    for i, part in enumerate(cmdline):
-        if Path(part).name == "spam-serve":
-            return cmdline[i + 1 :]
-        if part == "-m" and cmdline[i + 1 : i + 2] == ["serving.server"]:
-            return cmdline[i + 2 :]
-    return None
-
-
-def serving_process() -> tuple[list[str], dict[str, str]] | None:
-    """The flags and environment of the spam-serve process in this container, if there is one."""
-    for proc in sorted(Path("/proc").glob("[0-9]*"), key=lambda p: int(p.name)):
-        try:
-            args = serve_args([part.decode(errors="replace") for part in (proc / "cmdline").read_bytes().split(b"\0")[:-1]])
-            if args is None or int(proc.name) == os.getpid():
-                continue
-            raw = (proc / "environ").read_bytes()
-        except OSError:  # gone, or not ours to read
-            continue
-        entries = (entry.decode(errors="replace").partition("=") for entry in raw.split(b"\0") if b"=" in entry)
-        return args, {name: value for name, _, value in entries}
-    return None
-
-
-def serving_health(environ: dict[str, str] | None = None, argv: list[str] | None = None) -> tuple[bool, str]:
-    """The serving role, configured like `spam-serve` itself: same flags, env vars, TLS and token.
-
-    Without arguments, those of the running spam-serve process (else this process's environment).
-    """
+def serving_health(argv: list[str]) -> tuple[bool, str]:
+    """The serving role, configured like `spam-serve` itself: same flags, env vars, TLS and token."""
     from serving.config import from_args
 
-    if environ is None and argv is None and (found := serving_process()) is not None:
-        argv, environ = found
     try:
-        config, _ = from_args(argv or [], environ=os.environ if environ is None else environ)
+        config, _ = from_args(argv)
     except ValueError as error:
         return False, f"bad serving configuration: {error}"
     except SystemExit:  # argparse has said why on stderr
-        return False, f"spam-serve flags not understood: {' '.join(argv or [])}"
+        return False, f"spam-serve flags not understood: {' '.join(argv)}"
     tls_root = tls_name = None
     if config.tls:
         try:
@@ -180,26 +137,27 @@ def daemon_live() -> tuple[bool, str]:
     return done.returncode == 0, lines[-1] if lines else f"exit status {done.returncode}"
 
 
-def check(role: str) -> tuple[bool, str]:
+def check(role: str, flags: list[str]) -> tuple[bool, str]:
     if role == "serving":
-        return serving_health()
+        return serving_health(flags)
+    if flags:  # the other services take their port from the environment, as their CLIs do
+        return False, f"flags are for the serving role only; set the {role} service's port in its environment"
     if role == "code":
         return grpc_health(f"127.0.0.1:{os.environ.get('DAGSTER_CODE_SERVER_PORT', '4000')}", "DagsterApi")
     if role == "webserver":
         return http_ok(f"http://127.0.0.1:{os.environ.get('DAGSTER_WEBSERVER_PORT', '3000')}/server_info")
     if role == "mlflow":
         return http_ok(f"http://127.0.0.1:{os.environ.get('MLFLOW_PORT', '5000')}/health")
-    if role == "daemon":
-        return daemon_live()
-    raise SystemExit(f"spam-healthcheck: unknown role {role!r}")
+    return daemon_live()
 
 
 def main(argv: list[str]) -> int:
-    role = argv[0] if argv else os.environ.get("SPAM_ROLE") or detect_role()
-    if role is None:
-        print("spam-healthcheck: no known service runs in this container", file=sys.stderr)
-        return 1
-    ok, status = check(role)
+    role, flags = (argv[0], argv[1:]) if argv else (os.environ.get("SPAM_ROLE", ""), [])
+    if role not in ROLES:
+        said = f"unknown role {role!r}" if role else "no role given"
+        print(f"spam-healthcheck: {said}: use spam-healthcheck ROLE or set SPAM_ROLE; roles: {', '.join(ROLES)}", file=sys.stderr)
+        return 1  # not 2: Docker reserves that exit status of a HEALTHCHECK
+    ok, status = check(role, flags)
     print(f"{role}: {status}")
     return 0 if ok else 1
 

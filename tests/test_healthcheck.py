@@ -1,16 +1,20 @@
-"""deploy/healthcheck.py's serving check against a real server: plaintext, TLS and bearer token.
+"""deploy/healthcheck.py against real servers: its explicit target, plaintext, TLS and bearer token.
 
-The script runs as the container runs it, in its own interpreter. It reads
-the running spam-serve's flags and environment from /proc; with none in
-sight, its own SPAM_SERVING_* variables (most tests here: their servers run
-inside the test process).
+The script runs as the container runs it, in its own interpreter, configured
+only by what it is given: spam-serve's flags and SPAM_SERVING_* variables.
+Two real spam-serve processes run beside every test here as decoys, started
+first so they are the first spam-serve a scan of the process table would
+find: one SERVING, one NOT_SERVING. A check that looked anywhere but at its
+own target would give some test here the decoy's answer instead of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 from serving_fixtures import PROJECT_ROOT, PYTHON, free_port, model_store, running_server, self_signed_cert, wait_until  # noqa: F401
@@ -18,14 +22,45 @@ from serving_fixtures import PROJECT_ROOT, PYTHON, free_port, model_store, runni
 import serving.auth
 
 SCRIPT = PROJECT_ROOT / "deploy" / "healthcheck.py"
+SPAM_SERVE = Path(PYTHON).with_name("spam-serve")  # the console script, as a user starts it
 
 
-def healthcheck(**env: str) -> subprocess.CompletedProcess:
-    """`spam-healthcheck serving` with only `env` for SPAM_SERVING_* settings."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SPAM_SERVING_")}
+def clean_environ() -> dict[str, str]:
+    """This process's environment without any serving or role settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("SPAM_SERVING_") and k != "SPAM_ROLE"}
+
+
+def healthcheck(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """`spam-healthcheck ARGS` (role, then flags) with only `env` for its settings."""
     return subprocess.run(
-        [PYTHON, str(SCRIPT), "serving"],
-        capture_output=True, text=True, timeout=30, cwd=PROJECT_ROOT, env={**clean, **env},
+        [PYTHON, str(SCRIPT), *args],
+        capture_output=True, text=True, timeout=30, cwd=PROJECT_ROOT, env={**clean_environ(), **env},
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def spam_serve(command: list[str], **env: str):
+    """A real spam-serve process (`command` is how it is started); stopped on exit."""
+    process = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**clean_environ(), "MLFLOW_DISABLE_TELEMETRY": "true", **env},
+    )  # fmt: skip
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_for_status(expected: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """Run the check until it prints `serving: expected` (a subprocess server takes seconds to start)."""
+    return wait_until(
+        lambda: (r := healthcheck("serving", *args, **env)).stdout.strip() == f"serving: {expected}" and r,
+        timeout=90, interval=0.5, message=f"spam-serve {' '.join(args)} {env} to be {expected}",
     )  # fmt: skip
 
 
@@ -48,6 +83,31 @@ def champion_model(model_store):
     return registry.model_name
 
 
+@pytest.fixture(scope="module", autouse=True)
+def decoys(model_store, champion_model):
+    """Two spam-serve processes that are not the tests' targets, started before any other server.
+
+    `serving`: the `spam-serve` command with flags, following a champion
+    (SERVING). `not_serving`: `python -m serving.server` set up by
+    environment alone, following a model with no champion (NOT_SERVING).
+    Yields their ports.
+    """
+    empty = model_store.clone("healthcheck-decoy", [model_store.good[0]]).model_name  # no alias set
+    ports = {"serving": free_port(), "not_serving": free_port()}
+    command = [str(SPAM_SERVE)] if SPAM_SERVE.exists() else [PYTHON, "-m", "serving.server"]
+    flags = ["--port", str(ports["serving"]), "--tracking-uri", model_store.uri, "--model-name", champion_model,
+             "--poll-interval", "0.2"]  # fmt: skip
+    not_serving_env = {"SPAM_SERVING_PORT": str(ports["not_serving"]), "SPAM_SERVING_TRACKING_URI": model_store.uri,
+                       "SPAM_SERVING_MODEL_NAME": empty, "SPAM_SERVING_POLL_INTERVAL": "0.2"}  # fmt: skip
+    with (
+        spam_serve([*command, *flags]),
+        spam_serve([PYTHON, "-m", "serving.server"], **not_serving_env),
+    ):
+        wait_for_status("SERVING", SPAM_SERVING_PORT=str(ports["serving"]))
+        wait_for_status("NOT_SERVING", SPAM_SERVING_PORT=str(ports["not_serving"]))
+        yield ports
+
+
 @pytest.fixture(scope="module")
 def plain_server(model_store, champion_model):
     with running_server(model_store, champion_model, wait_for="1", token="hc-token") as running:
@@ -67,7 +127,7 @@ def tls_server(request, model_store, champion_model, tmp_path_factory):
 
 
 def test_plaintext_server_is_serving(plain_server):
-    result = healthcheck(SPAM_SERVING_PORT=str(plain_server.port))
+    result = healthcheck("serving", SPAM_SERVING_PORT=str(plain_server.port))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "serving: SERVING"
 
@@ -75,7 +135,7 @@ def test_plaintext_server_is_serving(plain_server):
 def test_server_without_a_champion_is_not_serving(model_store):
     registry = model_store.clone("healthcheck-empty", [model_store.good[0]])  # no alias set
     with running_server(model_store, registry.model_name) as running:
-        result = healthcheck(SPAM_SERVING_PORT=str(running.port))
+        result = healthcheck("serving", SPAM_SERVING_PORT=str(running.port))
     assert result.returncode == 1
     assert result.stdout.strip() == "serving: NOT_SERVING"
 
@@ -83,7 +143,7 @@ def test_server_without_a_champion_is_not_serving(model_store):
 def test_tls_server_is_serving_with_the_servers_tls_settings(tls_server):
     running, cert, key = tls_server
     result = healthcheck(
-        SPAM_SERVING_PORT=str(running.port), SPAM_SERVING_TLS_CERT=str(cert), SPAM_SERVING_TLS_KEY=str(key)
+        "serving", SPAM_SERVING_PORT=str(running.port), SPAM_SERVING_TLS_CERT=str(cert), SPAM_SERVING_TLS_KEY=str(key)
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "serving: SERVING"
@@ -91,7 +151,7 @@ def test_tls_server_is_serving_with_the_servers_tls_settings(tls_server):
 
 def test_tls_server_fails_a_plaintext_check(tls_server):
     running, _, _ = tls_server
-    result = healthcheck(SPAM_SERVING_PORT=str(running.port))
+    result = healthcheck("serving", SPAM_SERVING_PORT=str(running.port))
     assert result.returncode == 1
     assert result.stdout.startswith("serving: UNAVAILABLE")
 
@@ -101,7 +161,10 @@ def test_tls_check_verifies_the_certificate(tls_server, tmp_path):
     running, _, _ = tls_server
     other_cert, other_key = self_signed_cert(tmp_path)
     result = healthcheck(
-        SPAM_SERVING_PORT=str(running.port), SPAM_SERVING_TLS_CERT=str(other_cert), SPAM_SERVING_TLS_KEY=str(other_key)
+        "serving",
+        SPAM_SERVING_PORT=str(running.port),
+        SPAM_SERVING_TLS_CERT=str(other_cert),
+        SPAM_SERVING_TLS_KEY=str(other_key),
     )
     assert result.returncode == 1
     assert result.stdout.startswith("serving: UNAVAILABLE")
@@ -112,17 +175,17 @@ def test_token_server_is_serving_and_the_token_is_sent(plain_server, monkeypatch
     # goes out; without the exemption only a check that sends it passes.
     monkeypatch.setattr(serving.auth, "EXEMPT_PREFIXES", ())
     port = str(plain_server.port)
-    ok = healthcheck(SPAM_SERVING_PORT=port, SPAM_SERVING_TOKEN="hc-token")
+    ok = healthcheck("serving", SPAM_SERVING_PORT=port, SPAM_SERVING_TOKEN="hc-token")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.strip() == "serving: SERVING"
-    wrong = healthcheck(SPAM_SERVING_PORT=port, SPAM_SERVING_TOKEN="not-the-token")
+    wrong = healthcheck("serving", SPAM_SERVING_PORT=port, SPAM_SERVING_TOKEN="not-the-token")
     assert (wrong.returncode, wrong.stdout.split(":")[1].strip()) == (1, "UNAUTHENTICATED")
-    missing = healthcheck(SPAM_SERVING_PORT=port)
+    missing = healthcheck("serving", SPAM_SERVING_PORT=port)
     assert missing.returncode == 1 and "UNAUTHENTICATED" in missing.stdout
 
 
 def test_token_server_is_serving_with_health_exempt(plain_server):
-    result = healthcheck(SPAM_SERVING_PORT=str(plain_server.port), SPAM_SERVING_TOKEN="hc-token")
+    result = healthcheck("serving", SPAM_SERVING_PORT=str(plain_server.port), SPAM_SERVING_TOKEN="hc-token")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -141,46 +204,92 @@ def test_tls_target_name_picks_a_name_the_certificate_holds(tmp_path):
 
 
 def test_bad_serving_configuration_is_reported_not_raised():
-    result = healthcheck(SPAM_SERVING_PORT="1", SPAM_SERVING_TLS_CERT="/nonexistent/cert.pem")
+    result = healthcheck("serving", SPAM_SERVING_PORT="1", SPAM_SERVING_TLS_CERT="/nonexistent/cert.pem")
     assert result.returncode == 1
     assert result.stdout.startswith("serving: bad serving configuration")
     result = healthcheck(
-        SPAM_SERVING_PORT="1", SPAM_SERVING_TLS_CERT="/nonexistent/cert.pem", SPAM_SERVING_TLS_KEY="/nonexistent/k.pem"
+        "serving",
+        SPAM_SERVING_PORT="1",
+        SPAM_SERVING_TLS_CERT="/nonexistent/cert.pem",
+        SPAM_SERVING_TLS_KEY="/nonexistent/k.pem",
     )
     assert result.returncode == 1
     assert result.stdout.startswith("serving: cannot read TLS certificate")
 
 
-def test_serve_args_finds_spam_serve_command_lines():
+def test_serving_target_dials_loopback_for_every_interface():
     hc = load_script()
-    assert hc.serve_args(["/usr/local/bin/python", "/usr/local/bin/spam-serve", "--port", "1"]) == ["--port", "1"]
-    assert hc.serve_args(["python3", "-m", "serving.server", "--host", "0.0.0.0"]) == ["--host", "0.0.0.0"]
-    assert hc.serve_args(["python3", "/usr/local/bin/spam-healthcheck", "serving"]) is None
-    assert hc.serve_args(["python3", "-m"]) is None
-    assert hc.serving_target("0.0.0.0", 5) == "127.0.0.1:5" and hc.serving_target("::1", 5) == "[::1]:5"
+    assert hc.serving_target("0.0.0.0", 5) == "127.0.0.1:5" and hc.serving_target("::", 5) == "127.0.0.1:5"
+    assert hc.serving_target("::1", 5) == "[::1]:5" and hc.serving_target("10.1.2.3", 5) == "10.1.2.3:5"
 
 
-def test_a_server_configured_by_flags_alone_is_checked_with_its_flags(model_store, champion_model, tmp_path):
-    """The healthcheck reads the port, TLS certificate and token off the spam-serve process itself."""
+def test_the_decoys_answer_on_their_own_ports(decoys):
+    """The decoys are alive and distinguishable, so the other tests here really ran beside them."""
+    assert wait_for_status("SERVING", "--port", str(decoys["serving"])).returncode == 0
+    assert wait_for_status("NOT_SERVING", "--port", str(decoys["not_serving"])).returncode == 1
+
+
+def test_a_server_configured_by_flags_is_checked_with_the_same_flags(model_store, champion_model, tmp_path):
+    """Given spam-serve's own flags (port, TLS) and environment (token), the check dials that server."""
     cert, key = self_signed_cert(tmp_path)
-    port = free_port()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SPAM_SERVING_")}
-    flags = ["--port", str(port), "--tracking-uri", model_store.uri, "--model-name", champion_model,
+    port = str(free_port())
+    flags = ["--port", port, "--tracking-uri", model_store.uri, "--model-name", champion_model,
              "--tls-cert", str(cert), "--tls-key", str(key), "--poll-interval", "0.2"]  # fmt: skip
+    with spam_serve([PYTHON, "-m", "serving.server", *flags], SPAM_SERVING_TOKEN="flags-token"):
+        result = wait_for_status("SERVING", *flags, SPAM_SERVING_TOKEN="flags-token")
+        assert result.returncode == 0, result.stdout + result.stderr
+        # Flags win over the environment, as in spam-serve: a wrong port in it changes nothing.
+        assert healthcheck("serving", *flags, SPAM_SERVING_PORT="1").returncode == 0
+        # Without the TLS flags the same port answers nothing a plaintext check accepts.
+        plain = healthcheck("serving", "--port", port)
+        assert plain.returncode == 1 and plain.stdout.startswith("serving: UNAVAILABLE"), plain.stdout
+    gone = healthcheck("serving", *flags)
+    assert gone.returncode == 1 and "UNAVAILABLE" in gone.stdout
+
+
+def test_flags_spam_serve_does_not_know_are_reported():
+    result = healthcheck("serving", "--no-such-flag")
+    assert result.returncode == 1
+    assert result.stdout.strip() == "serving: spam-serve flags not understood: --no-such-flag"
+    assert "--no-such-flag" in result.stderr  # argparse says which
+
+
+def test_the_role_is_required_and_checked():
+    for args, said in (((), "no role given"), (("nonsense",), "unknown role 'nonsense'")):
+        result = healthcheck(*args)
+        assert result.returncode == 1 and result.stdout == ""
+        assert f"spam-healthcheck: {said}: use spam-healthcheck ROLE or set SPAM_ROLE" in result.stderr
+
+
+def test_the_role_can_come_from_spam_role(decoys):
+    # The image's HEALTHCHECK runs `spam-healthcheck` with SPAM_ROLE=serving and the server's environment.
+    result = healthcheck(SPAM_ROLE="serving", SPAM_SERVING_PORT=str(decoys["serving"]))
+    assert result.returncode == 0 and result.stdout.strip() == "serving: SERVING"
+
+
+def test_other_roles_refuse_flags_instead_of_ignoring_them():
+    result = healthcheck("mlflow", "--port", "5001")
+    assert result.returncode == 1
+    assert result.stdout.strip() == "mlflow: flags are for the serving role only; set the mlflow service's port in its environment"
+
+
+def test_other_roles_dial_the_port_their_service_reads_from_the_environment(tmp_path):
+    """mlflow and webserver checks use MLFLOW_PORT / DAGSTER_WEBSERVER_PORT, as `mlflow server` and
+    `dagster-webserver` do: shown with a real HTTP server on a free port answering 200 on both paths."""
+    (tmp_path / "health").write_text("OK")
+    (tmp_path / "server_info").write_text("{}")
+    port = free_port()
     server = subprocess.Popen(
-        [PYTHON, "-m", "serving.server", *flags],
-        cwd=PROJECT_ROOT, env={**clean, "SPAM_SERVING_TOKEN": "flags-token", "MLFLOW_DISABLE_TELEMETRY": "true"},
+        [PYTHON, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        # Its own environment points elsewhere (a wrong port, no TLS): the server's settings win.
-        result = wait_until(
-            lambda: (r := healthcheck(SPAM_SERVING_PORT="1")).returncode == 0 and r,
-            timeout=90, interval=0.5, message="the flag-configured server to be SERVING",
-        )  # fmt: skip
-        assert result.stdout.strip() == "serving: SERVING"
+        wait_until(lambda: healthcheck("mlflow", MLFLOW_PORT=str(port)).returncode == 0, timeout=30, interval=0.2,
+                   message="the HTTP server")  # fmt: skip
+        assert healthcheck("mlflow", MLFLOW_PORT=str(port)).stdout.strip() == "mlflow: HTTP 200"
+        assert healthcheck("webserver", DAGSTER_WEBSERVER_PORT=str(port)).stdout.strip() == "webserver: HTTP 200"
     finally:
         server.terminate()
         server.wait(timeout=30)
-    result = healthcheck(SPAM_SERVING_PORT=str(port))  # gone: falls back to its own env, and finds nothing there
-    assert result.returncode == 1 and "UNAVAILABLE" in result.stdout
+    down = healthcheck("mlflow", MLFLOW_PORT=str(port))
+    assert down.returncode == 1 and "refused" in down.stdout.lower()
