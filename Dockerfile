@@ -1,11 +1,16 @@
-# One image for every role of the platform; the command picks the role:
-#   spam-serve --host 0.0.0.0                                   gRPC classifier (default)
-#   dagster code-server start -h 0.0.0.0 -p 4000 -m spam_assets.definitions
-#   dagster-webserver -h 0.0.0.0 -p 3000 -w /opt/dagster/home/workspace.yaml
-#   dagster-daemon run -w /opt/dagster/home/workspace.yaml
-#   mlflow server --backend-store-uri postgresql://... --artifacts-destination /mlartifacts --serve-artifacts
-#   spam-platform / spam-classify                               the CLIs
-# docker-compose.yml wires them together. Build: docker build -t spam-platform:local .
+# One image for every role of the platform; the command picks the role, and
+# SPAM_ROLE tells the HEALTHCHECK which one to ask (docker-compose.yml sets both):
+#   SPAM_ROLE  command
+#   serving    spam-serve  (the default: the gRPC classifier)
+#   code       dagster code-server start -m spam_assets.definitions
+#   webserver  dagster-webserver -w /opt/dagster/home/workspace.yaml
+#   daemon     dagster-daemon run -w /opt/dagster/home/workspace.yaml
+#   mlflow     mlflow server --artifacts-destination /mlartifacts --serve-artifacts
+#   -          spam-platform / spam-classify (the CLIs)
+# Give each service its address in the environment (SPAM_SERVING_HOST/_PORT,
+# DAGSTER_CODE_SERVER_HOST/_PORT, DAGSTER_WEBSERVER_HOST/_PORT, MLFLOW_HOST/_PORT),
+# which the service and `spam-healthcheck` both read; a port given only as a
+# flag is one the check cannot see. Build: docker build -t spam-platform:local .
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -79,8 +84,12 @@ RUN pip install --no-index --no-deps /tmp/dist/*.whl && rm -rf /tmp/dist
 USER spam
 WORKDIR /home/spam
 EXPOSE 50051 4000 3000 5000
-# Asks the running service (found from the container's processes), e.g. the
-# gRPC health service of spam-serve: NOT_SERVING until a champion is loaded.
+# The default role's settings live in the environment, where spam-serve and
+# its health check both read them (SPAM_SERVING_HOST, SPAM_SERVING_PORT, ...).
+ENV SPAM_ROLE=serving \
+    SPAM_SERVING_HOST=0.0.0.0
+# Asks the service $SPAM_ROLE names, at the address its own environment gives
+# it; for spam-serve, its gRPC health service: NOT_SERVING until a champion is loaded.
 HEALTHCHECK --interval=15s --timeout=10s --start-period=60s --retries=3 CMD ["spam-healthcheck"]
 ENTRYPOINT ["spam-entrypoint"]
-CMD ["spam-serve", "--host", "0.0.0.0"]
+CMD ["spam-serve"]

@@ -5,7 +5,8 @@
 #
 # 1. builds the image; checks it runs as non-root and has no compiler; prints its size
 # 2. starts the stack under a throwaway project name, on free host ports, with
-#    a throwaway inbox, and waits until every service answers its health check
+#    a throwaway inbox, and waits until every service answers the health check
+#    its container is configured with
 # 3. asserts the classifier reports NOT_SERVING while there is no champion
 # 4. materialises the asset graph on the mounted SMS corpus
 #    (`spam-platform ingest /data/SMSSpamCollection` inside dagster-code) and
@@ -103,17 +104,22 @@ IMAGE=$(dotenv SPAM_IMAGE); export SPAM_IMAGE=${IMAGE:-${SPAM_IMAGE:-spam-platfo
 TOKEN=$(dotenv SPAM_SERVING_TOKEN)
 [ -n "$TOKEN" ] || fail ".env has no SPAM_SERVING_TOKEN"
 
-# health of one service: the output of its own check (see deploy/healthcheck.py)
+# health of one service: the output of the health check its container is
+# configured with (docker-compose.yml), run inside it as the engine would run it,
+# so the smoke test also proves each check asks its own service. (Run by hand:
+# podman runs health checks from systemd timers, which this machine may lack.)
 health() {
   local id; id=$(cid "$1"); [ -n "$id" ] || { echo "no container"; return 1; }
-  case "$1" in
-    postgres) docker exec "$id" pg_isready -h 127.0.0.1 -q && echo "postgres: accepting connections" ;;
-    mlflow) docker exec "$id" spam-healthcheck mlflow ;;
-    dagster-code) docker exec "$id" spam-healthcheck code ;;
-    dagster-webserver) docker exec "$id" spam-healthcheck webserver ;;
-    dagster-daemon) docker exec "$id" spam-healthcheck daemon ;;
-    serving) docker exec "$id" spam-healthcheck serving ;;
-  esac 2>&1
+  if [ "$1" = postgres ]; then docker exec "$id" pg_isready -h 127.0.0.1 -q && echo "postgres: accepting connections"; return; fi
+  local test; test=$(docker inspect --format '{{json .Config.Healthcheck.Test}}' "$id") || return 1
+  # ["CMD-SHELL", "cmd"] or ["CMD", "arg", ...]: one argument per line
+  mapfile -t argv < <(printf '%s' "$test" | python3 -c '
+import json, sys
+test = json.load(sys.stdin) or []
+kind, rest = (test[0], test[1:]) if test else ("NONE", [])
+sys.stdout.write("\n".join(["/bin/sh", "-c", rest[0]] if kind == "CMD-SHELL" else rest if kind == "CMD" else []))')
+  [ "${#argv[@]}" -gt 0 ] || { echo "no health check configured: $test"; return 1; }
+  docker exec "$id" "${argv[@]}" 2>&1
 }
 
 # wait until `health SERVICE` prints something matching PATTERN
