@@ -14,14 +14,15 @@ a port is open:
                spam-serve reads them (serving.config.from_args): port, TLS
                (trusting the server's certificate), bearer token (though health
                is exempt).
-    code       grpc.health.v1 Check("DagsterApi") on $DAGSTER_CODE_SERVER_PORT (4000)
-    webserver  GET /server_info on $DAGSTER_WEBSERVER_PORT (3000)
-    mlflow     GET /health on $MLFLOW_PORT (5000)
+    code       grpc.health.v1 Check("DagsterApi") on $DAGSTER_CODE_SERVER_HOST/_PORT
+    webserver  GET /server_info on $DAGSTER_WEBSERVER_HOST/_PORT
+    mlflow     GET /health on $MLFLOW_HOST/_PORT
     daemon     `dagster-daemon liveness-check` (recent heartbeats in the instance)
 
 Those variables are the ones `dagster code-server start`, `dagster-webserver`
-and `mlflow server` read for their port, so a service configured through its
-environment needs no flags here.
+and `mlflow server` read for --host and --port, so a service configured
+through its environment needs no flags here. A service listening on every
+interface (0.0.0.0, ::) is dialled on 127.0.0.1.
 
 Prints the status it saw (e.g. NOT_SERVING) so `docker inspect` and the smoke
 test can tell "up but no champion" from "down".
@@ -35,6 +36,13 @@ import sys
 import urllib.request
 
 ROLES = ("serving", "code", "webserver", "mlflow", "daemon")
+# Where the other services read their address, with their CLIs' defaults
+# (the code server needs a port; 4000 is the one deploy/workspace.yaml dials).
+ADDRESS_ENV = {
+    "code": ("DAGSTER_CODE_SERVER_HOST", "localhost", "DAGSTER_CODE_SERVER_PORT", "4000"),
+    "webserver": ("DAGSTER_WEBSERVER_HOST", "127.0.0.1", "DAGSTER_WEBSERVER_PORT", "3000"),
+    "mlflow": ("MLFLOW_HOST", "127.0.0.1", "MLFLOW_PORT", "5000"),
+}
 
 
 def grpc_health(
@@ -113,10 +121,10 @@ def serving_health(argv: list[str]) -> tuple[bool, str]:
         except OSError as error:
             return False, f"cannot read TLS certificate: {error}"
         tls_name = tls_target_name(tls_root)
-    return grpc_health(serving_target(config.host, config.port), "", tls_root=tls_root, tls_name=tls_name, token=config.token)
+    return grpc_health(dial_target(config.host, config.port), "", tls_root=tls_root, tls_name=tls_name, token=config.token)
 
 
-def serving_target(host: str, port: int) -> str:
+def dial_target(host: str, port: int | str) -> str:
     """Where to dial a server listening on host:port from inside its container."""
     if host in ("", "0.0.0.0", "::", "[::]"):
         host = "127.0.0.1"  # every interface: loopback is one of them
@@ -142,13 +150,13 @@ def check(role: str, flags: list[str]) -> tuple[bool, str]:
         return serving_health(flags)
     if flags:  # the other services take their port from the environment, as their CLIs do
         return False, f"flags are for the serving role only; set the {role} service's port in its environment"
+    if role == "daemon":
+        return daemon_live()
+    host_var, default_host, port_var, default_port = ADDRESS_ENV[role]
+    target = dial_target(os.environ.get(host_var, default_host), os.environ.get(port_var, default_port))
     if role == "code":
-        return grpc_health(f"127.0.0.1:{os.environ.get('DAGSTER_CODE_SERVER_PORT', '4000')}", "DagsterApi")
-    if role == "webserver":
-        return http_ok(f"http://127.0.0.1:{os.environ.get('DAGSTER_WEBSERVER_PORT', '3000')}/server_info")
-    if role == "mlflow":
-        return http_ok(f"http://127.0.0.1:{os.environ.get('MLFLOW_PORT', '5000')}/health")
-    return daemon_live()
+        return grpc_health(target, "DagsterApi")
+    return http_ok(f"http://{target}/server_info" if role == "webserver" else f"http://{target}/health")
 
 
 def main(argv: list[str]) -> int:

@@ -90,7 +90,7 @@ def test_the_serving_check_reads_the_compose_environment_as_spam_serve_does():
     spec = importlib.util.spec_from_file_location("spam_healthcheck", ROOT / "deploy" / "healthcheck.py")
     healthcheck = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(healthcheck)
-    assert healthcheck.serving_target(config.host, config.port) == f"127.0.0.1:{container_port}"
+    assert healthcheck.dial_target(config.host, config.port) == f"127.0.0.1:{container_port}"
 
 
 def test_the_image_checks_the_role_it_runs_by_default():

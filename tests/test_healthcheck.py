@@ -217,10 +217,10 @@ def test_bad_serving_configuration_is_reported_not_raised():
     assert result.stdout.startswith("serving: cannot read TLS certificate")
 
 
-def test_serving_target_dials_loopback_for_every_interface():
+def test_dial_target_dials_loopback_for_every_interface():
     hc = load_script()
-    assert hc.serving_target("0.0.0.0", 5) == "127.0.0.1:5" and hc.serving_target("::", 5) == "127.0.0.1:5"
-    assert hc.serving_target("::1", 5) == "[::1]:5" and hc.serving_target("10.1.2.3", 5) == "10.1.2.3:5"
+    assert hc.dial_target("0.0.0.0", 5) == "127.0.0.1:5" and hc.dial_target("::", 5) == "127.0.0.1:5"
+    assert hc.dial_target("::1", 5) == "[::1]:5" and hc.dial_target("10.1.2.3", "5") == "10.1.2.3:5"
 
 
 def test_the_decoys_answer_on_their_own_ports(decoys):
@@ -273,9 +273,10 @@ def test_other_roles_refuse_flags_instead_of_ignoring_them():
     assert result.stdout.strip() == "mlflow: flags are for the serving role only; set the mlflow service's port in its environment"
 
 
-def test_other_roles_dial_the_port_their_service_reads_from_the_environment(tmp_path):
-    """mlflow and webserver checks use MLFLOW_PORT / DAGSTER_WEBSERVER_PORT, as `mlflow server` and
-    `dagster-webserver` do: shown with a real HTTP server on a free port answering 200 on both paths."""
+def test_other_roles_dial_the_address_their_service_reads_from_the_environment(tmp_path):
+    """mlflow and webserver checks use MLFLOW_HOST/_PORT and DAGSTER_WEBSERVER_HOST/_PORT, as `mlflow
+    server` and `dagster-webserver` do: shown with a real HTTP server on 127.0.0.1 and a free port,
+    answering 200 on both paths."""
     (tmp_path / "health").write_text("OK")
     (tmp_path / "server_info").write_text("{}")
     port = free_port()
@@ -288,8 +289,21 @@ def test_other_roles_dial_the_port_their_service_reads_from_the_environment(tmp_
                    message="the HTTP server")  # fmt: skip
         assert healthcheck("mlflow", MLFLOW_PORT=str(port)).stdout.strip() == "mlflow: HTTP 200"
         assert healthcheck("webserver", DAGSTER_WEBSERVER_PORT=str(port)).stdout.strip() == "webserver: HTTP 200"
+        everywhere = healthcheck("mlflow", MLFLOW_HOST="0.0.0.0", MLFLOW_PORT=str(port))
+        assert everywhere.stdout.strip() == "mlflow: HTTP 200"
+        # 127.0.0.2 is loopback too, but the server listens on 127.0.0.1 only: the host is honoured.
+        elsewhere = healthcheck("webserver", DAGSTER_WEBSERVER_HOST="127.0.0.2", DAGSTER_WEBSERVER_PORT=str(port))
+        assert elsewhere.returncode == 1 and "refused" in elsewhere.stdout.lower()
     finally:
         server.terminate()
         server.wait(timeout=30)
     down = healthcheck("mlflow", MLFLOW_PORT=str(port))
     assert down.returncode == 1 and "refused" in down.stdout.lower()
+
+
+def test_the_code_role_asks_for_the_dagster_api_where_its_environment_says(decoys):
+    # A spam-serve answers health checks but has no "DagsterApi" service: NOT_FOUND, not
+    # UNAVAILABLE, shows the check reached the port in DAGSTER_CODE_SERVER_PORT and asked for it.
+    port = str(decoys["serving"])
+    result = healthcheck("code", DAGSTER_CODE_SERVER_HOST="0.0.0.0", DAGSTER_CODE_SERVER_PORT=port)
+    assert result.returncode == 1 and result.stdout.startswith("code: NOT_FOUND"), result.stdout
