@@ -52,6 +52,7 @@ from serving.generated.inference import grpc_predict_v2_pb2 as oip_pb  # noqa: E
 from serving.generated.inference import grpc_predict_v2_pb2_grpc as oip_grpc  # noqa: E402
 from serving.generated.spam.v1 import classifier_pb2 as pb  # noqa: E402
 from serving.generated.spam.v1 import classifier_pb2_grpc as pb_grpc  # noqa: E402
+from spam_assets.model.scorer import PipelineScorer  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SMS = PROJECT_ROOT.parent / "shared" / "datasets" / "SMSSpamCollection"
@@ -279,11 +280,12 @@ def table(rows: list[dict]) -> str:
 def measure_round(champion, texts, echo_target, target, model_name, sizes) -> dict[str, dict]:
     """One pass over every measurement, ceilings next to what they bound."""
     rows = {}
-    rows["1"] = in_process(champion.predict_proba, texts, 256, sizes["ceiling_passes"])
-    rows["1b"] = in_process(champion.predict_proba, texts[: sizes["single_texts"]], 1, 1)
-    if champion.scorer is not None:
-        rows["1c"] = in_process(champion.spam_probability, texts[: sizes["single_texts"]], 1, 1)
-        rows["1d"] = in_process(champion.spam_probability, texts, 256, sizes["ceiling_passes"])
+    pipeline = PipelineScorer(champion.verified.model, champion.verified.spam_column, reason="benchmark").scores
+    rows["1"] = in_process(pipeline, texts, 256, sizes["ceiling_passes"])
+    rows["1b"] = in_process(pipeline, texts[: sizes["single_texts"]], 1, 1)
+    if champion.scorer.name == "lean":
+        rows["1c"] = in_process(champion.scorer.scores, texts[: sizes["single_texts"]], 1, 1)
+        rows["1d"] = in_process(champion.scorer.scores, texts, 256, sizes["ceiling_passes"])
     rows["2"] = stream_throughput(echo_target, texts, 1, sizes["stream"])
     rows["3"] = stream_throughput(target, texts, 1, sizes["stream"])
     rows["4"] = stream_throughput(target, texts, 256, sizes["batch"])
@@ -360,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="spam-bench-") as tmp:
         uri = train_and_register(frame, Path(tmp), args.candidate)
-        from serving.champion import load_version
+        from serving.watcher import load_version
         from spam_assets.model.registry import Registry
 
         registry = Registry(uri)

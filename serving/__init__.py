@@ -1,14 +1,20 @@
 """gRPC serving of the champion spam classifier.
 
-Modules, in the order a reader needs them:
+A request goes down, never back up: servicer -> request handling -> the
+loaded model's `Scorer`. Modules, in the order a reader needs them:
 
 - `config`     ServingConfig: every option, from CLI flags and SPAM_SERVING_* env vars.
-- `champion`   resolving, loading, verifying and hot-swapping the champion (no gRPC).
-- `classify`   plain functions: validate texts, score batches, build results.
-- `oip`        plain functions: Open Inference Protocol tensors in and out.
-- `servicers`  thin gRPC servicers that delegate to the three modules above.
+- `servicers`  thin gRPC servicers: read the champion once, call `classify` or `oip`, map errors to statuses.
+- `classify`   request handling for spam.v1.Classifier: validate texts, batch, call the scorer, build results.
+- `oip`        request handling for the Open Inference Protocol: tensors in, the scorer, tensors out.
+- `watcher`    follows the registry alias and hot-swaps the champion; each version passes the
+               model contract's gate (`spam_assets.model.verify.load_verified`) first. No gRPC.
 - `auth`       the bearer-token server interceptor.
 - `server`     start-up, options and shutdown in one function; `spam-serve`.
 - `client`     `spam-classify` and a small Python client.
 - `codegen`    regenerates `serving/generated/` from `protos/`.
+
+What a stored model is, how it is checked, loaded and scored (the `Scorer`)
+lives in the model contract, `spam_assets.model`; serving imports that and
+`spam_assets.settings`, never training or Dagster code.
 """

@@ -1,8 +1,9 @@
 """Plain functions behind spam.v1.Classifier: validate texts, score batches, build results.
 
-The servicers only move messages between gRPC and these functions. Every
-function takes the `LoadedChampion` to use as an argument: the caller reads
-`watcher.current` once, so one batch is always scored by one model version.
+The servicers only move messages between gRPC and these functions, and these
+call only the champion's `Scorer`. Every function takes the `LoadedChampion`
+to use as an argument: the caller reads `watcher.current` once, so one batch
+is always scored by one model version.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
 
-from serving.champion import LoadedChampion
 from serving.generated.spam.v1 import classifier_pb2 as pb
 from spam_assets.settings import POSITIVE_LABEL
+
+if TYPE_CHECKING:
+    from serving.watcher import LoadedChampion
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +62,18 @@ def label_for(probability: float) -> str:
 
 
 def spam_probabilities(champion: LoadedChampion, texts: Sequence[str], max_batch: int) -> np.ndarray:
-    """P(spam) per text, one model call per `max_batch` texts."""
+    """P(spam) per text, one scorer call per `max_batch` texts."""
+    scores = champion.scorer.scores
     if len(texts) <= max_batch:
-        return champion.spam_probability(texts)
-    return np.concatenate(
-        [champion.spam_probability(texts[i : i + max_batch]) for i in range(0, len(texts), max_batch)]
-    )
+        return scores(texts)
+    return np.concatenate([scores(texts[i : i + max_batch]) for i in range(0, len(texts), max_batch)])
 
 
 def classify_one(champion: LoadedChampion, text: str, limits: Limits) -> pb.Verdict:
     problem = text_problem(text, limits.max_text_bytes)
     if problem:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, problem)
-    p = float(champion.spam_probability([text])[0])
+    p = float(champion.scorer.scores([text])[0])
     return pb.Verdict(label=label_for(p), spam_probability=p, model_version=champion.version)
 
 
@@ -83,7 +86,7 @@ def _score_isolating_failures(champion: LoadedChampion, texts: list[str], limits
     scores: list[float | str] = []
     for text in texts:
         try:
-            scores.append(float(champion.spam_probability([text])[0]))
+            scores.append(float(champion.scorer.scores([text])[0]))
         except Exception as error:  # noqa: BLE001
             scores.append(f"model failed on this message: {type(error).__name__}")
     return scores

@@ -17,13 +17,16 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
 
-from serving.champion import LoadedChampion
 from serving.classify import Limits, RequestError, label_for, spam_probabilities, text_problem
 from serving.generated.inference import grpc_predict_v2_pb2 as pb
+
+if TYPE_CHECKING:
+    from serving.watcher import LoadedChampion
 
 INPUT = "text"
 OUTPUTS = ("label", "probability")
@@ -53,13 +56,21 @@ def check_model(name: str, requested_version: str, model_name: str, champion: Lo
 
 
 def model_metadata(model_name: str, champion: LoadedChampion | None) -> pb.ModelMetadataResponse:
+    """The model's tensors, the version serving, and in `parameters` which scorer serves it and why."""
     tensor = pb.ModelMetadataResponse.TensorMetadata
+    parameters = (
+        {"scorer": pb.InferParameter(string_param=champion.scorer.name),
+         "scorer_reason": pb.InferParameter(string_param=champion.scorer.reason)}
+        if champion
+        else {}
+    )  # fmt: skip
     return pb.ModelMetadataResponse(
         name=model_name,
         versions=[champion.version] if champion else [],
         platform=PLATFORM,
         inputs=[tensor(name=INPUT, datatype="BYTES", shape=[-1])],
         outputs=[tensor(name="label", datatype="BYTES", shape=[-1]), tensor(name="probability", datatype="FP32", shape=[-1])],
+        parameters=parameters,
     )
 
 

@@ -27,7 +27,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from serving.auth import BearerTokenInterceptor
-from serving.champion import ChampionWatcher
 from serving.classify import Limits
 from serving.config import ServingConfig, from_args
 from serving.generated.inference import grpc_predict_v2_pb2 as oip_pb
@@ -35,6 +34,7 @@ from serving.generated.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from serving.generated.spam.v1 import classifier_pb2 as pb
 from serving.generated.spam.v1 import classifier_pb2_grpc as pb_grpc
 from serving.servicers import ClassifierServicer, InferenceServicer, Serving
+from serving.watcher import ChampionWatcher
 from spam_assets.model.registry import Registry
 from spam_assets.settings import quiet_telemetry
 

@@ -1,4 +1,4 @@
-"""Thin gRPC servicers: read the champion once, delegate, translate errors to statuses."""
+"""Thin gRPC servicers: read the champion once, delegate to `classify` or `oip`, translate errors to statuses."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from serving import classify, oip
-from serving.champion import ChampionWatcher, LoadedChampion
+from serving.watcher import ChampionWatcher, LoadedChampion
 from serving.classify import Limits, RequestError
 from serving.generated.inference import grpc_predict_v2_pb2 as oip_pb
 from serving.generated.inference import grpc_predict_v2_pb2_grpc as oip_grpc
@@ -35,6 +35,7 @@ def champion_message(champion: LoadedChampion) -> pb.Champion:
         loaded_at=loaded_at,
         candidate=card.candidate,
         model_sha256=champion.model_sha256,
+        scorer=pb.Scorer(name=champion.scorer.name, reason=champion.scorer.reason),
     )
 
 

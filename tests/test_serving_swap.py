@@ -17,7 +17,8 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from serving_fixtures import PYTHON, PROJECT_ROOT, free_port, model_store, running_server, wait_until  # noqa: F401
 
-from serving.champion import RefusedModel, load_version
+from serving.watcher import load_version
+from spam_assets.model.artifact import RefusedModel
 from spam_assets.model.tags import TAG_MODEL_SHA256
 from serving.generated.inference import grpc_predict_v2_pb2 as oip_pb
 from serving.generated.inference import grpc_predict_v2_pb2_grpc as oip_grpc
@@ -214,11 +215,13 @@ def test_load_version_checks_a_recorded_checksum(model_store):
     registry = model_store.clone("checksum", [model_store.good[0]], tags=[{TAG_MODEL_SHA256: digest}])
     champion = load_version(registry, registry.client.get_model_version(registry.model_name, "1"))
     assert champion.model_sha256 == digest
-    assert champion.spam_probability([SPAM, HAM]).round().tolist() == [1.0, 0.0]
+    assert champion.scorer.scores([SPAM, HAM]).round().tolist() == [1.0, 0.0]
     # The served numbers come from the lean scorer, and they are the pipeline's own.
-    assert champion.scorer is not None
+    assert champion.scorer.name == "lean"
     np.testing.assert_allclose(
-        champion.spam_probability([SPAM, HAM, "see you"]), champion.predict_proba([SPAM, HAM, "see you"]), atol=1e-9
+        champion.scorer.scores([SPAM, HAM, "see you"]),
+        champion.verified.predict_proba([SPAM, HAM, "see you"]),
+        atol=1e-9,
     )
 
 

@@ -79,8 +79,13 @@ def word_memo(vectorizer: HashingVectorizer) -> dict[str, np.ndarray]:
 
 
 def words(vectorizer: HashingVectorizer, text: str) -> list[str]:
-    """The words char_wb n-grams are taken from, split exactly as HashingVectorizer splits them."""
-    return vectorizer._white_spaces.sub(" ", text).split()
+    """The words char_wb n-grams are taken from, split exactly as HashingVectorizer splits them.
+
+    scikit-learn first collapses runs of whitespace (its private `_white_spaces`)
+    and then calls str.split(); its regex and str.split() agree on what is
+    whitespace, so the collapse never changes the words.
+    """
+    return text.split()
 
 
 class MemoHashingVectorizer(HashingVectorizer):

@@ -3,7 +3,7 @@
 Why: one text through the champion pipeline costs about 3 ms, and nearly all
 of it is per-call machinery (input checks, sparse matrices built and
 multiplied for a single row, the FeatureUnion), not arithmetic. A unary call
-has a p99 budget of 3 ms. Both candidate pipelines (`spam_assets.modeling`)
+has a p99 budget of 3 ms. Both candidate pipelines (`spam_assets.model.pipelines`)
 are linear in L2-normalised TF-IDF blocks followed by a logistic link:
 
     P(spam) = sigmoid(slope * sum_blocks(x_block . w_block) + offset)
@@ -16,13 +16,20 @@ Measured on the SMS champion (word + char SVM): about 0.1 ms per text
 against 2.2 ms for `predict_proba` on one text. Texts that arrive together
 (a stream's micro-batch, a batch request) go through `LeanScorer.batch`,
 which makes each block's numpy calls once for all of them: about half the
-cost per text again, and below `predict_proba` on the same batch. The
-server uses it for every request. `compile_scorer` raises `Unsupported` for any
-pipeline shape it does not recognise, and the server then calls
-`predict_proba`. A compiled scorer is only used after it has matched
+cost per text again, and below `predict_proba` on the same batch.
+`compile_scorer` raises `Unsupported` for any pipeline shape it does not
+recognise. A compiled scorer is only used after it has matched
 `predict_proba` to 1e-9 on the probe and edge-case messages at load
-(`verified_scorer`), so a scikit-learn upgrade that changes these internals
-falls back to the pipeline instead of serving different numbers.
+(`verified_scorer`); otherwise the model scores through its pipeline
+(`spam_assets.model.scorer.choose_scorer`), and says why, so a scikit-learn
+upgrade that changes these internals serves slower, never different numbers.
+
+scikit-learn internals still relied on (checked by the 1e-9 comparison at
+every load): `CalibratedClassifierCV.calibrated_classifiers_[0]`'s
+`estimator`, `method` and `calibrators` (attributes of the private
+`_CalibratedClassifier`), the calibrator's `a_`/`b_`, and, through
+`char_ngrams`, `sklearn.utils._sparse._align_api_if_sparse` and
+`_validate_ngram_range`.
 """
 
 from __future__ import annotations
@@ -32,11 +39,12 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, repeat
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.special import expit
-from sklearn.calibration import CalibratedClassifierCV, _SigmoidCalibration
+from sklearn.base import clone
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer, TfidfVectorizer
 from sklearn.naive_bayes import MultinomialNB
 from sklearn.pipeline import FeatureUnion, Pipeline
@@ -46,6 +54,7 @@ from spam_assets.model.char_ngrams import MemoHashingVectorizer, columns_of, wor
 from spam_assets.model.pipelines import CompactTfidfVectorizer, TextColumn
 from spam_assets.settings import POSITIVE_LABEL
 
+
 class Unsupported(Exception):
     """The pipeline is not of a shape this module can score exactly."""
 
@@ -53,6 +62,10 @@ class Unsupported(Exception):
 def _require(condition: bool, what: str) -> None:
     if not condition:
         raise Unsupported(what)
+
+
+def _as_is(text: str) -> str:
+    return text
 
 
 def _normalised(dot: float, squares: float) -> float:
@@ -175,11 +188,11 @@ def _word_block(vectorizer: TfidfVectorizer, weight: np.ndarray) -> _VocabularyB
     _require(callable(vectorizer.preprocessor), "vectoriser without an explicit preprocessor")
     _require(vectorizer.stop_words is None and vectorizer.tokenizer is None, "stop words or custom tokenizer")
     _require(not vectorizer.binary and vectorizer.use_idf and vectorizer.norm == "l2", "binary, no idf, or not L2")
-    tokenize = vectorizer.build_tokenizer()
     return _VocabularyBlock(
         preprocessor=vectorizer.preprocessor,
         sublinear_tf=vectorizer.sublinear_tf,
-        ngrams=lambda text: vectorizer._word_ngrams(tokenize(text)),
+        # The vectoriser's own analyzer minus its preprocessor, which the blocks share and run once.
+        ngrams=clone(vectorizer).set_params(preprocessor=_as_is).build_analyzer(),
         vocabulary=dict(vectorizer.vocabulary_),
         idf_weight=vectorizer.idf_ * weight,
         idf_squared=vectorizer.idf_**2,
@@ -246,7 +259,8 @@ def _linear_link(classifier: Any, classes: list[str]) -> tuple[np.ndarray, float
         _require(type(svm) is LinearSVC and calibrated.method == "sigmoid", "calibrated model is not a sigmoid LinearSVC")
         _require(list(svm.classes_) == classes and classes[1] == POSITIVE_LABEL, "unexpected class order")
         (calibrator,) = calibrated.calibrators
-        _require(type(calibrator) is _SigmoidCalibration, "calibrator is not Platt's sigmoid")
+        # Platt's sigmoid, known by its fitted parameters rather than its private class name.
+        _require(hasattr(calibrator, "a_") and hasattr(calibrator, "b_"), "calibrator is not Platt's sigmoid")
         # decision f = x.w + b; P(spam) = expit(-(a f + c))
         a, c = float(calibrator.a_), float(calibrator.b_)
         return svm.coef_[0], -a, -(a * float(svm.intercept_[0]) + c)
@@ -265,6 +279,8 @@ class LeanScorer:
     blocks: list[_Block]
     slope: float
     offset: float
+    reason: str = "compiled, not yet checked against predict_proba"  # set by verified_scorer
+    name: ClassVar[str] = "lean"
 
     def __call__(self, text: str) -> float:
         processed: dict[int, str] = {}  # the blocks share one preprocessor: run it once
@@ -351,4 +367,5 @@ def verified_scorer(model: Any, spam_column: int, texts: Sequence[str], toleranc
         return None, f"lean scorer failed: {error!r}"
     if not gap <= tolerance:
         return None, f"lean scorer differs from predict_proba by {gap:.3g} (> {tolerance:g})"
+    scorer.reason = f"compiled; matches predict_proba within {gap:.1g}"
     return scorer, f"lean scorer matches predict_proba within {gap:.1g}"

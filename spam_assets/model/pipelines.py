@@ -31,6 +31,17 @@ SKOPS_TRUSTED_TYPES = [
     "spam_assets.model.text.normalise",
 ]
 
+# Where the types of models stored by earlier releases live now. skops records
+# each type by its import path, so a model saved before a class moved names a
+# module that no longer has it; loading maps the old path to the new one
+# (spam_assets.model.artifact). Moving or renaming a type above needs a line here.
+RENAMED_TYPES = {
+    "spam_assets.modeling.TextColumn": "spam_assets.model.pipelines.TextColumn",
+    "spam_assets.modeling.CompactTfidfVectorizer": "spam_assets.model.pipelines.CompactTfidfVectorizer",
+    "spam_assets.char_ngrams.MemoHashingVectorizer": "spam_assets.model.char_ngrams.MemoHashingVectorizer",
+    "spam_assets.text.normalise": "spam_assets.model.text.normalise",
+}
+
 
 class TextColumn(BaseEstimator, TransformerMixin):
     """Accept texts as a list, array, Series or a DataFrame with a `text` column.

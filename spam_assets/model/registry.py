@@ -8,16 +8,17 @@ tags that lead back to the Dagster run and the corpus it was trained on.
 
 from __future__ import annotations
 
-import contextlib
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import mlflow
+import mlflow.artifacts
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from spam_assets.model.tags import TAG_CANDIDATE, TAG_CORPUS_VERSION, TAG_DAGSTER_RUN
+from spam_assets.model.artifact import load_skops, read_artifact
+from spam_assets.model.tags import TAG_CANDIDATE, TAG_CORPUS_VERSION, TAG_DAGSTER_RUN, TAG_MODEL_SHA256
 from spam_assets.settings import (
     CHALLENGER_ALIAS,
     CHAMPION_ALIAS,
@@ -25,19 +26,6 @@ from spam_assets.settings import (
     MODEL_NAME,
     PREVIOUS_CHAMPION_ALIAS,
 )
-
-
-
-@contextlib.contextmanager
-def tracking(uri: str):
-    """Point the global mlflow module at `uri` for a block (mlflow's loaders read the global)."""
-    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        if previous is not None:
-            mlflow.set_tracking_uri(previous)
 
 
 def ensure_experiment(tracking_uri: str, artifact_root: Path | None, name: str = EXPERIMENT_NAME) -> str:
@@ -90,12 +78,23 @@ class Registry:
     def model_uri(self, version: str | int) -> str:
         return f"models:/{self.model_name}/{version}"
 
-    def load(self, version: str | int):
-        """The scikit-learn pipeline of a registered version."""
-        import mlflow.sklearn
+    def download(self, version: str | int, dst: Path) -> Path:
+        """A registered version's model folder (MLmodel, model.skops, ...), downloaded into `dst`."""
+        uri = self.client.get_model_version_download_uri(self.model_name, str(version))
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst), tracking_uri=self.tracking_uri))
 
-        with tracking(self.tracking_uri):
-            return mlflow.sklearn.load_model(self.model_uri(version))
+    def load(self, version: str | int):
+        """The scikit-learn pipeline of a registered version, checked and loaded as the server loads it.
+
+        Through the model contract (`artifact`), not mlflow.sklearn.load_model:
+        this code's allow-list rather than the one stored with the model, the
+        version's recorded sha256, and models stored under older type names.
+        Raises RefusedModel when a check fails.
+        """
+        expected = self.client.get_model_version(self.model_name, str(version)).tags.get(TAG_MODEL_SHA256)
+        with tempfile.TemporaryDirectory(prefix="spam-model-") as folder:
+            data = read_artifact(self.download(version, Path(folder)), expected)
+        return load_skops(data)
 
     def card(self, version: ModelVersion) -> ModelCard:
         run = self.client.get_run(version.run_id)

@@ -1,0 +1,226 @@
+"""Which model serves: follow the registry alias and hot-swap the version it points at.
+
+No gRPC here. `ChampionWatcher` polls the MLflow alias (`champion` of
+`spam-classifier` by default) from a background thread. When the alias points
+at a version other than the one serving, that version is downloaded and
+passed through the model contract's gate (`spam_assets.model.verify.load_verified`:
+artifact integrity, loading with the code's allow-list, probe verification,
+the choice of scorer) *in the watcher thread*, then published by replacing a
+single reference to an immutable `LoadedChampion`. Request handlers read
+`watcher.current` once per request (or per batch) and use that object to the
+end, so requests in flight finish on the model they started with, and no
+request ever sees half of a swap.
+
+A version that fails any check is refused: logged, remembered with a backoff
+(so a broken version is not reloaded every poll), and the current champion
+keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from spam_assets.model.artifact import RefusedModel
+from spam_assets.model.registry import ModelCard, Registry
+from spam_assets.model.scorer import Scorer
+from spam_assets.model.tags import TAG_MODEL_SHA256
+from spam_assets.model.verify import DEFAULT_PROBES, VerifiedModel, load_verified
+from spam_assets.settings import CHAMPION_ALIAS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedChampion:
+    """One verified model version, its lineage and when it loaded; never mutated after creation."""
+
+    card: ModelCard
+    verified: VerifiedModel
+    loaded_at: datetime
+
+    @property
+    def version(self) -> str:
+        return self.card.version
+
+    @property
+    def scorer(self) -> Scorer:
+        """What scores every request for this version."""
+        return self.verified.scorer
+
+    @property
+    def model_sha256(self) -> str:
+        return self.verified.sha256
+
+
+def load_version(
+    registry: Registry, version: Any, probes: Sequence[tuple[str, str]] = DEFAULT_PROBES
+) -> LoadedChampion:
+    """Download one registered version (an MLflow ModelVersion) and pass it through the contract's gate."""
+    with tempfile.TemporaryDirectory(prefix="spam-serving-") as tmp:
+        try:
+            local = registry.download(version.version, Path(tmp))
+        except Exception as error:  # noqa: BLE001
+            raise RefusedModel(f"could not download version {version.version} of {registry.model_name}: {error!r}") from error
+        verified = load_verified(local, version.tags.get(TAG_MODEL_SHA256), probes)
+    return LoadedChampion(card=registry.card(version), verified=verified, loaded_at=datetime.now(UTC))
+
+
+@dataclass
+class Refusal:
+    reason: str
+    attempts: int
+    retry_at: float  # time.monotonic()
+
+
+@dataclass
+class ChampionWatcher:
+    """Follows a registry alias and publishes the verified model it points at."""
+
+    registry: Registry
+    alias: str = CHAMPION_ALIAS
+    poll_interval: float = 5.0
+    refuse_backoff: float = 300.0
+    probes: Sequence[tuple[str, str]] = DEFAULT_PROBES
+    loader: Callable[..., LoadedChampion] = load_version
+
+    _current: LoadedChampion | None = field(default=None, init=False, repr=False)
+    refused: dict[str, Refusal] = field(default_factory=dict, init=False)
+    _listeners: list[Callable[[LoadedChampion], None]] = field(default_factory=list, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _changed: threading.Condition = field(default_factory=threading.Condition, init=False, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+    _last_poll_error: str | None = field(default=None, init=False, repr=False)
+
+    @property
+    def current(self) -> LoadedChampion | None:
+        """The serving champion. Read it once per request and keep the object."""
+        return self._current
+
+    def subscribe(self, listener: Callable[[LoadedChampion], None]) -> Callable[[], None]:
+        """Call `listener(champion)` after every swap (in the watcher thread); returns an unsubscribe function."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def poll_once(self) -> bool:
+        """Resolve the alias once; load, verify and swap if it moved. True when a swap happened."""
+        try:
+            target = self.registry.version_for(self.alias)
+        except Exception as error:  # noqa: BLE001 - registry down: keep serving, say so once
+            message = f"cannot resolve {self.registry.model_name}@{self.alias}: {error!r}"
+            if message != self._last_poll_error:
+                log.warning("%s; the current champion keeps serving", message)
+            self._last_poll_error = message
+            return False
+        self._last_poll_error = None
+        current = self._current
+        if target is None:
+            if current is not None:
+                log.debug("alias %s is gone; version %s keeps serving", self.alias, current.version)
+            return False
+        version = str(target.version)
+        if current is not None and current.version == version:
+            return False
+        refusal = self.refused.get(version)
+        if refusal is not None and time.monotonic() < refusal.retry_at:
+            return False
+        log.info("loading %s version %s (alias %s)", self.registry.model_name, version, self.alias)
+        started = time.perf_counter()
+        try:
+            champion = self.loader(self.registry, target, self.probes)
+        except Exception as error:  # noqa: BLE001 - RefusedModel, or anything unexpected
+            self._refuse(version, error)
+            return False
+        self._swap(champion)
+        scorer = champion.scorer
+        # A model the lean compiler does not know serves through its pipeline, several times slower: say so loudly.
+        log.log(
+            logging.INFO if scorer.name == "lean" else logging.WARNING,
+            "now serving %s version %s (loaded and verified in %.2fs, sha256 %s); scorer %s: %s",
+            self.registry.model_name,
+            version,
+            time.perf_counter() - started,
+            champion.model_sha256[:12],
+            scorer.name,
+            scorer.reason,
+        )
+        return True
+
+    def _refuse(self, version: str, error: BaseException) -> None:
+        previous = self.refused.get(version)
+        attempts = previous.attempts + 1 if previous else 1
+        delay = min(self.refuse_backoff * 2 ** (attempts - 1), max(self.refuse_backoff, 3600.0))
+        reason = str(error) if isinstance(error, RefusedModel) else f"unexpected error: {error!r}"
+        self.refused[version] = Refusal(reason, attempts, time.monotonic() + delay)
+        current = self._current
+        log.error(
+            "REFUSED %s version %s (attempt %d, next try in %.0fs): %s. %s",
+            self.registry.model_name,
+            version,
+            attempts,
+            delay,
+            reason,
+            f"Version {current.version} keeps serving." if current else "No champion is serving.",
+        )
+
+    def _swap(self, champion: LoadedChampion) -> None:
+        with self._changed:
+            self._current = champion  # the one reference every request reads
+            self.refused.pop(champion.version, None)
+            self._changed.notify_all()
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(champion)
+            except Exception:  # noqa: BLE001 - a listener must not stop the watcher
+                log.exception("champion listener failed")
+
+    def wait_for(self, version: str | None = None, timeout: float = 30.0) -> LoadedChampion | None:
+        """Block until a champion (of `version`, if given) serves; None on timeout."""
+
+        def ready() -> bool:
+            current = self._current
+            return current is not None and (version is None or current.version == str(version))
+
+        with self._changed:
+            self._changed.wait_for(ready, timeout)
+        return self._current if ready() else None
+
+    def start(self) -> None:
+        """Poll now and then every poll_interval seconds, in a daemon thread."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="champion-watcher", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.poll_once()
+            except Exception:  # noqa: BLE001 - the loop must survive anything
+                log.exception("champion poll failed")
+            if self._stop.wait(self.poll_interval):
+                return
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
