@@ -15,7 +15,9 @@ from spam_assets.model import lean_scorer
 from spam_assets.model import char_ngrams
 from spam_assets.model.lean_scorer import AGREEMENT_TEXTS, Unsupported, compile_scorer, max_disagreement, verified_scorer
 from spam_assets.model.pipelines import TextColumn, candidate_pipelines
+from spam_assets.model.scorer import choose_scorer
 from spam_assets.model.text import normalise
+from spam_assets.model.verify import DEFAULT_PROBES
 from tests.datasets import needs_sms, sms_path
 from tests.synthetic import email_messages, sms_messages
 
@@ -47,7 +49,7 @@ def unseen_texts() -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("candidate", ["tfidf_nb", "word_char_svm"])
+@pytest.mark.parametrize("candidate", sorted(candidate_pipelines()))
 def test_every_candidate_compiles_to_the_same_probabilities(fitted, candidate):
     model = fitted[candidate]
     scorer = compile_scorer(model)
@@ -59,7 +61,16 @@ def test_every_candidate_compiles_to_the_same_probabilities(fitted, candidate):
     assert min(scores) < 0.1 and max(scores) > 0.9
 
 
-@pytest.mark.parametrize("candidate", ["tfidf_nb", "word_char_svm"])
+@pytest.mark.parametrize("candidate", sorted(candidate_pipelines()))
+def test_every_candidate_is_served_by_the_lean_scorer(fitted, candidate):
+    """A new candidate the compiler does not know would serve through its pipeline, slower: fail here instead."""
+    model = fitted[candidate]
+    scorer = choose_scorer(model, list(model.classes_).index("spam"), [text for text, _ in DEFAULT_PROBES])
+    assert scorer.name == "lean", f"{candidate}: {scorer.reason}"
+    assert "matches predict_proba" in scorer.reason
+
+
+@pytest.mark.parametrize("candidate", sorted(candidate_pipelines()))
 def test_a_batch_scores_as_each_text_alone(fitted, candidate):
     scorer = compile_scorer(fitted[candidate])
     texts = unseen_texts()
@@ -154,10 +165,12 @@ def test_unsupported_pipelines_are_refused_with_a_reason(corpus):
     pipelines = unsupported_pipelines(corpus)
     with pytest.raises(Unsupported, match="LogisticRegression"):
         compile_scorer(pipelines["logistic regression"])
-    for name, pipeline in pipelines.items():  # the server's entry point never raises: it falls back
+    for name, pipeline in pipelines.items():  # the loader's entry point never raises: it falls back, saying why
         scorer, why = verified_scorer(pipeline, list(pipeline.classes_).index("spam"), ["hello"])
         assert scorer is None, name
         assert "not supported" in why
+        chosen = choose_scorer(pipeline, list(pipeline.classes_).index("spam"), ["hello"])
+        assert (chosen.name, chosen.reason) == ("pipeline", why)
 
 
 def _offset_one_at_a_time(scorer):

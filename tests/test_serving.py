@@ -91,6 +91,7 @@ def test_get_champion_reports_lineage(channel, served):
     assert champion.candidate == "tfidf_nb"
     assert champion.metrics["holdout_spam_f1"] > 0.9
     assert len(champion.model_sha256) == 64
+    assert champion.scorer.name == "lean" and "matches predict_proba" in champion.scorer.reason
     assert abs(champion.loaded_at.ToDatetime().timestamp() - served.watcher.current.loaded_at.timestamp()) < 1e-3
 
 

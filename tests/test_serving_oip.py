@@ -51,6 +51,8 @@ def test_liveness_readiness_and_metadata(channel, served):
     assert server.name == "spam-platform" and server.version
     meta = s.ModelMetadata(pb.ModelMetadataRequest(name=name), timeout=5)
     assert (meta.name, list(meta.versions), meta.platform) == (name, ["1"], "sklearn")
+    assert meta.parameters["scorer"].string_param == "lean"  # the extension field 6, as MLServer's
+    assert "matches predict_proba" in meta.parameters["scorer_reason"].string_param
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [("text", "BYTES", [-1])]
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.outputs] == [
         ("label", "BYTES", [-1]),
