@@ -6,8 +6,11 @@ serving reads them through it and imports nothing else of `spam_assets` but
 
 - `text`          the normalisation every pipeline applies first.
 - `char_ngrams`   hashed character n-grams, memoised per word.
-- `pipelines`     the candidate pipeline classes and the skops allow-list.
+- `pipelines`     the candidate pipeline classes, the skops allow-list and the old names of moved types.
 - `lean_scorer`   compiling a fitted pipeline into a fast, verified scorer.
+- `scorer`        the `Scorer` protocol and the one choice per version: lean, else the pipeline.
+- `artifact`      a stored model's files: format, allow-list and sha256 checks; skops loading.
+- `verify`        `load_verified`, the gate: artifact checks, loading, probe messages, the scorer.
 - `tags`          tag keys on MLflow runs and model versions.
 - `registry`      the MLflow registry conventions: model name, aliases, cards.
 """
