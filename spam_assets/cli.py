@@ -1,6 +1,7 @@
 """`spam-platform`: run the platform on one machine.
 
-    spam-platform up              ingest the default source, materialise the graph, open the UIs
+    spam-platform up              ingest the default source, materialise the graph, then run the
+                                  Dagster UI and daemon, the MLflow UI and spam-serve until stopped
     spam-platform ingest FILE     stage a batch and run the graph on it
     spam-platform status          champion, challenger and batches
     spam-platform rollback        make previous-champion the champion again
@@ -10,13 +11,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from spam_assets.instance import prepare_home
-from spam_assets.loaders import SourceSpec
+from spam_assets.services import port_in_use
 from spam_assets.settings import paths, quiet_telemetry, tracking_uri
+from spam_assets.supervisor import ChildSpec
+
+# Everything `up` started is gone this long after Ctrl-C or SIGTERM: the
+# servers get all but 3 s of it to stop on SIGTERM, SIGKILL takes the rest.
+UP_STOP_SECONDS = 10
+SERVE_GRACE_SECONDS = 3  # what spam-serve gives in-flight calls when `up` stops
 
 
 def _instance():
@@ -43,6 +51,7 @@ def _run_graph(batch_ids: list[str]) -> bool:
 def cmd_ingest(args) -> int:
     from spam_assets.defs.resources import PlatformStore
     from spam_assets.intake import register, stage
+    from spam_assets.loaders import SourceSpec  # pandas: kept out of `up`'s own (long-lived) process
 
     prepare_home()
     spec = SourceSpec(args.format, args.text_column, args.label_column)
@@ -81,12 +90,24 @@ def cmd_rollback(_args) -> int:
 
 
 def cmd_up(args) -> int:
+    if args.no_ui:
+        return _materialise(args)
+    prepare_home()
+    busy = [f"{flag} {port}" for flag, port in _public_ports(args) if port_in_use(args.host, port)]
+    if busy:
+        print(f"spam-platform up: already in use on {args.host}: {', '.join(busy)}; stop what holds it or pick another port", file=sys.stderr)
+        return 2
+    return _serve(args)
+
+
+def _materialise(args) -> int:
+    """Stage the first batch and materialise the graph unless a champion exists (`up --no-ui`)."""
     from spam_assets.defs.resources import PlatformStore
     from spam_assets.intake import register, stage
     from spam_assets.model.registry import Registry
     from spam_assets.sources import SourceUnavailable, default_sms_path
 
-    dagster_home = prepare_home()
+    prepare_home()
     p = paths()
     print(f"platform home: {p.home}  (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     try:
@@ -100,53 +121,84 @@ def cmd_up(args) -> int:
         print(f"materialising the asset graph on batch {batch_id} ({source}) ...")
         if not _run_graph([batch_id]):
             return 1
-    cmd_status(args)
-    if args.no_ui:
-        return 0
-    return _serve_uis(args, dagster_home)
+    return cmd_status(args)
 
 
-def _serve_uis(args, dagster_home) -> int:
-    """Dagster (webserver + daemon) and the MLflow UI, until Ctrl-C."""
-    p = paths()
-    mlflow_ui = subprocess.Popen(
-        [
-            # Through this interpreter: the venv's bin/ need not be on PATH.
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", tracking_uri(),
-            "--default-artifact-root", p.mlflow_artifacts.as_uri(),
-            "--host", args.host, "--port", str(args.mlflow_port),
-        ]
-    )
-    print(f"MLflow UI:  http://{args.host}:{args.mlflow_port}")
-    print(f"Dagster UI: http://{args.host}:{args.port}")
-    try:
-        return subprocess.call(
-            [
-                sys.executable, "-m", "dagster", "dev",
-                "-m", "spam_assets.definitions",
-                "-h", args.host, "-p", str(args.port),
-            ],
-            env={**os.environ, "DAGSTER_HOME": str(dagster_home)},
-        )
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        mlflow_ui.terminate()
-        mlflow_ui.wait(timeout=10)
+def _embedded_mlflow_ui(uri: str) -> bool:
+    """The MLflow UI is ours to run unless the tracking URI is a server someone else runs."""
+    return not uri.startswith(("http://", "https://", "databricks"))
+
+
+def _public_ports(args) -> list[tuple[str, int]]:
+    ports = [("--port", args.port), ("--grpc-port", args.grpc_port)]
+    if _embedded_mlflow_ui(tracking_uri()):
+        ports.insert(1, ("--mlflow-port", args.mlflow_port))
+    return ports
+
+
+def _serve(args) -> int:
+    """The graph (in a child, so its memory and worker pools go when it ends), then every server until
+    Ctrl-C or SIGTERM (exit 0) or until one of them exits on its own (exit 1, naming it)."""
+    from spam_assets import services
+    from spam_assets.supervisor import StopRequested, Supervisor, describe_status
+
+    uri = tracking_uri()
+    code_port = services.free_local_port()
+    first = [sys.executable, "-m", "spam_assets.cli", "up", "--no-ui"]
+    first += (["--source", args.source] if args.source else []) + (["--rerun"] if args.rerun else [])
+    with tempfile.TemporaryDirectory(prefix="spam-up-") as tmp, Supervisor(stop_timeout=UP_STOP_SECONDS - 3) as supervisor:
+        status = supervisor.run(ChildSpec("graph", first))
+        if isinstance(status, StopRequested):
+            return 0
+        if status != 0:
+            print(f"spam-platform up: the first graph run {describe_status(status)}; nothing else started", file=sys.stderr)
+            return status if status > 0 else 1
+        workspace = Path(tmp) / "workspace.yaml"
+        workspace.write_text(services.workspace_yaml(code_port))
+        supervisor.start(services.dagster_code_server(code_port))
+        if _embedded_mlflow_ui(uri):
+            supervisor.start(services.mlflow_ui(args.host, args.mlflow_port, uri, paths().mlflow_artifacts))
+        supervisor.start(services.spam_serve(args.host, args.grpc_port, uri, grace=SERVE_GRACE_SECONDS))
+        # The webserver and the daemon load the code location from the code server: start them once it answers.
+        outcome = supervisor.wait_ready(args.start_timeout)
+        if outcome is None:
+            supervisor.start(services.dagster_webserver(args.host, args.port, workspace))
+            supervisor.start(services.dagster_daemon(workspace))
+            outcome = supervisor.wait_ready(args.start_timeout)
+        if outcome is None:
+            print(f"Dagster UI: http://{args.host}:{args.port}")
+            print(f"MLflow UI:  http://{args.host}:{args.mlflow_port}" if _embedded_mlflow_ui(uri) else f"MLflow:     {uri}")
+            print(f"gRPC:       {args.host}:{args.grpc_port}  (spam-serve; health SERVING once a champion is loaded)")
+            print(f"platform up (pid {os.getpid()}); Ctrl-C or SIGTERM stops everything", flush=True)
+            outcome = supervisor.watch()
+        if isinstance(outcome, StopRequested):
+            print(f"spam-platform up: {outcome.message}, stopping", flush=True)
+        else:
+            print(f"spam-platform up: {outcome.message}; stopping the rest", file=sys.stderr, flush=True)
+    if supervisor.killed:
+        print(f"spam-platform up: did not stop on SIGTERM in time, killed: {', '.join(supervisor.killed)}", file=sys.stderr)
+    print("spam-platform up: stopped", flush=True)
+    return 0 if isinstance(outcome, StopRequested) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="spam-platform", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="ingest the default source, materialise the graph, serve the UIs")
+    up = sub.add_parser(
+        "up",
+        help="materialise the graph, then run Dagster (UI + daemon), the MLflow UI and spam-serve",
+        description="Exit status: 0 stopped by Ctrl-C/SIGTERM (or --no-ui done), 1 the graph failed or a server "
+        "exited on its own (named), 2 a port is taken or the source is unavailable.",
+    )
     up.add_argument("--source", help="first batch (default: the SMS Spam Collection)")
-    up.add_argument("--no-ui", action="store_true", help="materialise and exit")
+    up.add_argument("--no-ui", action="store_true", help="materialise and exit; start no server")
     up.add_argument("--rerun", action="store_true", help="materialise even if a champion exists")
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--port", type=int, default=3000)
-    up.add_argument("--mlflow-port", type=int, default=5000)
+    up.add_argument("--host", default="127.0.0.1", help="address the UIs and spam-serve listen on")
+    up.add_argument("--port", type=int, default=3000, help="Dagster UI port")
+    up.add_argument("--mlflow-port", type=int, default=5000, help="MLflow UI port")
+    up.add_argument("--grpc-port", type=int, default=50051, help="spam-serve (gRPC) port")
+    up.add_argument("--start-timeout", type=float, default=300.0, help="seconds each server has to start answering")
     up.set_defaults(func=cmd_up)
 
     ingest = sub.add_parser("ingest", help="stage a batch file/folder and run the graph on it")

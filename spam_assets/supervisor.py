@@ -1,0 +1,295 @@
+"""A small process supervisor: start children, watch them, stop them all within a bound.
+
+`spam-platform up` runs several long-lived servers. The rules it needs:
+
+- Each child runs in its own session (so its own process group): a Ctrl-C in
+  the terminal reaches `up` alone, and `up` decides how everything stops; a
+  signal sent to a child's group also reaches what that child started
+  (MLflow's web worker, Dagster's code server and run workers), even after
+  the child itself died.
+- Stopping sends SIGTERM to every group, waits up to `stop_timeout`, then
+  SIGKILLs every group still there and every process that was in the tree
+  when stopping began, so nothing is left holding a port.
+- A child that exits on its own is a failure of the whole: `watch()` returns
+  which child and how it ended, and the caller stops the rest and exits
+  non-zero. We do not restart children here: one restart policy belongs to
+  whatever runs `up` (systemd `Restart=on-failure`, a container's restart
+  policy), which sees the non-zero exit, and a crash loop stays visible.
+- While the supervisor is open it handles SIGINT, SIGTERM and SIGHUP itself
+  (a flag, read by the loops). That also gives every child default signal
+  dispositions after exec: a SIGINT that was ignored in `up` (a background
+  job of a script) would otherwise be inherited, and Dagster maps SIGTERM to
+  SIGINT's handler, so it would ignore SIGTERM too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+POLL_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """One long-lived child: a name people recognise, its command, and how to tell it is ready."""
+
+    name: str
+    argv: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)  # added to (or overriding) this process's environment
+    ready: Callable[[], bool] | None = None  # None: ready once started
+
+
+@dataclass
+class Child:
+    spec: ChildSpec
+    process: subprocess.Popen
+    ready: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+@dataclass(frozen=True)
+class StopRequested:
+    signum: int
+    ok = True
+
+    @property
+    def message(self) -> str:
+        return f"received {signal.Signals(self.signum).name}"
+
+
+@dataclass(frozen=True)
+class ChildExited:
+    name: str
+    pid: int
+    returncode: int
+    ok = False
+
+    @property
+    def message(self) -> str:
+        return f"{self.name} (pid {self.pid}) {describe_status(self.returncode)}"
+
+
+@dataclass(frozen=True)
+class NotReady:
+    names: tuple[str, ...]
+    timeout: float
+    ok = False
+
+    @property
+    def message(self) -> str:
+        return f"not ready after {self.timeout:g} s: {', '.join(self.names)}"
+
+
+Outcome = StopRequested | ChildExited | NotReady
+
+
+def describe_status(returncode: int) -> str:
+    """'exited with status 1' or 'was killed by SIGKILL', from a Popen returncode."""
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+class Supervisor:
+    """Start children, wait until they are ready, watch them, stop them all.
+
+        with Supervisor(stop_timeout=7) as supervisor:
+            supervisor.start(ChildSpec("web", [...], ready=...))
+            outcome = supervisor.wait_ready(timeout=120) or supervisor.watch()
+        # leaving the block stopped every child; outcome says why it ended
+    """
+
+    def __init__(self, stop_timeout: float = 7.0):
+        self.stop_timeout = stop_timeout
+        self.children: list[Child] = []
+        self.stop_signal: int | None = None
+        self.killed: list[str] = []  # children whose group needed SIGKILL at the last stop
+        self._previous_handlers: dict[int, object] = {}
+
+    # --- lifecycle -------------------------------------------------------
+    def __enter__(self) -> Supervisor:
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+            for signum in STOP_SIGNALS:
+                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.stop()
+        finally:
+            for signum, handler in self._previous_handlers.items():
+                signal.signal(signum, handler)
+            self._previous_handlers.clear()
+
+    def _on_signal(self, signum, _frame) -> None:
+        if self.stop_signal is None:  # the first one counts; more while stopping change nothing
+            self.stop_signal = signum
+
+    def start(self, spec: ChildSpec) -> Child:
+        process = subprocess.Popen(
+            list(spec.argv),
+            env={**os.environ, **spec.env},
+            start_new_session=True,  # own session and process group, leader pid == group id
+        )
+        child = Child(spec, process, ready=spec.ready is None)
+        self.children.append(child)
+        return child
+
+    # --- waiting ---------------------------------------------------------
+    def _exited(self) -> ChildExited | None:
+        for child in self.children:
+            returncode = child.process.poll()
+            if returncode is not None:
+                return ChildExited(child.name, child.pid, returncode)
+        return None
+
+    def _interrupted(self) -> Outcome | None:
+        if self.stop_signal is not None:
+            return StopRequested(self.stop_signal)
+        return self._exited()
+
+    def wait_ready(self, timeout: float) -> Outcome | None:
+        """None once every child is ready; else why not (a stop signal, a child that exited, the timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if outcome := self._interrupted():
+                return outcome
+            for child in self.children:
+                if not child.ready and child.spec.ready is not None:
+                    child.ready = child.spec.ready()
+            waiting = tuple(c.name for c in self.children if not c.ready)
+            if not waiting:
+                return None
+            if time.monotonic() >= deadline:
+                return NotReady(waiting, timeout)
+            time.sleep(POLL_SECONDS)
+
+    def watch(self, timeout: float | None = None) -> Outcome | None:
+        """Block until a stop signal arrives or a child exits (None if `timeout` passes first)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not (outcome := self._interrupted()):
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(POLL_SECONDS)
+        return outcome
+
+    def run(self, spec: ChildSpec) -> int | StopRequested:
+        """Run a one-off step to its end: its exit status, or StopRequested if a stop signal came first.
+
+        Whatever the step left in its process group (worker pools that outlive
+        their parent) is stopped as well, so the step leaves nothing behind.
+        """
+        child = self.start(spec)
+        try:
+            while (returncode := child.process.poll()) is None:
+                if self.stop_signal is not None:
+                    return StopRequested(self.stop_signal)
+                time.sleep(POLL_SECONDS)
+            return returncode
+        finally:
+            if child.process.poll() is not None:  # else the caller's stop() ends it with the rest
+                self._stop([child])
+                self.children.remove(child)
+
+    # --- stopping --------------------------------------------------------
+    def stop(self) -> list[str]:
+        """SIGTERM every child's group, SIGKILL what is left after `stop_timeout`; returns the names killed."""
+        self.killed = self._stop(self.children)
+        return self.killed
+
+    def _stop(self, children: list[Child]) -> list[str]:
+        tree = {pid: _start_time(pid) for child in children for pid in descendants(child.pid)}
+        for child in children:
+            _signal_group(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout
+        while time.monotonic() < deadline and any(self._running(c) for c in children):
+            time.sleep(0.05)
+        left = [c for c in children if self._running(c)]
+        for child in left:
+            _signal_group(child.pid, signal.SIGKILL)
+        strays = {pid: started for pid, started in tree.items() if _alive(pid, started)}
+        for pid in strays:  # anything that left its group (a session of its own) but was in the tree
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        settle = time.monotonic() + 1.0  # SIGKILL is delivered asynchronously: see them end
+        for child in children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(timeout=max(0.0, settle - time.monotonic()))
+        while time.monotonic() < settle and any(_alive(pid, started) for pid, started in strays.items()):
+            time.sleep(0.02)
+        return [c.name for c in left]
+
+    @staticmethod
+    def _running(child: Child) -> bool:
+        """The child, or anything left in its process group, still exists."""
+        return child.process.poll() is None or _group_exists(child.pid)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat from field 3 (state) on, or None when there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _start_time(pid: int) -> str | None:
+    """Start time in clock ticks (field 22): tells a process from a later one given the same pid."""
+    stat = _stat(pid)
+    return stat[19] if stat else None
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    """The process that had this start time still runs (a zombie has ended: only its parent's wait is missing)."""
+    stat = _stat(pid)
+    return stat is not None and started is not None and stat[19] == started and stat[0] != "Z"
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc/<pid>/task/<tid>/children (Linux); [] where that is not readable."""
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        parent = stack.pop()
+        for children_file in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                pids = [int(p) for p in children_file.read_text().split()]
+            except (OSError, ValueError):
+                continue
+            found.extend(pids)
+            stack.extend(pids)
+    return found
