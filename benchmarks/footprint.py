@@ -83,10 +83,12 @@ def role(proc: psutil.Process) -> str:
         ("dagster dev", "dagster dev"),
         ("serving.server", "spam-serve"),
         ("spam-serve", "spam-serve"),
-        ("multiprocessing", "python multiprocessing helper"),
     ):
         if needle in cmd:
             return name
+    if any(pool in cmd for pool in ("multiprocessing", "joblib", "loky")):  # a worker pool: say whose
+        parent = proc.parent()
+        return f"worker pool of {role(parent) if parent else '?'}"
     return cmd[:60]
 
 
