@@ -128,8 +128,9 @@ def pss_mib(pid: int) -> float:
     return 0.0
 
 
-def supports_grpc_port(python: str) -> bool:
-    out = subprocess.run([python, "-m", "spam_assets.cli", "up", "--help"], capture_output=True, text=True, check=True)
+def supports_grpc_port(python: str, cwd: Path) -> bool:
+    """Whether this `up` runs spam-serve too (the code before it did not)."""
+    out = subprocess.run([python, "-m", "spam_assets.cli", "up", "--help"], cwd=cwd, capture_output=True, text=True, check=True)
     return "--grpc-port" in out.stdout
 
 
@@ -142,7 +143,7 @@ def measure(args) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPAM_HOME", "MLFLOW_", "DAGSTER_"))}
     env.update(SPAM_HOME=str(home), DAGSTER_HOME=str(home / "dagster"), SPAM_SMS_PATH=sms)
     ports = {"--port": free_port(), "--mlflow-port": free_port()}
-    with_grpc = supports_grpc_port(sys.executable)
+    with_grpc = supports_grpc_port(sys.executable, root)
     if with_grpc:
         ports["--grpc-port"] = free_port()
     argv = [sys.executable, "-m", "spam_assets.cli", "up", *(str(x) for kv in ports.items() for x in kv)]

@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from spam_assets import services
 from spam_assets.instance import prepare_home
-from spam_assets.services import port_in_use
 from spam_assets.settings import paths, quiet_telemetry, tracking_uri
-from spam_assets.supervisor import ChildSpec
+from spam_assets.supervisor import ChildSpec, Outcome, StopRequested, Supervisor, describe_status
 
 # Everything `up` started is gone this long after Ctrl-C or SIGTERM: the
 # servers get all but 3 s of it to stop on SIGTERM, SIGKILL takes the rest.
@@ -93,7 +93,7 @@ def cmd_up(args) -> int:
     if args.no_ui:
         return _materialise(args)
     prepare_home()
-    busy = [f"{flag} {port}" for flag, port in _public_ports(args) if port_in_use(args.host, port)]
+    busy = [f"{flag} {port}" for flag, port in _public_ports(args) if services.port_in_use(args.host, port)]
     if busy:
         print(f"spam-platform up: already in use on {args.host}: {', '.join(busy)}; stop what holds it or pick another port", file=sys.stderr)
         return 2
@@ -137,34 +137,19 @@ def _public_ports(args) -> list[tuple[str, int]]:
 
 
 def _serve(args) -> int:
-    """The graph (in a child, so its memory and worker pools go when it ends), then every server until
-    Ctrl-C or SIGTERM (exit 0) or until one of them exits on its own (exit 1, naming it)."""
-    from spam_assets import services
-    from spam_assets.supervisor import StopRequested, Supervisor, describe_status
-
+    """The first graph run, then every server, until Ctrl-C/SIGTERM (exit 0) or until one exits on its own (1)."""
     uri = tracking_uri()
-    code_port = services.free_local_port()
     first = [sys.executable, "-m", "spam_assets.cli", "up", "--no-ui"]
     first += (["--source", args.source] if args.source else []) + (["--rerun"] if args.rerun else [])
     with tempfile.TemporaryDirectory(prefix="spam-up-") as tmp, Supervisor(stop_timeout=UP_STOP_SECONDS - 3) as supervisor:
+        # In a child: the graph's memory (~1 GB with its libraries) and worker pools go when it ends.
         status = supervisor.run(ChildSpec("graph", first))
         if isinstance(status, StopRequested):
             return 0
         if status != 0:
             print(f"spam-platform up: the first graph run {describe_status(status)}; nothing else started", file=sys.stderr)
             return status if status > 0 else 1
-        workspace = Path(tmp) / "workspace.yaml"
-        workspace.write_text(services.workspace_yaml(code_port))
-        supervisor.start(services.dagster_code_server(code_port))
-        if _embedded_mlflow_ui(uri):
-            supervisor.start(services.mlflow_ui(args.host, args.mlflow_port, uri, paths().mlflow_artifacts))
-        supervisor.start(services.spam_serve(args.host, args.grpc_port, uri, grace=SERVE_GRACE_SECONDS))
-        # The webserver and the daemon load the code location from the code server: start them once it answers.
-        outcome = supervisor.wait_ready(args.start_timeout)
-        if outcome is None:
-            supervisor.start(services.dagster_webserver(args.host, args.port, workspace))
-            supervisor.start(services.dagster_daemon(workspace))
-            outcome = supervisor.wait_ready(args.start_timeout)
+        outcome = _start_servers(supervisor, args, uri, Path(tmp) / "workspace.yaml")
         if outcome is None:
             print(f"Dagster UI: http://{args.host}:{args.port}")
             print(f"MLflow UI:  http://{args.host}:{args.mlflow_port}" if _embedded_mlflow_ui(uri) else f"MLflow:     {uri}")
@@ -179,6 +164,22 @@ def _serve(args) -> int:
         print(f"spam-platform up: did not stop on SIGTERM in time, killed: {', '.join(supervisor.killed)}", file=sys.stderr)
     print("spam-platform up: stopped", flush=True)
     return 0 if isinstance(outcome, StopRequested) else 1
+
+
+def _start_servers(supervisor: Supervisor, args, uri: str, workspace: Path) -> Outcome | None:
+    """Start every server; None once all answer, else why not."""
+    code_port = services.free_local_port()
+    workspace.write_text(services.workspace_yaml(code_port))
+    supervisor.start(services.dagster_code_server(code_port))
+    if _embedded_mlflow_ui(uri):
+        supervisor.start(services.mlflow_ui(args.host, args.mlflow_port, uri, paths().mlflow_artifacts))
+    supervisor.start(services.spam_serve(args.host, args.grpc_port, uri, grace=SERVE_GRACE_SECONDS))
+    # The webserver and the daemon load the code location from the code server: start them once it answers.
+    if outcome := supervisor.wait_ready(args.start_timeout):
+        return outcome
+    supervisor.start(services.dagster_webserver(args.host, args.port, workspace))
+    supervisor.start(services.dagster_daemon(workspace))
+    return supervisor.wait_ready(args.start_timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

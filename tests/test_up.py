@@ -70,6 +70,13 @@ def alive(p: psutil.Process) -> bool:
         return False
 
 
+def describe(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return "(gone)"
+
+
 class Up:
     """One `spam-platform up` on a temp home, started and read by PID."""
 
@@ -93,8 +100,9 @@ class Up:
         return procs
 
     def role(self, name: str) -> psutil.Process:
-        (found,) = [p for p in self.tree() if any(k in " ".join(p.cmdline()) and v == name for k, v in ROLES.items())]
-        return found
+        found = [p for p in self.tree() if any(k in describe(p) and v == name for k, v in ROLES.items())]
+        assert len(found) == 1, f"expected one {name} in the tree of up, found {[describe(p) for p in found]}"
+        return found[0]
 
     def started(self) -> bool:
         """`up` said every server answers, and spam-serve says SERVING (a champion is loaded)."""
@@ -115,7 +123,8 @@ class Up:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def left(self) -> list[str]:
-        return [f"{p.pid} {' '.join(p.cmdline())[:100]}" for p in self.seen if alive(p)]
+        """Processes seen in the tree of this `up` that still run."""
+        return [f"{p.pid} {describe(p)[:120]}" for p in self.seen if alive(p)]
 
     def cleanup(self) -> None:
         for p in [self.me, *self.tree(), *self.seen]:
@@ -137,11 +146,11 @@ def test_up_serves_everything_and_sigterm_leaves_nothing(up):
     up.wait_serving()
     # Every server is running, in a process group of its own, and the MLflow UI is lean.
     tree = up.tree()
-    names = {ROLES[k] for p in tree for k in ROLES if k in " ".join(p.cmdline())}
+    names = {ROLES[k] for p in tree for k in ROLES if k in describe(p)}
     assert names == set(ROLES.values())
     direct = up.me.children()
     assert len({os.getpgid(p.pid) for p in direct}) == len(direct) and os.getpgid(up.me.pid) not in {os.getpgid(p.pid) for p in direct}
-    assert not [p for p in tree if "huey" in " ".join(p.cmdline())], "the MLflow job runner should be off"
+    assert not [p for p in tree if "huey" in describe(p)], "the MLflow job runner should be off"
     log = up.log.read_text()
     for flag, port in up.ports.items():
         assert f"127.0.0.1:{port}" in log, f"address for {flag} not printed"
