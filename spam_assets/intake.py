@@ -11,8 +11,10 @@ from pathlib import Path
 import dagster as dg
 
 from spam_assets.batches import BatchStore
-from spam_assets.defs.partitions import batch_partitions
 from spam_assets.loaders import SourceSpec
+
+# The dynamic partitions of raw_sample (defs/partitions.py defines them from this name).
+BATCH_PARTITIONS = "batches"
 
 
 def stage(source: Path | str, store: BatchStore, spec: SourceSpec = SourceSpec(), name: str | None = None) -> str:
@@ -22,7 +24,7 @@ def stage(source: Path | str, store: BatchStore, spec: SourceSpec = SourceSpec()
 
 def register(instance: dg.DagsterInstance, batch_id: str) -> bool:
     """Add the batch's partition; False if it was already there."""
-    if instance.has_dynamic_partition(batch_partitions.name, batch_id):
+    if instance.has_dynamic_partition(BATCH_PARTITIONS, batch_id):
         return False
-    instance.add_dynamic_partitions(batch_partitions.name, [batch_id])
+    instance.add_dynamic_partitions(BATCH_PARTITIONS, [batch_id])
     return True

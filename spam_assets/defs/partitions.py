@@ -8,4 +8,6 @@ makes a batch immutable and re-delivery idempotent. Dates live in metadata.
 
 import dagster as dg
 
-batch_partitions = dg.DynamicPartitionsDefinition(name="batches")
+from spam_assets.intake import BATCH_PARTITIONS
+
+batch_partitions = dg.DynamicPartitionsDefinition(name=BATCH_PARTITIONS)
