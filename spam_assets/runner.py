@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from spam_assets.definitions import ASSETS
+from spam_assets.definitions import defs
 from spam_assets.defs.assets.ingestion import raw_sample
 
 DOWNSTREAM = ["cleaned_corpus", "drift_statistics", "trained_model", "champion_decision"]
@@ -30,7 +30,7 @@ def materialize_batches(
     if downstream and any(r.success for r in results):
         results.append(
             dg.materialize(
-                ASSETS,
+                graph_assets(),
                 selection=list(downstream),
                 instance=instance,
                 resources=resources,
@@ -39,6 +39,15 @@ def materialize_batches(
             )
         )
     return results
+
+
+def graph_assets() -> list:
+    """Every asset of the code location, as its defs folder declares them (without its resources).
+
+    A module that uses an asset (a job's selection, a dependency) holds it
+    too, so the folder yields the same object more than once.
+    """
+    return list({id(a): a for a in defs().assets or []}.values())
 
 
 def _only(run_config: dict | None, keys) -> dict | None:

@@ -4,14 +4,17 @@ and the feed schedule."""
 import dagster as dg
 import pytest
 
-from spam_assets.definitions import ASSETS, defs
+from spam_assets.definitions import defs as load_defs
 from spam_assets.defs.assets.ingestion import raw_sample
 from spam_assets.defs.automation.feed import daily_feed, feed_job
 from spam_assets.defs.automation.settings import notify_interval, sensor_interval, settle_seconds
 from spam_assets.defs.partitions import batch_partitions
 from spam_assets.defs.resources import PlatformStore
 from spam_assets.intake import register, stage
+from spam_assets.runner import graph_assets
 from tests.synthetic import sms_messages, write_jsonl, write_sms_file
+
+defs = load_defs()
 
 
 def test_definitions_load_and_everything_runs_without_a_click():
@@ -131,7 +134,7 @@ def test_platform_instance_allows_one_training_and_one_decision_at_a_time(tmp_pa
 
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     dagster_home = prepare_home(tmp_path / "platform")
-    pools = {a.key.to_user_string(): a.op.pool for a in ASSETS}
+    pools = {a.key.to_user_string(): a.op.pool for a in graph_assets()}
     assert pools["trained_model"] == "trained_model" and pools["champion_decision"] == "champion_decision"
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
