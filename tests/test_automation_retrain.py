@@ -9,12 +9,14 @@ import dagster as dg
 import pytest
 
 from spam_assets.defs.automation.retrain import periodic_retrain, retrain_on_drift
+from spam_assets.defs.retrain_policy import VERDICT_KEY, Verdict
 
 
-def verdict(instance, drift=False, decay=False, reasons="- none"):
+def verdict(instance, drift=False, decay=False, reasons=()):
     @dg.asset(name="drift_statistics")
     def stand_in() -> dg.MaterializeResult:
-        return dg.MaterializeResult(metadata={"drift": drift, "decay": decay, "reasons": dg.MetadataValue.md(reasons)})
+        recorded = Verdict(drift, decay, list(reasons)).to_json()
+        return dg.MaterializeResult(metadata={VERDICT_KEY: dg.MetadataValue.json(recorded)})
 
     assert dg.materialize([stand_in], instance=instance).success
 
@@ -22,7 +24,7 @@ def verdict(instance, drift=False, decay=False, reasons="- none"):
 def corpus(instance, version: str):
     @dg.asset(name="cleaned_corpus")
     def stand_in() -> dg.MaterializeResult:
-        return dg.MaterializeResult(metadata={"data_version": version})
+        return dg.MaterializeResult(metadata={"data_version": version}, data_version=dg.DataVersion(version))
 
     assert dg.materialize([stand_in], instance=instance).success
 
@@ -65,7 +67,7 @@ def test_no_drift_no_retrain_and_the_cursor_moves_on(instance):
 def test_drift_or_decay_requests_a_retrain_with_its_reason(instance, drift, decay, trigger):
     corpus(instance, "c2")
     challenger(instance, "c1")
-    verdict(instance, drift=drift, decay=decay, reasons="- OOV rate 0.24 > 0.2\n- champion spam F1 0.70 < 0.85")
+    verdict(instance, drift=drift, decay=decay, reasons=["OOV rate 0.24 > 0.2", "champion spam F1 0.70 < 0.85"])
     result = tick(instance)
     (request,) = result.run_requests
     assert request.tags["spam/trigger"] == trigger
@@ -76,7 +78,7 @@ def test_drift_or_decay_requests_a_retrain_with_its_reason(instance, drift, deca
 
 def test_several_verdicts_between_ticks_are_all_seen(instance):
     corpus(instance, "c2")
-    verdict(instance, drift=True, reasons="- PSI 3.5 > 0.25")
+    verdict(instance, drift=True, reasons=["PSI 3.5 > 0.25"])
     verdict(instance, drift=False)  # the latest says nothing; an asset sensor would miss the first
     (request,) = tick(instance).run_requests
     assert request.tags["spam/retrain_reason"] == "drift: PSI 3.5 > 0.25"
@@ -86,7 +88,7 @@ def test_retrain_in_flight_holds_the_request_back_without_losing_it(instance):
     corpus(instance, "c2")
     challenger(instance, "c1")
     before = tick(instance).cursor
-    verdict(instance, drift=True, reasons="- PSI 3.5 > 0.25")
+    verdict(instance, drift=True, reasons=["PSI 3.5 > 0.25"])
     run = in_flight_retrain(instance)
 
     held = tick(instance, before)
@@ -102,7 +104,7 @@ def test_retrain_in_flight_holds_the_request_back_without_losing_it(instance):
 
 def test_no_second_retrain_on_a_corpus_already_trained_on(instance):
     corpus(instance, "c2")
-    verdict(instance, drift=True, reasons="- PSI 3.5 > 0.25")
+    verdict(instance, drift=True, reasons=["PSI 3.5 > 0.25"])
     run = in_flight_retrain(instance)
     held = tick(instance)
     assert not held.run_requests
@@ -115,7 +117,7 @@ def test_no_second_retrain_on_a_corpus_already_trained_on(instance):
     assert not tick(instance, after.cursor).run_requests
 
     corpus(instance, "c3")  # new data arrives, and drift is still there: retrain again
-    verdict(instance, drift=True, reasons="- PSI 3.1 > 0.25")
+    verdict(instance, drift=True, reasons=["PSI 3.1 > 0.25"])
     assert len(tick(instance, after.cursor).run_requests) == 1
 
 
@@ -144,6 +146,6 @@ def test_weekly_timer_retrains_without_drift(instance):
 def test_retrain_job_trains_then_decides():
     from spam_assets.definitions import defs
 
-    job = defs.resolve_job_def("retrain")
+    job = defs().resolve_job_def("retrain")
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {"trained_model", "champion_decision"}
     assert periodic_retrain.cron_schedule == "0 3 * * 1"

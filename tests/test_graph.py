@@ -10,12 +10,12 @@ import dagster as dg
 import pytest
 from mlflow import MlflowClient
 
-from spam_assets.definitions import ASSETS, defs
+from spam_assets.definitions import defs as load_defs
 from spam_assets.defs.resources import PlatformStore
 from spam_assets.defs.run_tags import REFRESH_TRIGGER, RETRAIN_REASON_TAG, TIMER_TRIGGER, TRIGGER_TAG
 from spam_assets.intake import register, stage
 from spam_assets.model.registry import Registry
-from spam_assets.runner import materialize_batches
+from spam_assets.runner import graph_assets, materialize_batches
 from spam_assets.settings import tracking_uri
 from tests.synthetic import email_messages, sms_messages, write_jsonl, write_sms_file
 
@@ -43,6 +43,7 @@ def bootstrapped(home, instance, resources, tmp_path):
 
 
 def test_definitions_load():
+    defs = load_defs()
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert keys == {"raw_sample", "cleaned_corpus", "drift_statistics", "trained_model", "champion_decision"}
@@ -117,7 +118,7 @@ RETRAIN = ["trained_model", "champion_decision"]  # the retrain job's selection
 
 
 def _graph_run(instance, resources, selection: list[str], tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
-    result = dg.materialize(ASSETS, selection=selection, instance=instance, resources=resources, run_config=FAST, tags=tags)
+    result = dg.materialize(graph_assets(), selection=selection, instance=instance, resources=resources, run_config=FAST, tags=tags)
     assert result.success
     return result
 

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import dagster as dg
 import pytest
 
+from spam_assets.defs.assets.deployment import OUTCOME_KEY
 from spam_assets.defs.automation.notifications import Webhook, notify_champion_decision, notify_run_failure
 from spam_assets.defs.run_tags import RETRAIN_REASON_TAG
 from spam_assets.defs.resources import PlatformStore
@@ -47,15 +48,25 @@ def recording_server():
         server.server_close()
 
 
-def _decision_asset(decision: str, reasons: str):
+def _outcome(decision: str, reasons: list[str], challenger="2", before="1") -> dict:
+    """What champion_decision records under OUTCOME_KEY."""
+    return {
+        "action": decision,
+        "promoted": decision == "promote",
+        "reasons": reasons,
+        "challenger_version": challenger,
+        "champion_version_before": before,
+    }
+
+
+def _decision_asset(decision: str, reasons: list[str]):
     @dg.asset(name="champion_decision")
     def stand_in() -> dg.MaterializeResult:
+        # The Markdown for people says something else: the message must come from the JSON.
         return dg.MaterializeResult(
             metadata={
-                "decision": decision,
-                "reasons": dg.MetadataValue.md(reasons),
-                "challenger_version": "2",
-                "champion_version_before": "1",
+                OUTCOME_KEY: dg.MetadataValue.json(_outcome(decision, reasons)),
+                "reasons": dg.MetadataValue.md("- see the outcome"),
             }
         )
 
@@ -74,11 +85,11 @@ def test_payloads_for_promotion_rejection_and_failure(instance, home):
         failures = _tick(notify_run_failure, instance, None, resources).cursor
 
         promoted = dg.materialize(
-            [_decision_asset("promote", "- challenger beats the champion: spam_f1 0.83 → 0.96")],
+            [_decision_asset("promote", ["challenger beats the champion: spam_f1 0.83 → 0.96"])],
             instance=instance,
             tags={RETRAIN_REASON_TAG: "drift: OOV rate 0.24 > 0.2"},
         )
-        kept = dg.materialize([_decision_asset("keep", "- not measurably better: spam_f1 0.96 → 0.96")], instance=instance)
+        kept = dg.materialize([_decision_asset("keep", ["not measurably better: spam_f1 0.96 → 0.96"])], instance=instance)
 
         @dg.asset
         def cleaned_corpus():
@@ -169,6 +180,5 @@ def test_decision_message_without_retrain_tag_says_who_asked(meta_decision):
     from spam_assets.defs.automation.notifications import decision_message
 
     run = dg.DagsterRun(job_name="retrain", run_id="r1", tags={"spam/trigger": "schedule"})
-    meta = {"decision": meta_decision, "reasons": "- a\n- b", "challenger_version": "3", "champion_version_before": "2"}
-    text = decision_message(meta, run)
+    text = decision_message(_outcome(meta_decision, ["a", "b"], challenger="3", before="2"), run)
     assert "Decision: a; b" in text and "requested by schedule" in text

@@ -1,10 +1,18 @@
-"""Resources: where the platform's files live, and MLflow.
+"""Resources and the executor: where the platform's files live, MLflow, the policies, the webhook.
 
+`resources` below is the code location's one `@dg.definitions` for them.
 Paths resolve when a run starts (not at import), so one code location
-serves whichever home folder its process was started with.
+serves whichever home folder its process was started with; settings that
+come from the environment are read when the definitions load, never at
+import.
 """
 
 from __future__ import annotations
+
+import json
+import logging
+import urllib.parse
+import urllib.request
 
 import dagster as dg
 from dagster_mlflow.resources import CONFIG_SCHEMA as MLFLOW_CONFIG_SCHEMA
@@ -12,8 +20,14 @@ from dagster_mlflow.resources import MlFlow
 
 from spam_assets.batches import BatchStore
 from spam_assets.corpus import CorpusStore
+from spam_assets.decision import DecisionRules
+from spam_assets.defs.automation.settings import F1_FLOOR_ENV, WEBHOOK_ENV, WEBHOOK_TIMEOUT_ENV, env_number
+from spam_assets.drift import DriftThresholds
 from spam_assets.model.registry import Registry, ensure_experiment
 from spam_assets.settings import EXPERIMENT_NAME, Paths, paths, tracking_uri
+
+log = logging.getLogger(__name__)
+MAX_TEXT = 3500  # Slack truncates long messages; the UI has the rest
 
 
 class PlatformStore(dg.ConfigurableResource):
@@ -43,6 +57,65 @@ class ModelRegistry(dg.ConfigurableResource):
 
     def registry(self) -> Registry:
         return Registry(self.uri())
+
+
+class PromotionPolicy(dg.ConfigurableResource):
+    """When a challenger may serve: the one policy both `challenger_gates` and `champion_decision` apply.
+
+    A resource, not per-asset config, so the check and the decision can never
+    read different thresholds (editable in the launchpad under resources).
+    """
+
+    min_spam_f1: float = DecisionRules.min_spam_f1
+    min_spam_precision: float = DecisionRules.min_spam_precision  # a lost ham costs more than a missed spam
+    min_improvement: float = DecisionRules.min_improvement
+    compared_metrics: list[str] = list(DecisionRules.compared_metrics)
+
+    def rules(self) -> DecisionRules:
+        return DecisionRules(self.min_spam_f1, self.min_spam_precision, self.min_improvement, tuple(self.compared_metrics))
+
+
+class DecayPolicy(dg.ConfigurableResource):
+    """The champion's realised spam F1 below which drift_statistics says `decay`.
+
+    A resource, not drift_statistics' run config: runs the automation launches
+    use default config, and the floor must follow $SPAM_F1_FLOOR there too.
+    """
+
+    f1_floor: float = DriftThresholds.f1_floor
+
+
+class Webhook(dg.ConfigurableResource):
+    """Where notifications go. Unset fields fall back to the environment when a message is sent."""
+
+    url: str | None = None  # None: $SPAM_WEBHOOK_URL; neither: notifications are off
+    timeout_seconds: float | None = None  # None: $SPAM_WEBHOOK_TIMEOUT_SECONDS, else 5
+
+    def target(self) -> str | None:
+        return self.url or (dg.EnvVar(WEBHOOK_ENV).get_value("") or "").strip() or None
+
+    def post(self, text: str, logger: logging.Logger | None = None) -> bool:
+        """POST {"text": text}; True if the server accepted it. Never raises."""
+        url, logger = self.target(), logger or log
+        if url is None:
+            return False
+        timeout = self.timeout_seconds or env_number(WEBHOOK_TIMEOUT_ENV, 5)
+        body = json.dumps({"text": text[:MAX_TEXT]}).encode()
+        try:
+            headers = {"Content-Type": "application/json"}
+            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                response.read()
+            return True
+        except Exception as error:  # noqa: BLE001 - refused, HTTP errors, timeouts, bad URLs: all only logged
+            logger.warning(f"webhook {_redacted(url)}: notification not delivered ({type(error).__name__}: {error})")
+            return False
+
+
+def _redacted(url: str) -> str:
+    """Webhook URLs carry their secret in the path: log only where they point."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/…" if parts.netloc else "<invalid URL>"
 
 
 def artifact_root_for(uri: str, home: str | None):
@@ -91,9 +164,25 @@ def platform_mlflow(uri: str, home: str | None = None) -> dg.ResourceDefinition:
 
 
 def build_resources(home: str | None = None, mlflow_uri: str | None = None) -> dict:
+    """Every resource the graph and the automation use ($SPAM_F1_FLOOR is read here)."""
     uri = mlflow_uri or tracking_uri(home)
     return {
         "store": PlatformStore(home=home),
         "registry": ModelRegistry(home=home, tracking_uri=uri),
         "mlflow_run": platform_mlflow(uri, home),
+        "promotion": PromotionPolicy(),
+        "decay": DecayPolicy(f1_floor=env_number(F1_FLOOR_ENV, DriftThresholds.f1_floor)),
+        "webhook": Webhook(),
     }
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(
+        resources=build_resources(),
+        # One process per run, not one per step. Measured with the daemon: each step
+        # process (sklearn + MLflow imports) took 10-25 s to start on 2 cores, and the
+        # trained_model step process lingered minutes after success (idle joblib
+        # workers), holding champion_decision back until it exited.
+        executor=dg.in_process_executor,
+    )

@@ -9,6 +9,8 @@ import dataclasses
 
 import dagster as dg
 
+from spam_assets.defs.upstream import latest
+
 CLEANED_CORPUS, DRIFT_STATISTICS = dg.AssetKey("cleaned_corpus"), dg.AssetKey("drift_statistics")
 TRAINED_MODEL, CHAMPION_DECISION = dg.AssetKey("trained_model"), dg.AssetKey("champion_decision")
 RETRAIN_KEYS = {TRAINED_MODEL, CHAMPION_DECISION}
@@ -21,19 +23,28 @@ IN_FLIGHT = [
 MAX_REASON = 500  # tags are labels, not reports: the full reasons are on drift_statistics
 
 
+VERDICT_KEY = "verdict"  # drift_statistics' metadata entry holding the verdict as JSON
+
+
 @dataclasses.dataclass(frozen=True)
 class Verdict:
+    """The drift verdict as drift_statistics records it (JSON metadata) and everything downstream reads it."""
+
     drift: bool
     decay: bool
     reasons: list[str]
 
+    def to_json(self, **context) -> dict:
+        """The JSON recorded under VERDICT_KEY: the verdict, its trigger, plus whatever context the asset adds."""
+        return {"drift": self.drift, "decay": self.decay, "trigger": self.trigger, "reasons": list(self.reasons), **context}
+
     @classmethod
     def of(cls, record: dg.EventLogRecord) -> "Verdict":
         meta = record.asset_materialization.metadata
-        value = lambda key, default: meta[key].value if key in meta else default
-        text = str(value("reasons", ""))
-        reasons = [line.removeprefix("- ").strip() for line in text.splitlines() if line.strip() not in ("", "- none")]
-        return cls(bool(value("drift", False)), bool(value("decay", False)), reasons)
+        if VERDICT_KEY not in meta:  # a materialisation recorded before verdicts were data
+            return cls(False, False, [f"no {VERDICT_KEY} recorded in drift_statistics run {record.run_id}"])
+        data = meta[VERDICT_KEY].value
+        return cls(bool(data["drift"]), bool(data["decay"]), [str(r) for r in data["reasons"]])
 
     @property
     def wants_retrain(self) -> bool:
@@ -55,18 +66,12 @@ def active_retrain(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
     return None
 
 
-def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict | None:
-    event = instance.get_latest_materialization_event(key)
-    return None if event is None else {k: v.value for k, v in event.asset_materialization.metadata.items()}
-
-
 def already_trained(instance: dg.DagsterInstance) -> str | None:
     """Why a retrain now would repeat the last one, or None: the current corpus is new to every challenger."""
-    corpus = _latest_metadata(instance, CLEANED_CORPUS)
-    model = _latest_metadata(instance, TRAINED_MODEL)
-    if corpus and model and corpus.get("data_version") == model.get("corpus_data_version"):
-        version = model.get("model_version")
-        return f"challenger v{version} was already trained on the current corpus {corpus['data_version']}"
+    corpus, model = latest(instance, CLEANED_CORPUS), latest(instance, TRAINED_MODEL)
+    if corpus and model and corpus.data_version == model.metadata.get("corpus_data_version"):
+        version = model.metadata.get("model_version")
+        return f"challenger v{version} was already trained on the current corpus {corpus.data_version}"
     return None
 
 

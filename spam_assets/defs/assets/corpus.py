@@ -13,8 +13,9 @@ from spam_assets.defs.resources import PlatformStore
 
 
 class CorpusConfig(dg.Config):
-    holdout_share: float = 0.2  # changing it (or the salt) moves messages: champion is re-judged on a new holdout
-    split_salt: str = ""
+    # The SplitRule (defaults are its own). Changing it moves messages: the champion is re-judged on a new holdout.
+    holdout_share: float = SplitRule.holdout_share
+    split_salt: str = SplitRule.salt
     min_holdout_rows: int = 50
     min_holdout_spam: int = 10
     # Holdout vs train spam share may differ by this much, or by 3 standard

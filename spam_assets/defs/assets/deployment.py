@@ -3,25 +3,17 @@
 
 import dagster as dg
 
-from spam_assets.decision import DecisionRules, decide
+from spam_assets.decision import decide
 from spam_assets.defs.assets.training import trained_model
-from spam_assets.defs.resources import ModelRegistry, PlatformStore
+from spam_assets.defs.resources import ModelRegistry, PlatformStore, PromotionPolicy
 from spam_assets.defs.retrain_policy import TRAINED_MODEL, rides_with
+from spam_assets.defs.upstream import handed_over
 from spam_assets.modeling import evaluate, spam_probability
 
 # One champion decision at a time, platform-wide: the pool's limit is set in
 # the instance config (concurrency: pools: default_limit) by `spam-platform`.
 DECISION_POOL = "champion_decision"
-
-
-class DecisionConfig(dg.Config):
-    min_spam_f1: float = 0.90
-    min_spam_precision: float = 0.95  # a ham marked spam costs more than a spam let through
-    min_improvement: float = 0.005
-    compared_metrics: list[str] = ["spam_f1"]
-
-    def rules(self) -> DecisionRules:
-        return DecisionRules(self.min_spam_f1, self.min_spam_precision, self.min_improvement, tuple(self.compared_metrics))
+OUTCOME_KEY = "outcome"  # the decision as JSON metadata: what notifications read
 
 
 @dg.asset(
@@ -31,21 +23,27 @@ class DecisionConfig(dg.Config):
     pool=DECISION_POOL,
     automation_condition=rides_with(TRAINED_MODEL),  # decides in the refresh run that trains
     description=(
-        "Scores the challenger and the current champion on the same (current) holdout; promotes "
-        "the challenger by moving the MLflow alias `champion` only if it passes the absolute gates "
-        "and beats the champion by `min_improvement` on the compared metrics. The previous "
-        "champion keeps alias `previous-champion` for rollback."
+        "Scores the challenger trained_model last materialised and the current champion on the same "
+        "holdout (of the corpus that challenger was trained on); promotes the challenger by moving the "
+        "MLflow alias `champion` only if it passes the absolute gates and beats the champion by "
+        "`min_improvement` on the compared metrics (resource `promotion`). The previous champion "
+        "keeps alias `previous-champion` for rollback."
     ),
 )
 def champion_decision(
-    context: dg.AssetExecutionContext, config: DecisionConfig, store: PlatformStore, registry: ModelRegistry
+    context: dg.AssetExecutionContext, promotion: PromotionPolicy, store: PlatformStore, registry: ModelRegistry
 ) -> dg.MaterializeResult:
+    # The challenger trained_model recorded, and the corpus it was trained on: not the
+    # `challenger` alias nor CURRENT, which another run may have moved since.
+    upstream = handed_over(context.instance, TRAINED_MODEL, "champion_decision")
+    challenger_version, corpus_version = str(upstream.require("model_version")), upstream.require("corpus_data_version")
     reg = registry.registry()
-    challenger = reg.challenger()
-    if challenger is None:
-        raise dg.Failure("no challenger registered: materialise trained_model first")
+    challenger = reg.client.get_model_version(reg.model_name, challenger_version)
     champion = reg.champion()
-    corpus = store.corpus().read()
+    corpora = store.corpus()
+    if not corpora.path(corpus_version).exists():
+        raise dg.Failure(f"challenger v{challenger_version} was trained on corpus {corpus_version}, which is not in {corpora.root}")
+    corpus = corpora.read(corpus_version)
     holdout = corpus[corpus["split"] == "holdout"]
 
     def score(version: str) -> dict[str, float]:
@@ -56,7 +54,7 @@ def champion_decision(
     decision = decide(
         challenger_metrics,
         champion_metrics,
-        config.rules(),
+        promotion.rules(),
         same_version=champion is not None and champion.version == challenger.version,
     )
     reason = "; ".join(decision.reasons)
@@ -67,8 +65,19 @@ def champion_decision(
     reg.client.set_model_version_tag(reg.model_name, challenger.version, "decision_reason", reason[:5000])
     reg.client.log_text(challenger.run_id, decision.to_markdown() + f"\n\n{decision.action}: {reason}\n", "champion_decision.md")
     context.log.info(f"{decision.action} v{challenger.version}: {reason}")
+    outcome = {
+        "action": decision.action,
+        "promoted": decision.promote,
+        "reasons": list(decision.reasons),
+        "challenger_version": str(challenger.version),
+        "champion_version_before": str(champion.version) if champion else None,
+        "champion_version_now": str(serving) if serving else None,
+        "previous_champion": previous,
+        "corpus_data_version": corpus_version,
+    }
     return dg.MaterializeResult(
         metadata={
+            OUTCOME_KEY: dg.MetadataValue.json(outcome),  # the hand-off; the rest is for people
             "decision": decision.action,
             "promoted": decision.promote,
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
@@ -78,7 +87,7 @@ def champion_decision(
             "champion_version_now": serving or "—",
             "previous_champion": previous or "—",
             "holdout_rows": len(holdout),
-            "corpus_data_version": store.corpus().current_version(),
+            "corpus_data_version": corpus_version,
         },
         tags={"spam/decision": decision.action},
     )

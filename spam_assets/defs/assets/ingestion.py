@@ -20,9 +20,11 @@ PARSED_COLUMNS = ["text", "label", "source", "row", "batch_id", "received_at"]
 
 
 class RawSampleConfig(dg.Config):
-    min_rows: int = 10
-    max_empty_share: float = 0.0
-    max_duplicate_share: float = 0.5
+    """Launchpad-editable BatchRules; the defaults are BatchRules' own."""
+
+    min_rows: int = BatchRules.min_rows
+    max_empty_share: float = BatchRules.max_empty_share
+    max_duplicate_share: float = BatchRules.max_duplicate_share
 
 
 @dg.asset(

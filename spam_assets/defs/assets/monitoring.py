@@ -2,7 +2,6 @@
 
 
 import dataclasses
-import os
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -10,7 +9,8 @@ import pandas as pd
 
 from spam_assets.batches import write_json_atomic
 from spam_assets.defs.assets.corpus import cleaned_corpus
-from spam_assets.defs.resources import ModelRegistry, PlatformStore
+from spam_assets.defs.resources import DecayPolicy, ModelRegistry, PlatformStore
+from spam_assets.defs.retrain_policy import VERDICT_KEY, Verdict
 from spam_assets.drift import DriftReport, DriftThresholds, compute_drift
 from spam_assets.model.tags import TAG_CORPUS_VERSION
 from spam_assets.modeling import spam_probability
@@ -19,21 +19,19 @@ from spam_assets.model.text import normalise
 
 
 class DriftConfig(dg.Config):
-    """Thresholds; defaults are the usual starting points (PSI 0.1/0.25, α 0.05, AUC 0.55)."""
+    """Thresholds, defaults from DriftThresholds (PSI 0.1/0.25, α 0.05, AUC 0.55). The decay floor is a resource."""
 
-    psi_moderate: float = 0.1
-    psi_significant: float = 0.25
-    alpha: float = 0.05
-    domain_auc: float = 0.55
-    oov_rate: float = 0.2
-    term_share: float = 0.2
-    # Runs launched by automation use defaults, so the decay floor also reads
-    # the environment of the code location.
-    f1_floor: float = float(os.environ.get("SPAM_F1_FLOOR", "0.85"))
-    min_rows: int = 30
+    psi_moderate: float = DriftThresholds.psi_moderate
+    psi_significant: float = DriftThresholds.psi_significant
+    alpha: float = DriftThresholds.alpha
+    domain_auc: float = DriftThresholds.domain_auc
+    oov_rate: float = DriftThresholds.oov_rate
+    term_share: float = DriftThresholds.term_share
+    min_rows: int = DriftThresholds.min_rows
 
-    def thresholds(self) -> DriftThresholds:
-        return DriftThresholds(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DriftThresholds) if hasattr(self, f.name)})
+    def thresholds(self, f1_floor: float) -> DriftThresholds:
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(DriftThresholds) if hasattr(self, f.name)}
+        return DriftThresholds(**own, f1_floor=f1_floor)
 
 
 @dg.asset(
@@ -49,7 +47,7 @@ class DriftConfig(dg.Config):
     ),
 )
 def drift_statistics(
-    context: dg.AssetExecutionContext, config: DriftConfig, store: PlatformStore, registry: ModelRegistry
+    context: dg.AssetExecutionContext, config: DriftConfig, store: PlatformStore, registry: ModelRegistry, decay: DecayPolicy
 ) -> dg.MaterializeResult:
     reg = registry.registry()
     champion = reg.champion()
@@ -77,7 +75,7 @@ def drift_statistics(
     report = compute_drift(
         reference[["text", "label"]],
         current[["text", "label"]],
-        config.thresholds(),
+        config.thresholds(decay.f1_floor),
         score_fn=score,
         reference_scores=score(holdout["text"].tolist()),
     )
@@ -97,8 +95,19 @@ def _result(store, report: DriftReport, champion_version, reference_version, new
     write_json_atomic(path, summary)
     write_json_atomic(store.paths.drift / f"{summary['computed_at'].replace(':', '')}.json", summary)
     frame = report.to_frame()
+    verdict = Verdict(report.drift, report.decay, list(report.reasons)).to_json(
+        warnings=list(report.warnings),
+        champion_version=None if champion_version is None else str(champion_version),
+        reference_corpus=reference_version,
+        new_batches=new_ids,
+        n_reference=report.n_reference,
+        n_current=report.n_current,
+    )
     return dg.MaterializeResult(
         metadata={
+            # The hand-off: the retrain policy, sensors and notifications read this JSON.
+            VERDICT_KEY: dg.MetadataValue.json(verdict),
+            # For people: the same verdict as the UI shows it best.
             "drift": report.drift,
             "decay": report.decay,
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in report.reasons) or "- none"),

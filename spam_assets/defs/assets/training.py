@@ -6,11 +6,19 @@ from typing import Any
 import dagster as dg
 
 from spam_assets.challenger import log_challenger
-from spam_assets.decision import DecisionRules, gate_failures
+from spam_assets.decision import gate_failures
 from spam_assets.defs.assets.corpus import cleaned_corpus
 from spam_assets.defs.assets.monitoring import drift_statistics
-from spam_assets.defs.resources import ModelRegistry, PlatformStore
-from spam_assets.defs.retrain_policy import DRIFT_STATISTICS, TRAINED_MODEL, already_trained, rides_with, verdict_of_run
+from spam_assets.defs.resources import ModelRegistry, PlatformStore, PromotionPolicy
+from spam_assets.defs.retrain_policy import (
+    CLEANED_CORPUS,
+    DRIFT_STATISTICS,
+    TRAINED_MODEL,
+    already_trained,
+    rides_with,
+    verdict_of_run,
+)
+from spam_assets.defs.upstream import handed_over
 from spam_assets.defs.run_tags import REFRESH_TRIGGER, RETRAIN_REASON_TAG, TIMER_TRIGGER, TRIGGER_TAG
 from spam_assets.model.pipelines import candidate_pipelines
 from spam_assets.modeling import METRIC_NAMES, select_and_fit
@@ -58,7 +66,10 @@ TRAINING_POOL = "trained_model"
         dg.AssetCheckSpec(
             "challenger_gates",
             asset="trained_model",
-            description="The challenger reaches the absolute gates (spam F1, spam precision) on the holdout.",
+            description=(
+                "The challenger reaches the absolute gates (spam F1, spam precision) of the promotion policy "
+                "(resource `promotion`, the one champion_decision applies) on the holdout."
+            ),
         )
     ],
     can_subset=True,  # with skippable: neither the asset nor its check has to be yielded
@@ -68,6 +79,7 @@ def trained_model(
     config: TrainingConfig,
     store: PlatformStore,
     registry: ModelRegistry,
+    promotion: PromotionPolicy,
     mlflow_run: dg.ResourceParam[Any],
 ):
     if TRAINED_MODEL not in context.selected_asset_keys:
@@ -79,21 +91,34 @@ def trained_model(
         context.log.info(f"not retraining: {repeat}")
         return
     if context.run.tags.get(TRIGGER_TAG) == REFRESH_TRIGGER:
-        verdict, reason = verdict_of_run(context.instance, context.run_id)
+        verdict, reason = verdict_of_run(context.instance, context.run.run_id)
         if verdict is None:
             context.log.info(f"not retraining: {reason}")
             return
         # The reason on the run, as on runs the retrain triggers launch.
-        context.instance.add_run_tags(context.run_id, {TRIGGER_TAG: verdict.trigger, RETRAIN_REASON_TAG: reason})
+        context.instance.add_run_tags(context.run.run_id, {TRIGGER_TAG: verdict.trigger, RETRAIN_REASON_TAG: reason})
         context.log.info(f"retraining: {reason}")
-    yield _train(context, config, store, registry, mlflow_run.start(), reason)
+    yield _train(context, config, store, registry, promotion, mlflow_run.start(), reason)
 
 
 def _train(
-    context, config: TrainingConfig, store: PlatformStore, registry: ModelRegistry, mlflow_run, reason: str
+    context,
+    config: TrainingConfig,
+    store: PlatformStore,
+    registry: ModelRegistry,
+    promotion: PromotionPolicy,
+    mlflow_run,
+    reason: str,
 ) -> dg.MaterializeResult:
+    # The corpus cleaned_corpus last materialised (its data version), whatever CURRENT says now.
+    upstream = handed_over(context.instance, CLEANED_CORPUS, "trained_model")
+    version = upstream.data_version or upstream.require("data_version")
     corpora = store.corpus()
-    version = corpora.current_version()
+    if not corpora.path(version).exists():
+        raise dg.Failure(
+            f"cleaned_corpus (run {upstream.run_id}) recorded corpus {version}, but {corpora.path(version)} "
+            "is missing: materialise cleaned_corpus again"
+        )
     corpus = corpora.read(version)
     train, holdout = corpus[corpus["split"] == "train"], corpus[corpus["split"] == "holdout"]
     all_candidates = candidate_pipelines(config.seed)
@@ -117,7 +142,7 @@ def _train(
         result,
         reg,
         corpus_version=version,
-        dagster_run_id=context.run_id,
+        dagster_run_id=context.run.run_id,
         params={"seed": config.seed, "folds": config.folds, "candidates": ",".join(config.candidates)},
         n_train=len(train),
         n_holdout=len(holdout),
@@ -127,7 +152,7 @@ def _train(
     # job's last node (dagster issue 21872), which this asset rarely is.
     mlflow_run.end_run()
 
-    failures = gate_failures(result.holdout_metrics, DecisionRules())
+    failures = gate_failures(result.holdout_metrics, promotion.rules())
     return dg.MaterializeResult(
         asset_key=TRAINED_MODEL,
         metadata={

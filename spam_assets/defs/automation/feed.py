@@ -7,7 +7,6 @@ inbox sensor ingests them: one intake path for every source.
 """
 
 import hashlib
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from spam_assets.defs.automation.settings import (
     FEED_FORMAT_ENV,
     FEED_ROWS_ENV,
     FEED_SOURCE_ENV,
+    env,
     env_number,
     feed_cron,
     inbox_dir,
@@ -55,7 +55,7 @@ def feed_job():
 
 
 def _feed_request() -> dg.RunRequest | dg.SkipReason:
-    source = os.environ.get(FEED_SOURCE_ENV, "").strip()
+    source = env(FEED_SOURCE_ENV).strip()
     if not source:
         return dg.SkipReason(
             f"no feed configured: set {FEED_SOURCE_ENV}=/path/to/a/labelled/file (any format the loaders read; "
@@ -67,7 +67,7 @@ def _feed_request() -> dg.RunRequest | dg.SkipReason:
     config = {
         "source": source,
         "rows": int(env_number(FEED_ROWS_ENV, 100)),
-        "format": os.environ.get(FEED_FORMAT_ENV, "auto"),
+        "format": env(FEED_FORMAT_ENV, "auto"),
     }
     return dg.RunRequest(run_config={"ops": {"pull_feed_batch": {"config": config}}})
 

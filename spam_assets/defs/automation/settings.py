@@ -1,13 +1,18 @@
 """Environment knobs for the automation, with defaults that make a demo loop turn in about a minute.
 
-Intervals and crons are read when the code location loads (Dagster needs them
-in the definitions); paths and URLs are read at each evaluation.
+Intervals and crons are part of the definitions themselves (a sensor's
+minimum interval, a schedule's cron): Dagster has no way to defer them to
+run time, so they are read when the code location loads its defs folder.
+The decay floor and the webhook reach the runs through resources
+(defs/resources.py); paths, the feed and the webhook URL are read at each
+evaluation. Every read goes through `dg.EnvVar`.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+import dagster as dg
 
 from spam_assets.settings import paths
 
@@ -19,11 +24,15 @@ RETRAIN_CRON_ENV, RETRAIN_TZ_ENV = "SPAM_RETRAIN_CRON", "SPAM_RETRAIN_TIMEZONE"
 FEED_SOURCE_ENV, FEED_ROWS_ENV, FEED_FORMAT_ENV = "SPAM_FEED_SOURCE", "SPAM_FEED_ROWS", "SPAM_FEED_FORMAT"
 FEED_CRON_ENV, FEED_TZ_ENV = "SPAM_FEED_CRON", "SPAM_FEED_TIMEZONE"
 WEBHOOK_ENV, WEBHOOK_TIMEOUT_ENV = "SPAM_WEBHOOK_URL", "SPAM_WEBHOOK_TIMEOUT_SECONDS"
+F1_FLOOR_ENV = "SPAM_F1_FLOOR"  # drift_statistics says `decay` below it (DecayPolicy)
 
+
+def env(name: str, default: str = "") -> str:
+    return dg.EnvVar(name).get_value(default) or default
 
 
 def env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
+    raw = env(name).strip()
     try:
         return float(raw) if raw else default
     except ValueError:
@@ -58,14 +67,14 @@ def settle_seconds() -> float:
 
 
 def retrain_cron() -> tuple[str, str]:
-    return os.environ.get(RETRAIN_CRON_ENV, "0 3 * * 1"), os.environ.get(RETRAIN_TZ_ENV, "UTC")  # Mondays 03:00
+    return env(RETRAIN_CRON_ENV, "0 3 * * 1"), env(RETRAIN_TZ_ENV, "UTC")  # Mondays 03:00
 
 
 def feed_cron() -> tuple[str, str]:
-    return os.environ.get(FEED_CRON_ENV, "0 6 * * *"), os.environ.get(FEED_TZ_ENV, "UTC")  # daily 06:00
+    return env(FEED_CRON_ENV, "0 6 * * *"), env(FEED_TZ_ENV, "UTC")  # daily 06:00
 
 
 def inbox_dir(home: Path | str | None = None) -> Path:
     """$SPAM_INBOX, else <home>/inbox."""
-    raw = os.environ.get(INBOX_ENV)
+    raw = env(INBOX_ENV)
     return Path(raw).expanduser().resolve() if raw else paths(home).inbox
