@@ -98,7 +98,16 @@ def trained_model(
         # The reason on the run, as on runs the retrain triggers launch.
         context.instance.add_run_tags(context.run.run_id, {TRIGGER_TAG: verdict.trigger, RETRAIN_REASON_TAG: reason})
         context.log.info(f"retraining: {reason}")
-    yield _train(context, config, store, registry, promotion, mlflow_run.start(), reason)
+    # The corpus cleaned_corpus last materialised (its data version), whatever CURRENT says now;
+    # resolved before the MLflow run starts, so a missing upstream leaves no run behind.
+    upstream = handed_over(context.instance, CLEANED_CORPUS, "trained_model")
+    version = upstream.data_version or upstream.require("data_version")
+    if not store.corpus().path(version).exists():
+        raise dg.Failure(
+            f"cleaned_corpus (run {upstream.run_id}) recorded corpus {version}, but "
+            f"{store.corpus().path(version)} is missing: materialise cleaned_corpus again"
+        )
+    yield _train(context, config, store, registry, promotion, mlflow_run.start(), version, reason)
 
 
 def _train(
@@ -108,18 +117,10 @@ def _train(
     registry: ModelRegistry,
     promotion: PromotionPolicy,
     mlflow_run,
+    version: str,
     reason: str,
 ) -> dg.MaterializeResult:
-    # The corpus cleaned_corpus last materialised (its data version), whatever CURRENT says now.
-    upstream = handed_over(context.instance, CLEANED_CORPUS, "trained_model")
-    version = upstream.data_version or upstream.require("data_version")
-    corpora = store.corpus()
-    if not corpora.path(version).exists():
-        raise dg.Failure(
-            f"cleaned_corpus (run {upstream.run_id}) recorded corpus {version}, but {corpora.path(version)} "
-            "is missing: materialise cleaned_corpus again"
-        )
-    corpus = corpora.read(version)
+    corpus = store.corpus().read(version)
     train, holdout = corpus[corpus["split"] == "train"], corpus[corpus["split"] == "holdout"]
     all_candidates = candidate_pipelines(config.seed)
     unknown = set(config.candidates) - set(all_candidates)
