@@ -192,6 +192,7 @@ def test_inbox_drops_drive_drift_retrain_and_decision(tmp_path, corpora, monkeyp
             batch, dropped = platform.drop(mail, "spamassassin-sample.tar.gz")
             (verdict,) = _wait_for("the e-mail's drift verdict", lambda: _verdicts_on(instance, batch, dropped), platform)
             assert _meta(verdict)["drift"] is True, _meta(verdict)["reasons"]
+            assert _meta(verdict)["verdict"]["drift"] is True  # the JSON the retrain policy reads
             (judged,) = [r for r in _materializations(instance, "raw_sample", dropped) if r.partition_key == batch]
 
             (retrain,) = _wait_for("a retrain run", lambda: _retrain_runs(instance), platform)
@@ -209,6 +210,7 @@ def test_inbox_drops_drive_drift_retrain_and_decision(tmp_path, corpora, monkeyp
             assert decision.run_id == retrain.run_id
             outcome = _meta(decision)
             assert outcome["decision"] in ("promote", "keep") and outcome["reasons"].startswith("- ")
+            assert outcome["outcome"]["action"] == outcome["decision"]  # the JSON the webhook message is built from
             promoted = outcome["decision"] == "promote"
             champion = Registry(tracking_uri(platform.home)).champion()
             assert str(champion.version) == str(outcome["challenger_version" if promoted else "champion_version_before"])

@@ -9,7 +9,7 @@ from spam_assets.challenger import log_challenger
 from spam_assets.decision import gate_failures
 from spam_assets.defs.assets.corpus import cleaned_corpus
 from spam_assets.defs.assets.monitoring import drift_statistics
-from spam_assets.defs.resources import ModelRegistry, PlatformStore, PromotionPolicy
+from spam_assets.defs.resources import LazyMlflowRun, ModelRegistry, PlatformStore, PromotionPolicy
 from spam_assets.defs.retrain_policy import (
     CLEANED_CORPUS,
     DRIFT_STATISTICS,
@@ -98,16 +98,7 @@ def trained_model(
         # The reason on the run, as on runs the retrain triggers launch.
         context.instance.add_run_tags(context.run.run_id, {TRIGGER_TAG: verdict.trigger, RETRAIN_REASON_TAG: reason})
         context.log.info(f"retraining: {reason}")
-    # The corpus cleaned_corpus last materialised (its data version), whatever CURRENT says now;
-    # resolved before the MLflow run starts, so a missing upstream leaves no run behind.
-    upstream = handed_over(context.instance, CLEANED_CORPUS, "trained_model")
-    version = upstream.data_version or upstream.require("data_version")
-    if not store.corpus().path(version).exists():
-        raise dg.Failure(
-            f"cleaned_corpus (run {upstream.run_id}) recorded corpus {version}, but "
-            f"{store.corpus().path(version)} is missing: materialise cleaned_corpus again"
-        )
-    yield _train(context, config, store, registry, promotion, mlflow_run.start(), version, reason)
+    yield _train(context, config, store, registry, promotion, mlflow_run, reason)
 
 
 def _train(
@@ -116,11 +107,19 @@ def _train(
     store: PlatformStore,
     registry: ModelRegistry,
     promotion: PromotionPolicy,
-    mlflow_run,
-    version: str,
+    mlflow_run: LazyMlflowRun,
     reason: str,
 ) -> dg.MaterializeResult:
-    corpus = store.corpus().read(version)
+    # The corpus cleaned_corpus last materialised (its data version), whatever CURRENT says now.
+    upstream = handed_over(context.instance, CLEANED_CORPUS, "trained_model")
+    version = upstream.data_version or upstream.require("data_version")
+    corpora = store.corpus()
+    if not corpora.path(version).exists():
+        raise dg.Failure(
+            f"cleaned_corpus (run {upstream.run_id}) recorded corpus {version}, but {corpora.path(version)} "
+            "is missing: materialise cleaned_corpus again"
+        )
+    corpus = corpora.read(version)
     train, holdout = corpus[corpus["split"] == "train"], corpus[corpus["split"] == "holdout"]
     all_candidates = candidate_pipelines(config.seed)
     unknown = set(config.candidates) - set(all_candidates)
@@ -137,8 +136,9 @@ def _train(
         log=context.log.info,
     )
     reg = registry.registry()
-    # `mlflow_run` is dagster-mlflow's MlFlow: starting it started (or resumed)
-    # the MLflow run tagged with this Dagster run's id.
+    # Started only now, so a step that fails before this leaves no MLflow run behind:
+    # dagster-mlflow's MlFlow starts (or resumes) the MLflow run tagged with this Dagster run's id.
+    mlflow = mlflow_run.start()
     model_version = log_challenger(
         result,
         reg,
@@ -148,10 +148,10 @@ def _train(
         n_train=len(train),
         n_holdout=len(holdout),
     )
-    run = mlflow_run.active_run().info
+    run = mlflow.active_run().info
     # Its end_mlflow_on_run_finished hook only ends the MLflow run after the
     # job's last node (dagster issue 21872), which this asset rarely is.
-    mlflow_run.end_run()
+    mlflow.end_run()
 
     failures = gate_failures(result.holdout_metrics, promotion.rules())
     return dg.MaterializeResult(
