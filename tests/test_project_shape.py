@@ -14,6 +14,7 @@ the shape compared is the default one, whatever this shell has set.
 
 import difflib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,24 @@ def test_graph_shape_matches_the_committed_snapshot(tmp_path):
         difflib.unified_diff(expected.splitlines(True), current.splitlines(True), str(SNAPSHOT.name), "definitions now")
     )
     assert not diff, f"the graph's shape changed; if on purpose, rerun with {UPDATE_ENV}=1 and commit the snapshot:\n{diff}"
+
+
+def test_the_code_location_loads_from_an_installed_copy_without_pyproject(tmp_path):
+    """As in the container image: the package installed from a wheel, no pyproject.toml above it."""
+    site = tmp_path / "site"
+    for package in ("spam_assets", "serving"):
+        shutil.copytree(ROOT / package, site / package, ignore=shutil.ignore_patterns("__pycache__"))
+    probe = (
+        "import dagster as dg, spam_assets\n"
+        "from spam_assets.definitions import defs\n"
+        "loaded = defs()\n"
+        "dg.Definitions.validate_loadable(loaded)\n"
+        "print(spam_assets.__file__, len(list(loaded.resolve_all_asset_keys())))\n"
+    )
+    env = {**_clean_env(tmp_path), "PYTHONPATH": str(site)}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    location, assets = result.stdout.split()
+    assert Path(location).is_relative_to(site) and assets == "5"
