@@ -42,12 +42,8 @@ def materialize_batches(
 
 
 def graph_assets() -> list:
-    """Every asset of the code location, as its defs folder declares them (without its resources).
-
-    A module that uses an asset (a job's selection, a dependency) holds it
-    too, so the folder yields the same object more than once.
-    """
-    return list({id(a): a for a in defs().assets or []}.values())
+    """Every asset of the code location, as its defs folder declares them (without its resources)."""
+    return list(defs().assets or [])
 
 
 def _only(run_config: dict | None, keys) -> dict | None:

@@ -47,6 +47,7 @@ def test_definitions_load():
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert keys == {"raw_sample", "cleaned_corpus", "drift_statistics", "trained_model", "champion_decision"}
+    assert len(graph_assets()) == len(keys)  # each asset held by the one module that defines it (defs/keys.py)
 
 
 def test_first_batch_produces_a_champion_with_lineage(bootstrapped, instance, home):

@@ -1,18 +1,16 @@
 """When a retrain is wanted, and when it would be pointless or must wait.
 
 Shared by the retrain triggers (automation/retrain.py) and by trained_model
-itself when it rides along in the run that computed a drift verdict. Asset
-keys are named, not imported, so the assets can import this module.
+itself when it rides along in the run that computed a drift verdict.
 """
 
 import dataclasses
 
 import dagster as dg
 
+from spam_assets.defs.keys import CHAMPION_DECISION, CLEANED_CORPUS, DRIFT_STATISTICS, TRAINED_MODEL
 from spam_assets.defs.upstream import latest
 
-CLEANED_CORPUS, DRIFT_STATISTICS = dg.AssetKey("cleaned_corpus"), dg.AssetKey("drift_statistics")
-TRAINED_MODEL, CHAMPION_DECISION = dg.AssetKey("trained_model"), dg.AssetKey("champion_decision")
 RETRAIN_KEYS = {TRAINED_MODEL, CHAMPION_DECISION}
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,

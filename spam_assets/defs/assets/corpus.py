@@ -8,7 +8,7 @@ import dagster as dg
 import pandas as pd
 
 from spam_assets.corpus import SplitRule, clean, data_version
-from spam_assets.defs.assets.ingestion import raw_sample
+from spam_assets.defs.keys import RAW_SAMPLE
 from spam_assets.defs.resources import PlatformStore
 
 
@@ -25,7 +25,7 @@ class CorpusConfig(dg.Config):
 
 
 @dg.asset(
-    deps=[raw_sample],
+    deps=[RAW_SAMPLE],
     group_name="corpus",
     automation_condition=dg.AutomationCondition.eager(),  # refresh when a batch lands (automation.py)
     kinds={"pandas", "parquet"},

@@ -4,9 +4,9 @@
 import dagster as dg
 
 from spam_assets.decision import decide
-from spam_assets.defs.assets.training import trained_model
 from spam_assets.defs.resources import ModelRegistry, PlatformStore, PromotionPolicy
-from spam_assets.defs.retrain_policy import TRAINED_MODEL, rides_with
+from spam_assets.defs.keys import TRAINED_MODEL
+from spam_assets.defs.retrain_policy import rides_with
 from spam_assets.defs.upstream import handed_over
 from spam_assets.modeling import evaluate, spam_probability
 
@@ -17,7 +17,7 @@ OUTCOME_KEY = "outcome"  # the decision as JSON metadata: what notifications rea
 
 
 @dg.asset(
-    deps=[trained_model],
+    deps=[TRAINED_MODEL],
     group_name="deployment",
     kinds={"mlflow"},
     pool=DECISION_POOL,

@@ -8,7 +8,7 @@ import dagster as dg
 import pandas as pd
 
 from spam_assets.batches import write_json_atomic
-from spam_assets.defs.assets.corpus import cleaned_corpus
+from spam_assets.defs.keys import CLEANED_CORPUS
 from spam_assets.defs.resources import DecayPolicy, ModelRegistry, PlatformStore
 from spam_assets.defs.retrain_policy import VERDICT_KEY, Verdict
 from spam_assets.drift import DriftReport, DriftThresholds, compute_drift
@@ -35,7 +35,7 @@ class DriftConfig(dg.Config):
 
 
 @dg.asset(
-    deps=[cleaned_corpus],
+    deps=[CLEANED_CORPUS],
     group_name="monitoring",
     automation_condition=dg.AutomationCondition.eager(),  # refresh when a batch lands (automation.py)
     kinds={"scipy", "scikitlearn"},

@@ -7,17 +7,9 @@ import dagster as dg
 
 from spam_assets.challenger import log_challenger
 from spam_assets.decision import gate_failures
-from spam_assets.defs.assets.corpus import cleaned_corpus
-from spam_assets.defs.assets.monitoring import drift_statistics
 from spam_assets.defs.resources import LazyMlflowRun, ModelRegistry, PlatformStore, PromotionPolicy
-from spam_assets.defs.retrain_policy import (
-    CLEANED_CORPUS,
-    DRIFT_STATISTICS,
-    TRAINED_MODEL,
-    already_trained,
-    rides_with,
-    verdict_of_run,
-)
+from spam_assets.defs.keys import CLEANED_CORPUS, DRIFT_STATISTICS, TRAINED_MODEL
+from spam_assets.defs.retrain_policy import already_trained, rides_with, verdict_of_run
 from spam_assets.defs.upstream import handed_over
 from spam_assets.defs.run_tags import REFRESH_TRIGGER, RETRAIN_REASON_TAG, TIMER_TRIGGER, TRIGGER_TAG
 from spam_assets.model.pipelines import candidate_pipelines
@@ -44,7 +36,7 @@ TRAINING_POOL = "trained_model"
     specs=[
         dg.AssetSpec(
             "trained_model",
-            deps=[cleaned_corpus, drift_statistics],
+            deps=[CLEANED_CORPUS, DRIFT_STATISTICS],
             group_name="training",
             kinds={"scikitlearn", "mlflow"},
             # In a refresh run the gate below may decide not to train: nothing

@@ -13,16 +13,13 @@ on by default, evaluates them.
 
 import dagster as dg
 
-from spam_assets.defs.assets.corpus import cleaned_corpus
-from spam_assets.defs.assets.deployment import champion_decision
-from spam_assets.defs.assets.monitoring import drift_statistics
-from spam_assets.defs.assets.training import trained_model
 from spam_assets.defs.automation.settings import sensor_interval
+from spam_assets.defs.keys import CHAMPION_DECISION, CLEANED_CORPUS, DRIFT_STATISTICS, TRAINED_MODEL
 from spam_assets.defs.run_tags import REFRESH_TRIGGER, TRIGGER_TAG
 
 refresh_on_new_batch = dg.AutomationConditionSensorDefinition(
     "refresh_on_new_batch",
-    target=dg.AssetSelection.assets(cleaned_corpus, drift_statistics, trained_model, champion_decision),
+    target=dg.AssetSelection.assets(CLEANED_CORPUS, DRIFT_STATISTICS, TRAINED_MODEL, CHAMPION_DECISION),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=sensor_interval(),
     run_tags={TRIGGER_TAG: REFRESH_TRIGGER},

@@ -27,8 +27,8 @@ from pathlib import Path
 import dagster as dg
 
 from spam_assets.batches import BatchStore
-from spam_assets.defs.assets.ingestion import raw_sample
 from spam_assets.defs.automation.settings import inbox_dir, sensor_interval, settle_seconds
+from spam_assets.defs.keys import RAW_SAMPLE
 from spam_assets.defs.run_tags import INBOX_FILE_TAG, TRIGGER_TAG
 from spam_assets.defs.partitions import batch_partitions
 from spam_assets.defs.resources import PlatformStore
@@ -41,7 +41,7 @@ FAILED_RUN = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 ingest_batch_job = dg.define_asset_job(
     "ingest_batch",
-    selection=[raw_sample],
+    selection=dg.AssetSelection.assets(RAW_SAMPLE),
     description="Parse and validate one received batch (one raw_sample partition).",
 )
 

@@ -7,8 +7,9 @@ swallowed, so a broken chat integration never fails or stalls the platform.
 
 import dagster as dg
 
-from spam_assets.defs.assets.deployment import OUTCOME_KEY, champion_decision
+from spam_assets.defs.assets.deployment import OUTCOME_KEY
 from spam_assets.defs.automation.settings import notify_interval
+from spam_assets.defs.keys import CHAMPION_DECISION
 from spam_assets.defs.resources import PlatformStore, Webhook
 from spam_assets.defs.run_tags import INBOX_FILE_TAG, RETRAIN_REASON_TAG, TRIGGER_TAG
 
@@ -47,7 +48,7 @@ def decision_outcome(instance: dg.DagsterInstance, run_id: str) -> dict | None:
     """champion_decision's outcome (JSON metadata) if this run materialised it, else None."""
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
         materialization = entry.asset_materialization
-        if materialization is not None and materialization.asset_key == champion_decision.key:
+        if materialization is not None and materialization.asset_key == CHAMPION_DECISION:
             if OUTCOME_KEY in materialization.metadata:
                 return materialization.metadata[OUTCOME_KEY].value
     return None

@@ -24,17 +24,14 @@ trains or decides at the same time as another.
 
 import dagster as dg
 
-from spam_assets.defs.assets.corpus import cleaned_corpus
-from spam_assets.defs.assets.deployment import champion_decision
-from spam_assets.defs.assets.monitoring import drift_statistics
-from spam_assets.defs.assets.training import trained_model
 from spam_assets.defs.automation.settings import retrain_cron, sensor_interval
+from spam_assets.defs.keys import CHAMPION_DECISION, CLEANED_CORPUS, DRIFT_STATISTICS, TRAINED_MODEL
 from spam_assets.defs.run_tags import RETRAIN_REASON_TAG, TIMER_TRIGGER, TRIGGER_TAG
 from spam_assets.defs.retrain_policy import Verdict, active_retrain, already_trained, held_back
 
 retrain_job = dg.define_asset_job(
     "retrain",
-    selection=dg.AssetSelection.assets(trained_model, champion_decision),
+    selection=dg.AssetSelection.assets(TRAINED_MODEL, CHAMPION_DECISION),
     description="Train a challenger on the current corpus, then promote it only if it beats the champion.",
 )
 
@@ -53,7 +50,7 @@ retrain_job = dg.define_asset_job(
 def retrain_on_drift(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     instance = context.instance
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=drift_statistics.key, after_storage_id=int(context.cursor or 0)),
+        dg.AssetRecordsFilter(asset_key=DRIFT_STATISTICS, after_storage_id=int(context.cursor or 0)),
         limit=100,
         ascending=True,  # every verdict, not only the latest (an @asset_sensor would see one)
     ).records
@@ -101,7 +98,7 @@ _cron, _timezone = retrain_cron()
 )
 def periodic_retrain(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     instance = context.instance
-    if instance.get_latest_materialization_event(cleaned_corpus.key) is None:
+    if instance.get_latest_materialization_event(CLEANED_CORPUS) is None:
         return dg.SkipReason("no corpus yet: ingest a batch first")
     if (repeat := already_trained(instance)) is not None:
         return dg.SkipReason(f"timer expired, but {repeat}: nothing new to learn from")
