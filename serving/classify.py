@@ -20,6 +20,7 @@ import grpc
 import numpy as np
 
 from serving.generated.spam.v1 import classifier_pb2 as pb
+from serving.wire import InvalidRequest
 from spam_assets.settings import POSITIVE_LABEL
 
 if TYPE_CHECKING:
@@ -92,9 +93,20 @@ def _score_isolating_failures(champion: LoadedChampion, texts: list[str], limits
     return scores
 
 
-def results_for(champion: LoadedChampion, messages: Sequence[pb.Message], limits: Limits) -> list[pb.Result]:
-    """One Result per message, in order: a verdict, or an error status for a bad message."""
-    problems = [text_problem(m.text, limits.max_text_bytes) for m in messages]
+def results_for(
+    champion: LoadedChampion,
+    messages: Sequence[pb.Message],
+    limits: Limits,
+    unreadable: Sequence[str | None] | None = None,
+) -> list[pb.Result]:
+    """One Result per message, in order: a verdict, or an error status for a bad message.
+
+    `unreadable[i]`, when given, is why message i could not be read (invalid UTF-8).
+    """
+    unreadable = unreadable or [None] * len(messages)
+    problems = [
+        bad or text_problem(m.text, limits.max_text_bytes) for m, bad in zip(messages, unreadable, strict=True)
+    ]
     good = [m.text for m, problem in zip(messages, problems, strict=True) if problem is None]
     scores = iter(_score_isolating_failures(champion, good, limits) if good else ())
     version = champion.version
@@ -112,20 +124,40 @@ def results_for(champion: LoadedChampion, messages: Sequence[pb.Message], limits
     return results
 
 
+def readable(request: pb.ClassifyStreamRequest | InvalidRequest) -> tuple[Sequence[pb.Message], list[str | None]]:
+    """A stream request's messages and, per message, why it cannot be read (None when it can).
+
+    A request that is not a ClassifyStreamRequest at all reads as one
+    unreadable message with an empty id.
+    """
+    if not isinstance(request, InvalidRequest):
+        return request.messages, [None] * len(request.messages)
+    if request.request is None:
+        return [pb.Message()], [request.describe()]
+    messages = request.request.messages
+    return messages, [request.describe(f"messages[{i}].") for i in range(len(messages))]
+
+
 def responses_for(
-    champion: LoadedChampion, requests: Sequence[pb.ClassifyStreamRequest], limits: Limits
+    champion: LoadedChampion, requests: Sequence[pb.ClassifyStreamRequest | InvalidRequest], limits: Limits
 ) -> list[pb.ClassifyStreamResponse]:
     """Score every message of several stream requests together; one response per request."""
-    if len(requests) == 1:
-        return [pb.ClassifyStreamResponse(results=results_for(champion, requests[0].messages, limits))]
-    messages = [m for r in requests for m in r.messages]
-    results = results_for(champion, messages, limits)
+    parts = [readable(request) for request in requests]
+    messages = [m for part, _ in parts for m in part]
+    unreadable = [why for _, part in parts for why in part]
+    results = results_for(champion, messages, limits, unreadable)
     responses, start = [], 0
-    for request in requests:
-        end = start + len(request.messages)
+    for part, _ in parts:
+        end = start + len(part)
         responses.append(pb.ClassifyStreamResponse(results=results[start:end]))
         start = end
     return responses
+
+
+def message_count(request: pb.ClassifyStreamRequest | InvalidRequest) -> int:
+    if isinstance(request, InvalidRequest):
+        return len(request.request.messages) if request.request is not None else 1
+    return len(request.messages)
 
 
 _END = object()
@@ -174,7 +206,7 @@ def micro_batches(
             first = pending.get()
             if first is _END:
                 break
-            group, count = [first], len(first.messages)
+            group, count = [first], message_count(first)
             deadline = time.monotonic() + delay
             ended = False
             while count < max_messages:
@@ -192,7 +224,7 @@ def micro_batches(
                     ended = True
                     break
                 group.append(item)
-                count += len(item.messages)
+                count += message_count(item)
             yield group
             if ended or not is_active():
                 break

@@ -26,13 +26,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from serving import wire
 from serving.auth import BearerTokenInterceptor
 from serving.classify import Limits
 from serving.config import ServingConfig, from_args
 from serving.generated.inference import grpc_predict_v2_pb2 as oip_pb
-from serving.generated.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from serving.generated.spam.v1 import classifier_pb2 as pb
-from serving.generated.spam.v1 import classifier_pb2_grpc as pb_grpc
 from serving.servicers import ClassifierServicer, InferenceServicer, Serving
 from serving.watcher import ChampionWatcher
 from spam_assets.model.registry import Registry
@@ -100,8 +99,9 @@ def start(config: ServingConfig, watcher: ChampionWatcher | None = None) -> Runn
         # Long-lived streams each hold a worker; leave a quarter of them for unary calls and probes.
         max_streams=max(1, config.workers - max(2, config.workers // 4)),
     )
-    pb_grpc.add_ClassifierServicer_to_server(ClassifierServicer(serving), server)
-    oip_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(serving), server)
+    # Not the generated add_*_to_server: these parsers answer invalid UTF-8 with INVALID_ARGUMENT.
+    wire.add_service(server, ClassifierServicer(serving), pb.DESCRIPTOR.services_by_name["Classifier"])
+    wire.add_service(server, InferenceServicer(serving), oip_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"])
     health_servicer = health.HealthServicer(
         experimental_non_blocking=True,
         experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="health"),
