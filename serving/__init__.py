@@ -9,6 +9,9 @@ loaded model's `Scorer`. Modules, in the order a reader needs them:
 - `oip`        request handling for the Open Inference Protocol: tensors in, the scorer, tensors out.
 - `watcher`    follows the registry alias and hot-swaps the champion; each version passes the
                model contract's gate (`spam_assets.model.verify.load_verified`) first. No gRPC.
+- `admission`  who may open a stream: slots in total and per client, refusals that say when to retry.
+- `wire`       request parsing that answers invalid UTF-8 with INVALID_ARGUMENT naming the field,
+               and service registration with it.
 - `auth`       the bearer-token server interceptor.
 - `server`     start-up, options and shutdown in one function; `spam-serve`.
 - `client`     `spam-classify` and a small Python client.

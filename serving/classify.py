@@ -163,8 +163,16 @@ def message_count(request: pb.ClassifyStreamRequest | InvalidRequest) -> int:
 _END = object()
 
 
+class StreamIdle(Exception):
+    """The client sent nothing for the idle timeout while every request it sent was answered."""
+
+
 def micro_batches(
-    requests: Iterable, max_messages: int, delay: float, is_active: Callable[[], bool] = lambda: True
+    requests: Iterable,
+    max_messages: int,
+    delay: float,
+    is_active: Callable[[], bool] = lambda: True,
+    idle_timeout: float | None = None,
 ) -> Iterator[list]:
     """Group stream requests that arrive close together, for one model call per group.
 
@@ -172,7 +180,9 @@ def micro_batches(
     queue stops reading, so HTTP/2 flow control slows the client down). The
     caller's thread blocks for the first request, then takes whatever else is
     queued, waiting up to `delay` seconds for more, until the group holds
-    `max_messages` messages. Order is preserved.
+    `max_messages` messages. Order is preserved. Waiting longer than
+    `idle_timeout` seconds for a first request (all earlier ones answered)
+    raises StreamIdle, so a silent client does not hold its stream slot.
     """
     pending: queue.Queue = queue.Queue(maxsize=1024)
     done = threading.Event()
@@ -203,7 +213,13 @@ def micro_batches(
     reader.start()
     try:
         while True:
-            first = pending.get()
+            try:
+                first = pending.get(timeout=idle_timeout or None)
+            except queue.Empty:
+                raise StreamIdle(
+                    f"no request on this stream for {idle_timeout:g} s (--stream-idle-timeout); "
+                    "the stream is closed to free its slot: open a new one when there is more to send"
+                ) from None
             if first is _END:
                 break
             group, count = [first], message_count(first)

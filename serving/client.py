@@ -18,9 +18,13 @@ import argparse
 import itertools
 import json
 import os
+import random
 import sys
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -64,6 +68,84 @@ def stream_requests(
         yield pb.ClassifyStreamRequest(messages=batch)
 
 
+# A server that is full or restarting says so with these; the call can be made again.
+RETRYABLE = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"  # the server's hint (gRFC A6), in ms
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Jittered exponential backoff, bounded: at most `attempts` tries in a row without progress.
+
+    The defaults wait at most 0.2+0.4+0.8+1.6+3.2+5+5 = 16.2 s in all
+    (half that on average: "full jitter"), or the server's pushback when longer.
+    """
+
+    attempts: int = 8
+    base: float = 0.2
+    cap: float = 5.0
+
+    def delay(self, failures: int, pushback: float = 0.0) -> float:
+        return max(pushback, random.uniform(0, min(self.cap, self.base * 2 ** (failures - 1))))
+
+
+def _pushback_seconds(error: grpc.RpcError) -> float:
+    for key, value in error.trailing_metadata() or ():
+        if key == RETRY_PUSHBACK_KEY:
+            try:
+                return max(0.0, int(value) / 1000)
+            except ValueError:
+                return 0.0
+    return 0.0
+
+
+class _Resendable:
+    """The messages of one logical stream over several calls: those sent but not answered go again first.
+
+    Results come back in order, one per message, so the oldest unanswered
+    message is the one each result answers. A call that failed may still
+    have a gRPC thread reading from the input; a message it takes after
+    the call is over is carried to the next call, never lost or sent twice
+    in one call.
+    """
+
+    def __init__(self, messages: Iterable[tuple[str, str]]):
+        self._source = iter(messages)
+        self._read = threading.Lock()  # one reader of the input at a time
+        self._state = threading.Lock()  # the current call, unanswered and carried messages
+        self.unanswered: deque[tuple[str, str]] = deque()
+        self._carried: deque[tuple[str, str]] = deque()
+        self._call = None
+
+    def for_call(self) -> Iterator[tuple[str, str]]:
+        """The messages for a new call: the unanswered ones, then the rest of the input."""
+        call = object()
+        with self._state:
+            self._call = call
+            resend = list(self.unanswered)
+        yield from resend
+        while True:
+            with self._read:
+                with self._state:
+                    if self._call is not call:
+                        return
+                    item = self._carried.popleft() if self._carried else None
+                if item is None:
+                    item = next(self._source, None)
+                    if item is None:
+                        return
+                with self._state:
+                    if self._call is not call:  # this call is over: keep the message for the next
+                        self._carried.append(item)
+                        return
+                    self.unanswered.append(item)
+            yield item
+
+    def answered(self) -> None:
+        with self._state:
+            self.unanswered.popleft()
+
+
 class ClassifierClient:
     """Blocking client for spam.v1.Classifier."""
 
@@ -76,14 +158,47 @@ class ClassifierClient:
         return self.stub.Classify(pb.ClassifyRequest(text=text, id=message_id), timeout=timeout, metadata=self.metadata)
 
     def classify_stream(
-        self, messages: Iterable[tuple[str, str]], batch_size: int = 256, timeout: float | None = None
+        self,
+        messages: Iterable[tuple[str, str]],
+        batch_size: int = 256,
+        timeout: float | None = None,
+        backoff: Backoff | None = Backoff(),
+        on_retry: Callable[[grpc.RpcError, float], None] | None = None,
     ) -> Iterator[pb.Result]:
-        """One Result per (id, text), in input order; raises grpc.RpcError if the call fails."""
-        responses = self.stub.ClassifyStream(
-            stream_requests(messages, batch_size), timeout=timeout, metadata=self.metadata
-        )
-        for response in responses:
-            yield from response.results
+        """One Result per (id, text), in input order; raises grpc.RpcError if the call fails.
+
+        A call refused or cut with RESOURCE_EXHAUSTED or UNAVAILABLE (server
+        full, restarting, idle stream closed) is made again after a jittered
+        backoff, resending what was not yet answered; `backoff=None` never
+        retries. `timeout` bounds the whole, retries included.
+        """
+        feed = _Resendable(messages)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        failures = 0
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            responses = self.stub.ClassifyStream(
+                stream_requests(feed.for_call(), batch_size), timeout=remaining, metadata=self.metadata
+            )
+            try:
+                for response in responses:
+                    for result in response.results:
+                        feed.answered()
+                        failures = 0  # progress: the bound is on failures in a row
+                        yield result
+                return
+            except grpc.RpcError as error:
+                failures += 1
+                if backoff is None or error.code() not in RETRYABLE or failures >= backoff.attempts:
+                    raise
+                delay = backoff.delay(failures, _pushback_seconds(error))
+                if deadline is not None and time.monotonic() + delay >= deadline:
+                    raise
+                if on_retry is not None:
+                    on_retry(error, delay)
+                time.sleep(delay)
+            finally:
+                responses.cancel()
 
     def champion(self, timeout: float | None = None) -> pb.Champion:
         return self.stub.GetChampion(pb.GetChampionRequest(), timeout=timeout, metadata=self.metadata)
@@ -220,9 +335,13 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as error:
             bad_input.append(error)
 
+    def retrying(error: grpc.RpcError, delay: float) -> None:
+        print(f"spam-classify: {error.code().name}: {error.details()}; retrying in {delay:.1f} s", file=sys.stderr)
+
     try:
         with ClassifierClient(args.target, token, args.tls_ca, args.tls) as client:
-            for result in client.classify_stream(guarded(messages), args.batch_size, args.deadline):
+            results = client.classify_stream(guarded(messages), args.batch_size, args.deadline, on_retry=retrying)
+            for result in results:
                 record = result_json(result)
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
                 progress.update("error" not in record)

@@ -46,10 +46,19 @@ class ServingConfig:
     # (seconds). 0 scores whatever has arrived at once.
     batch_delay: float = 0.001
     # Thread-pool size; every open stream holds one thread (plus a reader
-    # thread for ClassifyStream) for its whole life.
-    workers: int = 16
+    # thread for ClassifyStream) for its whole life. Idle threads cost little.
+    workers: int = 64
     # RPCs beyond this are refused with RESOURCE_EXHAUSTED instead of queueing.
-    max_concurrent_rpcs: int = 64
+    max_concurrent_rpcs: int = 128
+    # Open streams (ClassifyStream and WatchChampion) for all clients together;
+    # at most workers - 2, so unary calls and health checks always find a thread.
+    max_streams: int = 48
+    # Open streams per client (peer IP address), so one client cannot take
+    # every slot; 0 for no per-client limit (e.g. behind a proxy).
+    max_streams_per_client: int = 8
+    # A ClassifyStream that sends no request for this long, with every earlier
+    # one answered, is closed with UNAVAILABLE to free its slot (seconds; 0: never).
+    stream_idle_timeout: float = 30.0
     # Seconds in-flight calls get to finish on SIGTERM.
     grace: float = 10.0
     tls_cert: Path | None = None
@@ -61,6 +70,12 @@ class ServingConfig:
             raise ValueError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
         if self.max_text_bytes < 1 or self.max_batch < 1 or self.workers < 2:
             raise ValueError("max_text_bytes and max_batch must be positive and workers at least 2")
+        if not 1 <= self.max_streams <= self.workers - 2:
+            raise ValueError(f"max_streams must be between 1 and workers - 2 ({self.workers - 2})")
+        if self.max_concurrent_rpcs <= self.max_streams:
+            raise ValueError("max_concurrent_rpcs must exceed max_streams, or streams leave no room for unary calls")
+        if self.max_streams_per_client < 0 or self.stream_idle_timeout < 0:
+            raise ValueError("max_streams_per_client and stream_idle_timeout must not be negative (0 turns them off)")
         if self.max_message_bytes < self.max_text_bytes + 1024:
             raise ValueError("max_message_bytes must leave room for at least one text of max_text_bytes")
 
@@ -102,6 +117,9 @@ _OPTIONS = {
     "batch_delay": (float, "seconds a stream waits to fill a batch"),
     "workers": (int, "server threads"),
     "max_concurrent_rpcs": (int, "concurrent RPCs before RESOURCE_EXHAUSTED"),
+    "max_streams": (int, "open streams for all clients together, at most workers - 2"),
+    "max_streams_per_client": (int, "open streams per client IP address; 0 for no limit"),
+    "stream_idle_timeout": (float, "seconds a ClassifyStream may send nothing before it is closed; 0 for never"),
     "grace": (float, "seconds in-flight calls get on shutdown"),
     "tls_cert": (Path, "PEM certificate chain; enables TLS with --tls-key"),
     "tls_key": (Path, "PEM private key"),

@@ -27,6 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from serving import wire
+from serving.admission import StreamAdmission
 from serving.auth import BearerTokenInterceptor
 from serving.classify import Limits
 from serving.config import ServingConfig, from_args
@@ -96,8 +97,7 @@ def start(config: ServingConfig, watcher: ChampionWatcher | None = None) -> Runn
         config.model_name,
         Limits(max_text_bytes=config.max_text_bytes, max_batch=config.max_batch),
         batch_delay=config.batch_delay,
-        # Long-lived streams each hold a worker; leave a quarter of them for unary calls and probes.
-        max_streams=max(1, config.workers - max(2, config.workers // 4)),
+        admission=StreamAdmission(config.max_streams, config.max_streams_per_client, config.stream_idle_timeout),
     )
     # Not the generated add_*_to_server: these parsers answer invalid UTF-8 with INVALID_ARGUMENT.
     wire.add_service(server, ClassifierServicer(serving), pb.DESCRIPTOR.services_by_name["Classifier"])

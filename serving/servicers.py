@@ -11,6 +11,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from serving import classify, oip
+from serving.admission import StreamAdmission, client_of
 from serving.watcher import ChampionWatcher, LoadedChampion
 from serving.classify import Limits, RequestError
 from serving.generated.inference import grpc_predict_v2_pb2 as oip_pb
@@ -42,15 +43,19 @@ def champion_message(champion: LoadedChampion) -> pb.Champion:
 class Serving:
     """What both servicers share: the champion, the limits, and the shutdown signal."""
 
-    def __init__(self, watcher: ChampionWatcher, model_name: str, limits: Limits, batch_delay: float, max_streams: int):
+    def __init__(
+        self, watcher: ChampionWatcher, model_name: str, limits: Limits, batch_delay: float, admission: StreamAdmission
+    ):
         self.watcher = watcher
         self.model_name = model_name
         self.limits = limits
         self.batch_delay = batch_delay
         self.closing = threading.Event()
-        self.max_streams = max_streams
-        self.open_streams = 0
-        self._streams_lock = threading.Lock()
+        self.admission = admission
+
+    @property
+    def open_streams(self) -> int:
+        return self.admission.open_streams
 
     def champion_or_abort(self, context: grpc.ServicerContext) -> LoadedChampion:
         champion = self.watcher.current
@@ -62,17 +67,17 @@ class Serving:
             )
         return champion
 
-    def stream_slot_or_abort(self, context: grpc.ServicerContext) -> None:
-        # Each stream holds a server thread for its whole life; keep some free for unary calls and health checks.
-        with self._streams_lock:
-            if self.open_streams < self.max_streams:
-                self.open_streams += 1
-                return
-        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"too many open streams (limit {self.max_streams})")
+    def stream_slot_or_abort(self, context: grpc.ServicerContext) -> str:
+        """Take a stream slot for the calling client (returned, for `release_stream_slot`) or refuse the call."""
+        client = client_of(context.peer())
+        refusal = self.admission.admit(client)
+        if refusal is not None:
+            context.set_trailing_metadata(refusal.trailers)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal.message)
+        return client
 
-    def release_stream_slot(self) -> None:
-        with self._streams_lock:
-            self.open_streams -= 1
+    def release_stream_slot(self, client: str) -> None:
+        self.admission.release(client)
 
 
 def _abort(context: grpc.ServicerContext, error: RequestError):
@@ -100,22 +105,29 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
 
     def ClassifyStream(self, request_iterator, context) -> Iterator[pb.ClassifyStreamResponse]:
         self.s.champion_or_abort(context)
-        self.s.stream_slot_or_abort(context)
+        client = self.s.stream_slot_or_abort(context)
         try:
             groups = classify.micro_batches(
-                request_iterator, self.s.limits.max_batch, self.s.batch_delay, context.is_active
+                request_iterator,
+                self.s.limits.max_batch,
+                self.s.batch_delay,
+                context.is_active,
+                idle_timeout=self.s.admission.idle_timeout,
             )
-            for group in groups:
-                champion = self.s.watcher.current  # once per batch: a swap lands between batches
-                yield from classify.responses_for(champion, group, self.s.limits)
+            try:
+                for group in groups:
+                    champion = self.s.watcher.current  # once per batch: a swap lands between batches
+                    yield from classify.responses_for(champion, group, self.s.limits)
+            except classify.StreamIdle as idle:
+                context.abort(grpc.StatusCode.UNAVAILABLE, str(idle))
         finally:
-            self.s.release_stream_slot()
+            self.s.release_stream_slot(client)
 
     def GetChampion(self, request, context):
         return champion_message(self.s.champion_or_abort(context))
 
     def WatchChampion(self, request, context) -> Iterator[pb.Champion]:
-        self.s.stream_slot_or_abort(context)
+        client = self.s.stream_slot_or_abort(context)
         swaps: queue.Queue = queue.Queue()
         unsubscribe = self.s.watcher.subscribe(swaps.put)
         context.add_callback(lambda: swaps.put(None))  # cancelled or finished: wake up
@@ -135,7 +147,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
                     yield champion_message(champion)
         finally:
             unsubscribe()
-            self.s.release_stream_slot()
+            self.s.release_stream_slot(client)
 
 
 class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):

@@ -348,15 +348,15 @@ def test_reflection_alone_is_enough_to_call_the_api_like_grpcurl(channel):
 def test_long_lived_streams_cannot_take_every_worker(model_store):
     registry = model_store.clone("streams", [model_store.good[0]])
     registry.promote("1", "stream limit test")
-    with running_server(model_store, registry.model_name, wait_for="1", workers=4) as srv:
-        assert srv.serving.max_streams == 2
+    settings = dict(workers=4, max_streams=2, max_concurrent_rpcs=8, max_streams_per_client=0)
+    with running_server(model_store, registry.model_name, wait_for="1", **settings) as srv:
         with grpc.insecure_channel(srv.target) as ch:
             watches = [stub(ch).WatchChampion(pb.WatchChampionRequest(), timeout=10) for _ in range(2)]
             assert [next(w).version for w in watches] == ["1", "1"]
             code, details = code_of(
                 stub(ch).ClassifyStream, iter([pb.ClassifyStreamRequest(messages=[pb.Message(text=HAM)])]), timeout=5
             )
-            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "too many open streams" in details
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "all 2 stream slots" in details
             assert stub(ch).Classify(pb.ClassifyRequest(text=HAM), timeout=5).verdict.label == "ham"
             health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert health.status == health_pb2.HealthCheckResponse.SERVING

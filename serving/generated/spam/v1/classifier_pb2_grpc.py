@@ -28,6 +28,23 @@ if _version_not_supported:
 class ClassifierStub:
     """Classifies short messages (SMS, e-mail bodies) as ham or spam with the
     model that currently holds the MLflow alias `champion`.
+
+    Server limits (spam-serve flags, defaults in brackets):
+    - text length: --max-text-bytes [65536 UTF-8 bytes];
+    - text per request: --max-request-bytes [4 MiB], the texts of one
+    Classify, ClassifyStream request or ModelInfer call together;
+    - message size: --max-message-bytes; a larger message is refused by gRPC
+    with RESOURCE_EXHAUSTED;
+    - open streams (ClassifyStream and WatchChampion): --max-streams [48] for
+    all clients together and --max-streams-per-client [8] per client IP
+    address. Beyond either the call fails with RESOURCE_EXHAUSTED naming the
+    limit, with the trailer `grpc-retry-pushback-ms` saying when to retry;
+    - idle streams: a ClassifyStream that sends no request for
+    --stream-idle-timeout [30 s] while every earlier request was answered is
+    closed with UNAVAILABLE.
+    RESOURCE_EXHAUSTED from these limits and UNAVAILABLE can be retried with
+    jittered backoff (spam-classify does, resending unanswered messages).
+    A string field that is not valid UTF-8 is INVALID_ARGUMENT naming the field.
     """
 
     def __init__(self, channel):
@@ -61,11 +78,29 @@ class ClassifierStub:
 class ClassifierServicer:
     """Classifies short messages (SMS, e-mail bodies) as ham or spam with the
     model that currently holds the MLflow alias `champion`.
+
+    Server limits (spam-serve flags, defaults in brackets):
+    - text length: --max-text-bytes [65536 UTF-8 bytes];
+    - text per request: --max-request-bytes [4 MiB], the texts of one
+    Classify, ClassifyStream request or ModelInfer call together;
+    - message size: --max-message-bytes; a larger message is refused by gRPC
+    with RESOURCE_EXHAUSTED;
+    - open streams (ClassifyStream and WatchChampion): --max-streams [48] for
+    all clients together and --max-streams-per-client [8] per client IP
+    address. Beyond either the call fails with RESOURCE_EXHAUSTED naming the
+    limit, with the trailer `grpc-retry-pushback-ms` saying when to retry;
+    - idle streams: a ClassifyStream that sends no request for
+    --stream-idle-timeout [30 s] while every earlier request was answered is
+    closed with UNAVAILABLE.
+    RESOURCE_EXHAUSTED from these limits and UNAVAILABLE can be retried with
+    jittered backoff (spam-classify does, resending unanswered messages).
+    A string field that is not valid UTF-8 is INVALID_ARGUMENT naming the field.
     """
 
     def Classify(self, request, context):
-        """One message. Errors are the call's status: INVALID_ARGUMENT (empty or
-        oversized text), UNAVAILABLE (no champion loaded yet), DEADLINE_EXCEEDED.
+        """One message. Errors are the call's status: INVALID_ARGUMENT (empty,
+        oversized or not UTF-8 text or id), UNAVAILABLE (no champion loaded
+        yet), DEADLINE_EXCEEDED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -75,9 +110,13 @@ class ClassifierServicer:
         """Many messages over one stream. Each request carries one message or a
         batch of them; the server answers every request with exactly one
         response holding one result per message, in the order sent, each tagged
-        with the message's id. A bad message gets a result carrying an error
-        status instead of a verdict, and the stream continues. The call fails
-        with UNAVAILABLE when no champion is loaded yet.
+        with the message's id. A bad message (empty, oversized, not UTF-8, over
+        the request's text budget) gets a result carrying an error status
+        instead of a verdict, and the stream continues; a request that is not a
+        ClassifyStreamRequest at all gets one error result with an empty id.
+        The call fails with UNAVAILABLE when no champion is loaded yet or the
+        stream was idle too long, RESOURCE_EXHAUSTED when no stream slot is free
+        (see the limits above).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,7 +132,8 @@ class ClassifierServicer:
 
     def WatchChampion(self, request, context):
         """The current champion (when there is one), then one message per swap,
-        until the client cancels or the server shuts down.
+        until the client cancels or the server shuts down. Holds a stream slot
+        (see the limits above) but is never closed as idle.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -133,6 +173,23 @@ def add_ClassifierServicer_to_server(servicer, server):
 class Classifier:
     """Classifies short messages (SMS, e-mail bodies) as ham or spam with the
     model that currently holds the MLflow alias `champion`.
+
+    Server limits (spam-serve flags, defaults in brackets):
+    - text length: --max-text-bytes [65536 UTF-8 bytes];
+    - text per request: --max-request-bytes [4 MiB], the texts of one
+    Classify, ClassifyStream request or ModelInfer call together;
+    - message size: --max-message-bytes; a larger message is refused by gRPC
+    with RESOURCE_EXHAUSTED;
+    - open streams (ClassifyStream and WatchChampion): --max-streams [48] for
+    all clients together and --max-streams-per-client [8] per client IP
+    address. Beyond either the call fails with RESOURCE_EXHAUSTED naming the
+    limit, with the trailer `grpc-retry-pushback-ms` saying when to retry;
+    - idle streams: a ClassifyStream that sends no request for
+    --stream-idle-timeout [30 s] while every earlier request was answered is
+    closed with UNAVAILABLE.
+    RESOURCE_EXHAUSTED from these limits and UNAVAILABLE can be retried with
+    jittered backoff (spam-classify does, resending unanswered messages).
+    A string field that is not valid UTF-8 is INVALID_ARGUMENT naming the field.
     """
 
     @staticmethod
