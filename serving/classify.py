@@ -8,12 +8,13 @@ is always scored by one model version.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import grpc
@@ -42,10 +43,57 @@ class RequestError(Exception):
         self.message = message
 
 
+class HeavyLane:
+    """Scoring calls over `min_bytes` of text take turns, `concurrency` at a time; lighter ones never wait.
+
+    Why: scoring holds the GIL, and a one-message call gets its share of it
+    between the heavy call's switch intervals; with many heavy calls at once
+    it would queue behind each of them in turn.
+    """
+
+    def __init__(self, min_bytes: int = 64 * 1024, concurrency: int = 1):
+        self.min_bytes = min_bytes
+        self._turns = threading.BoundedSemaphore(concurrency)
+
+    @contextlib.contextmanager
+    def turn(self, texts: Sequence[str]):
+        # Characters, not bytes: a lower bound that costs nothing to compute.
+        if sum(map(len, texts)) < self.min_bytes:
+            yield
+            return
+        with self._turns:
+            yield
+
+
 @dataclass(frozen=True)
 class Limits:
     max_text_bytes: int = 64 * 1024
     max_batch: int = 256
+    # Serialized size of one request (texts, ids, framing): bounds the work one request can ask for.
+    max_request_bytes: int = 1024 * 1024
+    heavy: HeavyLane = field(default_factory=HeavyLane, compare=False)
+
+
+def request_bytes(request) -> int:
+    """The serialized size of a request (a message, or an InvalidRequest's repaired message)."""
+    if isinstance(request, InvalidRequest):
+        return request.request.ByteSize() if request.request is not None else 0
+    return request.ByteSize()
+
+
+def budget_problem(request, limits: Limits) -> str | None:
+    """Why a request is too big to score, or None.
+
+    INVALID_ARGUMENT, not RESOURCE_EXHAUSTED: sending it again would not help
+    (RESOURCE_EXHAUSTED is what clients here retry).
+    """
+    size = request_bytes(request)
+    if size <= limits.max_request_bytes:
+        return None
+    return (
+        f"request is {size} bytes, over the per-request budget of {limits.max_request_bytes} bytes "
+        "(--max-request-bytes); send fewer or shorter messages per request"
+    )
 
 
 def text_problem(text: str, max_bytes: int) -> str | None:
@@ -62,16 +110,20 @@ def label_for(probability: float) -> str:
     return POSITIVE_LABEL if probability >= THRESHOLD else "ham"
 
 
-def spam_probabilities(champion: LoadedChampion, texts: Sequence[str], max_batch: int) -> np.ndarray:
-    """P(spam) per text, one scorer call per `max_batch` texts."""
+def spam_probabilities(
+    champion: LoadedChampion, texts: Sequence[str], max_batch: int, heavy: HeavyLane | None = None
+) -> np.ndarray:
+    """P(spam) per text, one scorer call per `max_batch` texts; heavy calls take turns (`HeavyLane`)."""
     scores = champion.scorer.scores
-    if len(texts) <= max_batch:
-        return scores(texts)
-    return np.concatenate([scores(texts[i : i + max_batch]) for i in range(0, len(texts), max_batch)])
+    with heavy.turn(texts) if heavy is not None else contextlib.nullcontext():
+        if len(texts) <= max_batch:
+            return scores(texts)
+        return np.concatenate([scores(texts[i : i + max_batch]) for i in range(0, len(texts), max_batch)])
 
 
-def classify_one(champion: LoadedChampion, text: str, limits: Limits) -> pb.Verdict:
-    problem = text_problem(text, limits.max_text_bytes)
+def classify_one(champion: LoadedChampion, request: pb.ClassifyRequest, limits: Limits) -> pb.Verdict:
+    text = request.text
+    problem = budget_problem(request, limits) or text_problem(text, limits.max_text_bytes)
     if problem:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, problem)
     p = float(champion.scorer.scores([text])[0])
@@ -81,7 +133,7 @@ def classify_one(champion: LoadedChampion, text: str, limits: Limits) -> pb.Verd
 def _score_isolating_failures(champion: LoadedChampion, texts: list[str], limits: Limits) -> list[float | str]:
     """Scores, or for a text the model fails on, the error message (the rest still get scores)."""
     try:
-        return spam_probabilities(champion, texts, limits.max_batch).tolist()
+        return spam_probabilities(champion, texts, limits.max_batch, limits.heavy).tolist()
     except Exception:  # noqa: BLE001 - find the text that broke the batch, answer the others
         log.exception("model failed on a batch of %d texts; scoring one by one", len(texts))
     scores: list[float | str] = []
@@ -124,25 +176,27 @@ def results_for(
     return results
 
 
-def readable(request: pb.ClassifyStreamRequest | InvalidRequest) -> tuple[Sequence[pb.Message], list[str | None]]:
-    """A stream request's messages and, per message, why it cannot be read (None when it can).
+def readable(request: pb.ClassifyStreamRequest | InvalidRequest, limits: Limits) -> tuple[Sequence[pb.Message], list[str | None]]:
+    """A stream request's messages and, per message, why it cannot be read or scored (None when it can).
 
     A request that is not a ClassifyStreamRequest at all reads as one
-    unreadable message with an empty id.
+    unreadable message with an empty id; every message of a request over
+    the byte budget gets the budget's error.
     """
+    over_budget = budget_problem(request, limits)
     if not isinstance(request, InvalidRequest):
-        return request.messages, [None] * len(request.messages)
+        return request.messages, [over_budget] * len(request.messages)
     if request.request is None:
         return [pb.Message()], [request.describe()]
     messages = request.request.messages
-    return messages, [request.describe(f"messages[{i}].") for i in range(len(messages))]
+    return messages, [over_budget or request.describe(f"messages[{i}].") for i in range(len(messages))]
 
 
 def responses_for(
     champion: LoadedChampion, requests: Sequence[pb.ClassifyStreamRequest | InvalidRequest], limits: Limits
 ) -> list[pb.ClassifyStreamResponse]:
     """Score every message of several stream requests together; one response per request."""
-    parts = [readable(request) for request in requests]
+    parts = [readable(request, limits) for request in requests]
     messages = [m for part, _ in parts for m in part]
     unreadable = [why for _, part in parts for why in part]
     results = results_for(champion, messages, limits, unreadable)
@@ -173,20 +227,24 @@ def micro_batches(
     delay: float,
     is_active: Callable[[], bool] = lambda: True,
     idle_timeout: float | None = None,
+    max_bytes: int | None = None,
 ) -> Iterator[list]:
     """Group stream requests that arrive close together, for one model call per group.
 
     A reader thread moves requests from gRPC into a bounded queue (a full
     queue stops reading, so HTTP/2 flow control slows the client down). The
     caller's thread blocks for the first request, then takes whatever else is
-    queued, waiting up to `delay` seconds for more, until the group holds
-    `max_messages` messages. Order is preserved. Waiting longer than
-    `idle_timeout` seconds for a first request (all earlier ones answered)
-    raises StreamIdle, so a silent client does not hold its stream slot.
+    queued, waiting up to `delay` seconds for more, while the group stays
+    within `max_messages` messages and `max_bytes` serialized bytes (so a
+    group costs no more than one maximal request). Order is preserved.
+    Waiting longer than `idle_timeout` seconds for a first request (all
+    earlier ones answered) raises StreamIdle, so a silent client does not
+    hold its stream slot.
     """
     pending: queue.Queue = queue.Queue(maxsize=1024)
     done = threading.Event()
     failure: list[BaseException] = []
+    max_bytes = max_bytes or float("inf")
 
     def read() -> None:
         try:
@@ -211,21 +269,26 @@ def micro_batches(
 
     reader = threading.Thread(target=read, name="stream-reader", daemon=True)
     reader.start()
+    held, ended = None, False  # a request that did not fit the last group; the input has ended
     try:
         while True:
-            try:
-                first = pending.get(timeout=idle_timeout or None)
-            except queue.Empty:
-                raise StreamIdle(
-                    f"no request on this stream for {idle_timeout:g} s (--stream-idle-timeout); "
-                    "the stream is closed to free its slot: open a new one when there is more to send"
-                ) from None
-            if first is _END:
+            if held is not None:
+                first, held = held, None
+            elif ended:
                 break
-            group, count = [first], message_count(first)
+            else:
+                try:
+                    first = pending.get(timeout=idle_timeout or None)
+                except queue.Empty:
+                    raise StreamIdle(
+                        f"no request on this stream for {idle_timeout:g} s (--stream-idle-timeout); "
+                        "the stream is closed to free its slot: open a new one when there is more to send"
+                    ) from None
+                if first is _END:
+                    break
+            group, count, size = [first], message_count(first), request_bytes(first)
             deadline = time.monotonic() + delay
-            ended = False
-            while count < max_messages:
+            while count < max_messages and size < max_bytes:
                 try:
                     item = pending.get_nowait()
                 except queue.Empty:
@@ -239,10 +302,14 @@ def micro_batches(
                 if item is _END:
                     ended = True
                     break
+                if count + message_count(item) > max_messages or size + request_bytes(item) > max_bytes:
+                    held = item
+                    break
                 group.append(item)
                 count += message_count(item)
+                size += request_bytes(item)
             yield group
-            if ended or not is_active():
+            if not is_active():
                 break
     finally:
         done.set()

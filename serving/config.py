@@ -37,9 +37,15 @@ class ServingConfig:
     refuse_backoff: float = 300.0
     # Longest accepted text, in UTF-8 bytes.
     max_text_bytes: int = 64 * KIB
-    # Largest gRPC message accepted or sent. A stream request must fit in one
-    # message: 256 texts of 64 KiB need 16 MiB; clients batch by size too.
-    max_message_bytes: int = 16 * MIB + 64 * KIB
+    # Largest request, serialized (texts, ids, framing), that is scored: bounds
+    # the work one request (a Classify call, a ClassifyStream request, a
+    # ModelInfer call) can ask for. A larger one is answered INVALID_ARGUMENT
+    # (on a stream: an error result per message, and the stream goes on).
+    max_request_bytes: int = 1 * MIB
+    # Largest gRPC message accepted or sent; gRPC itself refuses a larger one
+    # with RESOURCE_EXHAUSTED (and ends a stream). Room above the budget, so
+    # a request just over it gets the budget's clearer answer.
+    max_message_bytes: int = 2 * MIB
     # Texts per model call; larger requests are scored in chunks of this size.
     max_batch: int = 256
     # How long a stream waits for more queued messages before scoring a batch
@@ -76,8 +82,10 @@ class ServingConfig:
             raise ValueError("max_concurrent_rpcs must exceed max_streams, or streams leave no room for unary calls")
         if self.max_streams_per_client < 0 or self.stream_idle_timeout < 0:
             raise ValueError("max_streams_per_client and stream_idle_timeout must not be negative (0 turns them off)")
-        if self.max_message_bytes < self.max_text_bytes + 1024:
-            raise ValueError("max_message_bytes must leave room for at least one text of max_text_bytes")
+        if self.max_request_bytes < self.max_text_bytes + 1024:
+            raise ValueError("max_request_bytes must leave room for at least one text of max_text_bytes")
+        if self.max_message_bytes < self.max_request_bytes:
+            raise ValueError("max_message_bytes must be at least max_request_bytes")
 
     @property
     def address(self) -> str:
@@ -112,6 +120,7 @@ _OPTIONS = {
     "poll_interval": (float, "seconds between registry checks"),
     "refuse_backoff": (float, "seconds before a refused version is tried again"),
     "max_text_bytes": (int, "longest accepted text in UTF-8 bytes"),
+    "max_request_bytes": (int, "largest request scored, in serialized bytes; larger is INVALID_ARGUMENT"),
     "max_message_bytes": (int, "largest gRPC message received or sent"),
     "max_batch": (int, "texts per model call"),
     "batch_delay": (float, "seconds a stream waits to fill a batch"),

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import grpc
 import numpy as np
 
-from serving.classify import Limits, RequestError, label_for, spam_probabilities, text_problem
+from serving.classify import Limits, RequestError, budget_problem, label_for, spam_probabilities, text_problem
 from serving.generated.inference import grpc_predict_v2_pb2 as pb
 
 if TYPE_CHECKING:
@@ -164,9 +164,12 @@ def requested_outputs(request: pb.ModelInferRequest) -> list[str]:
 
 def infer(request: pb.ModelInferRequest, champion: LoadedChampion, limits: Limits) -> pb.ModelInferResponse:
     """Answer one ModelInfer request with `champion` (already checked to be the model asked for)."""
+    over_budget = budget_problem(request, limits)
+    if over_budget:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, over_budget)
     outputs = requested_outputs(request)
     texts, raw = decode_texts(request, limits)
-    probabilities = spam_probabilities(champion, texts, limits.max_batch) if texts else np.empty(0)
+    probabilities = spam_probabilities(champion, texts, limits.max_batch, limits.heavy) if texts else np.empty(0)
     labels = [label_for(p) for p in probabilities.tolist()]
     response = pb.ModelInferResponse(model_name=request.model_name, model_version=champion.version, id=request.id)
     n = len(texts)

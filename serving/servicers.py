@@ -98,7 +98,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         champion = self.s.champion_or_abort(context)
         _check_deadline(context)
         try:
-            verdict = classify.classify_one(champion, request.text, self.s.limits)
+            verdict = classify.classify_one(champion, request, self.s.limits)
         except RequestError as error:
             _abort(context, error)
         return pb.ClassifyResponse(id=request.id, verdict=verdict)
@@ -113,6 +113,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
                 self.s.batch_delay,
                 context.is_active,
                 idle_timeout=self.s.admission.idle_timeout,
+                max_bytes=self.s.limits.max_request_bytes,
             )
             try:
                 for group in groups:

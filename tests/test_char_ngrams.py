@@ -102,3 +102,30 @@ def test_same_matrix_on_the_real_corpora(corpus):
     expected = HashingVectorizer(**CHAR).transform(data)
     assert expected.nnz > 100_000
     assert_same_matrix(expected, MemoHashingVectorizer(**CHAR).transform(data))
+
+
+@pytest.mark.parametrize("hashing", ["compiled", "per-ngram"])
+def test_never_seen_words_hashed_in_runs_give_the_same_matrix(hashing, monkeypatch):
+    """Random words of every length (shorter and longer than the n-grams), split across many runs."""
+    monkeypatch.setattr(char_ngrams, "_MEMOS", {})
+    monkeypatch.setattr(char_ngrams, "_RUN_CHARS", 40)  # many runs, words straddling their ends
+    if hashing == "per-ngram":
+        monkeypatch.setattr(char_ngrams, "_hash_ngrams", None)
+    rng = np.random.default_rng(7)
+    alphabet = list("abcxyz019éßλ日😀")
+    data = [
+        " ".join("".join(rng.choice(alphabet, size=rng.integers(1, 14))) for _ in range(rng.integers(1, 60)))
+        for _ in range(30)
+    ]
+    for ngram_range in [(2, 5), (1, 3), (3, 3)]:
+        params = {**CHAR, "ngram_range": ngram_range}
+        assert_same_matrix(HashingVectorizer(**params).fit_transform(data), MemoHashingVectorizer(**params).fit_transform(data))
+
+
+def test_ngram_counts_per_word_match_sklearns_analyzer():
+    for ngram_range in [(1, 1), (2, 5), (3, 6), (5, 5)]:
+        analyzer = char_ngrams._analyzer(ngram_range)
+        words = ["x" * n for n in range(1, 12)] + ["日本", "😀"]
+        lengths = np.array([len(w) for w in words])
+        expected = [len(analyzer(w)) for w in words]
+        assert char_ngrams._ngrams_per_word(lengths, ngram_range).tolist() == expected, ngram_range

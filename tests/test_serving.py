@@ -269,7 +269,9 @@ def test_read_messages_formats():
 def test_stream_requests_batch_by_count_and_size():
     messages = [(str(i), "z" * 100) for i in range(10)]
     assert [len(r.messages) for r in stream_requests(messages, batch_size=4)] == [4, 4, 2]
-    assert [len(r.messages) for r in stream_requests(messages, batch_size=100, max_bytes=250)] == [3, 3, 3, 1]
+    requests = list(stream_requests(messages, batch_size=100, max_bytes=250))
+    assert [len(r.messages) for r in requests] == [2, 2, 2, 2, 2]
+    assert max(r.ByteSize() for r in requests) <= 250
 
 
 # --- token and TLS --------------------------------------------------------------------------------

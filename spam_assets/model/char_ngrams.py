@@ -19,13 +19,18 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from collections.abc import Callable, Iterable
-from itertools import islice
+from itertools import islice, repeat
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.preprocessing import normalize
 from sklearn.utils import murmurhash3_32
+
+try:  # FeatureHasher's compiled hashing loop (private; the matrices are compared in tests and at every load)
+    from sklearn.feature_extraction._hashing_fast import transform as _hash_ngrams
+except ImportError:
+    _hash_ngrams = None
 
 try:  # how sklearn itself hands back sparse output (sparray or spmatrix, per its config)
     from sklearn.utils._sparse import _align_api_if_sparse
@@ -50,22 +55,66 @@ def _analyzer(ngram_range: tuple[int, int]) -> Callable[[str], list[str]]:
     return HashingVectorizer(analyzer="char_wb", ngram_range=ngram_range, preprocessor=_as_is).build_analyzer()
 
 
+# New words are hashed in runs of about this many characters: one analyzer
+# call per run, and a bounded list of n-gram strings alive at a time.
+_RUN_CHARS = 1 << 14
+
+
+def _ngrams_per_word(lengths: np.ndarray, ngram_range: tuple[int, int]) -> np.ndarray:
+    """How many char_wb n-grams scikit-learn's `_char_wb_ngrams` makes of words of these lengths.
+
+    It pads each word with a space on both sides and, for n = min_n, min_n + 1, ...,
+    takes every n-gram of the padded word (one, the whole word, if it is
+    shorter than n), stopping after the first n that is not shorter than it.
+    """
+    padded = lengths + 2
+    min_n, max_n = ngram_range
+    total = np.maximum(1, padded - min_n + 1)
+    for n in range(min_n + 1, max_n + 1):
+        total += np.where(padded >= n, padded - n + 1, 0)
+    return total
+
+
 def columns_of(vectorizer: HashingVectorizer, memo: dict[str, np.ndarray], new_words: Iterable[str]) -> dict[str, np.ndarray]:
     """The columns of each of `new_words`, repeated as often as its n-grams hash to them; stored in `memo` while it has room.
 
-    Hashed as HashingVectorizer hashes (its FeatureHasher: signed 32-bit
-    MurmurHash3 of each n-gram's UTF-8 bytes, seed 0, column |h| mod
-    n_features, which its special case for h = -2**31 also gives), with
-    scikit-learn's own n-grams and murmurhash3_32, so a word's columns are
-    exactly those it adds to a text's row (tests hold the matrices equal).
-    Hashing n-gram by n-gram here was faster than a HashingVectorizer pass at
-    every size measured, 1 to 10,000 words (6 against 70 us for one word).
+    Hashed as HashingVectorizer hashes: scikit-learn's own char_wb n-grams,
+    hashed by FeatureHasher's own compiled loop (signed 32-bit MurmurHash3 of
+    each n-gram's UTF-8 bytes, seed 0, column |h| mod n_features), so a
+    word's columns are exactly those it adds to a text's row (tests hold the
+    matrices equal). Words are hashed in runs, one analyzer call and one
+    hashing call per run, and split back into words by their n-gram counts:
+    a text of words never seen before (random words from a hostile client)
+    then costs about what HashingVectorizer costs on it, where one analyzer
+    and one murmurhash3_32 call per word or n-gram cost several times more.
     """
-    ngrams, n_features = _analyzer(tuple(vectorizer.ngram_range)), vectorizer.n_features
-    found = {
-        word: np.array([abs(murmurhash3_32(gram, 0)) % n_features for gram in ngrams(word)], dtype=np.int32)
-        for word in dict.fromkeys(new_words)
-    }
+    ngram_range, n_features = tuple(vectorizer.ngram_range), vectorizer.n_features
+    unique = list(dict.fromkeys(new_words))
+    found: dict[str, np.ndarray] = {}
+    if _hash_ngrams is None:  # a scikit-learn without the private loop: one call per n-gram
+        ngrams = _analyzer(ngram_range)
+        found = {
+            word: np.array([abs(murmurhash3_32(gram, 0)) % n_features for gram in ngrams(word)], dtype=np.int32)
+            for word in unique
+        }
+    start = 0
+    while _hash_ngrams is not None and start < len(unique):
+        end, size = start, 0
+        while end < len(unique) and (size < _RUN_CHARS or end == start):
+            size += len(unique[end]) + 1
+            end += 1
+        run = unique[start:end]
+        # The words came from str.split(), so joined by spaces they split back into the same words.
+        grams = _analyzer(ngram_range)(" ".join(run))
+        indices, _, _ = _hash_ngrams([zip(grams, repeat(1))], n_features, np.float64, False, 0)
+        lengths = np.fromiter(map(len, run), dtype=np.int64, count=len(run))
+        bounds = np.concatenate(([0], np.cumsum(_ngrams_per_word(lengths, ngram_range)))).tolist()
+        if bounds[-1] != len(indices):
+            raise AssertionError(f"n-gram count mismatch: {bounds[-1]} expected, {len(indices)} hashed")
+        indices = indices.astype(np.int32, copy=False)
+        # Copies, not views: a memo entry must not keep a whole run's array alive.
+        found.update((word, indices[bounds[i] : bounds[i + 1]].copy()) for i, word in enumerate(run))
+        start = end
     room = MAX_MEMO - len(memo)
     if room > 0:
         memo.update(islice(found.items(), room))
