@@ -1,5 +1,8 @@
 """Optional bearer-token check: `authorization: Bearer <token>` metadata on every call.
 
+The scheme is matched in any case (`bearer`, `BEARER`: RFC 7235 section 2.1
+makes auth schemes case-insensitive); the token itself exactly.
+
 Health checks are exempt so Kubernetes gRPC probes (which send no metadata)
 keep working. Reflection is not exempt: it reveals the API. The comparison
 is constant-time. Only installed when a token is configured, so a server
@@ -32,7 +35,7 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
     def __init__(self, token: str):
         if not token:
             raise ValueError("empty token")
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -45,6 +48,9 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
                 break
         if supplied is None:
             return _deny(handler, "missing `authorization: Bearer <token>` metadata")
-        if not hmac.compare_digest(str(supplied).encode(), self._expected):
+        scheme, _, credentials = str(supplied).strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return _deny(handler, f"unsupported authorization scheme {scheme[:20]!r}; expected `Bearer <token>`")
+        if not hmac.compare_digest(credentials.strip().encode(), self._expected):
             return _deny(handler, "invalid bearer token")
         return handler

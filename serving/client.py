@@ -230,17 +230,58 @@ def result_json(result: pb.Result) -> dict:
     }
 
 
-def read_messages(lines: Iterable[str], fmt: str = "auto") -> Iterator[tuple[str, str]]:
+@dataclass(frozen=True)
+class Unreadable:
+    """An input line that cannot be sent (not UTF-8): reported in its place, never sent."""
+
+    id: str
+    message: str
+
+    def record(self) -> dict:
+        return {"id": self.id, "error": {"code": "INVALID_ARGUMENT", "message": self.message}}
+
+
+def _unsendable(text: str) -> str | None:
+    """Why `text` cannot go into a protobuf string (lone surrogates from argv or JSON escapes), or None."""
+    try:
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError as error:
+        return f"{error.reason} at character {error.start}"
+
+
+def _numbered_lines(lines: Iterable[str | bytes]) -> Iterator[tuple[int, str | Unreadable]]:
+    """(line number, text) per non-blank line; bytes are decoded as UTF-8, a line that is not is Unreadable."""
+    for number, line in enumerate(lines, start=1):
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                yield number, Unreadable(str(number), f"line {number} is not valid UTF-8 ({error.reason} at byte {error.start}); not sent")
+                continue
+        line = line.rstrip("\r\n")
+        if line.strip():
+            yield number, line
+
+
+def read_messages(lines: Iterable[str | bytes], fmt: str = "auto") -> Iterator[tuple[str, str] | Unreadable]:
     """(id, text) per non-blank line: plain text (id = line number) or JSONL with `text` and optional `id`.
 
-    `auto` decides from the first non-blank line: a JSON object with a `text` field means JSONL.
+    Lines may be bytes (a file or stdin read as binary): a line that is not
+    UTF-8 comes out as `Unreadable`, in its place, and reading goes on.
+    `auto` decides from the first readable non-blank line: a JSON object with
+    a `text` field means JSONL.
     """
-    numbered = ((n, line.rstrip("\r\n")) for n, line in enumerate(lines, start=1))
-    numbered = ((n, line) for n, line in numbered if line.strip())
-    first = next(numbered, None)
-    if first is None:
-        return
-    if fmt == "auto":
+    numbered = _numbered_lines(lines)
+    ahead = []  # unreadable lines before the first readable one
+    first = None
+    for item in numbered:
+        if isinstance(item[1], Unreadable):
+            ahead.append(item)
+            continue
+        first = item
+        break
+    if fmt == "auto" and first is not None:
         fmt = "text"
         if first[1].lstrip().startswith("{"):
             try:
@@ -249,17 +290,25 @@ def read_messages(lines: Iterable[str], fmt: str = "auto") -> Iterator[tuple[str
                     fmt = "jsonl"
             except ValueError:
                 pass
-    for number, line in itertools.chain([first], numbered):
-        if fmt == "text":
-            yield str(number), line
+    for number, line in itertools.chain(ahead, [first] if first else [], numbered):
+        if isinstance(line, Unreadable):
+            yield line
             continue
-        try:
-            record = json.loads(line)
-        except ValueError as error:
-            raise ValueError(f"line {number} is not valid JSON: {error}") from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise ValueError(f"line {number} has no string `text` field")
-        yield str(record.get("id", number)), record["text"]
+        if fmt == "text":
+            message_id, text = str(number), line
+        else:
+            try:
+                record = json.loads(line)
+            except ValueError as error:
+                raise ValueError(f"line {number} is not valid JSON: {error}") from None
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise ValueError(f"line {number} has no string `text` field")
+            message_id, text = str(record.get("id", number)), record["text"]
+        problem = _unsendable(message_id) or _unsendable(text)
+        if problem:
+            yield Unreadable(str(number), f"line {number} cannot be sent as UTF-8 ({problem}); not sent")
+        else:
+            yield message_id, text
 
 
 class Progress:
@@ -315,27 +364,51 @@ def main(argv: list[str] | None = None) -> int:
         print("spam-classify: --batch-size must be at least 1", file=sys.stderr)
         return 2
     token = args.token or os.environ.get(TOKEN_ENV) or None
+    source = None
     if args.texts:
-        messages: Iterable[tuple[str, str]] = ((str(i), t) for i, t in enumerate(args.texts, start=1))
-        source = None
+        messages: Iterable[tuple[str, str] | Unreadable] = (
+            (str(i), t) if not _unsendable(t) else Unreadable(str(i), f"argument {i} is not valid UTF-8; not sent")
+            for i, t in enumerate(args.texts, start=1)
+        )
     elif args.file and args.file != "-":
-        source = open(args.file, encoding="utf-8")  # noqa: SIM115 - closed below
+        try:
+            source = open(args.file, "rb")  # noqa: SIM115 - closed below; binary: a bad line must not stop the rest
+        except OSError as error:
+            print(f"spam-classify: cannot read {args.file}: {error.strerror}", file=sys.stderr)
+            return 2
         messages = read_messages(source, args.format)
     else:
         if sys.stdin.isatty():
             print("spam-classify: reading messages from the terminal; end with Ctrl-D", file=sys.stderr)
-        source = None
-        messages = read_messages(sys.stdin, args.format)
+        messages = read_messages(sys.stdin.buffer, args.format)
     progress = Progress(enabled=not args.quiet)
     out = sys.stdout
     bad_input: list[ValueError] = []
+    # Per message read, in input order: None once it is sent, or the report of a line that could not be.
+    # Filled by gRPC's thread as it reads the input, emptied here as results arrive, so reports keep their place.
+    in_order: deque[Unreadable | None] = deque()
 
-    def guarded(items: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    def guarded(items: Iterable[tuple[str, str] | Unreadable]) -> Iterator[tuple[str, str]]:
         # gRPC reads requests in its own thread; an exception there would only cancel the call.
         try:
-            yield from items
+            for item in items:
+                if isinstance(item, Unreadable):
+                    in_order.append(item)
+                    continue
+                in_order.append(None)
+                yield item
         except ValueError as error:
             bad_input.append(error)
+
+    def write(record: dict) -> None:
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        progress.update("error" not in record)
+
+    def write_unreadable() -> None:
+        while in_order and in_order[0] is not None:
+            unreadable = in_order.popleft()
+            print(f"spam-classify: {unreadable.message}", file=sys.stderr)
+            write(unreadable.record())
 
     def retrying(error: grpc.RpcError, delay: float) -> None:
         print(f"spam-classify: {error.code().name}: {error.details()}; retrying in {delay:.1f} s", file=sys.stderr)
@@ -344,9 +417,10 @@ def main(argv: list[str] | None = None) -> int:
         with ClassifierClient(args.target, token, args.tls_ca, args.tls) as client:
             results = client.classify_stream(guarded(messages), args.batch_size, args.deadline, on_retry=retrying)
             for result in results:
-                record = result_json(result)
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                progress.update("error" not in record)
+                write_unreadable()
+                in_order.popleft()  # the message this result answers
+                write(result_json(result))
+        write_unreadable()
     except grpc.RpcError as error:
         progress.finish()
         print(f"spam-classify: {error.code().name}: {error.details()}", file=sys.stderr)

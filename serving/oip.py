@@ -155,10 +155,19 @@ def decode_texts(request: pb.ModelInferRequest, limits: Limits) -> tuple[list[st
 
 
 def requested_outputs(request: pb.ModelInferRequest) -> list[str]:
+    """The outputs asked for, in order; INVALID_ARGUMENT for an unknown or repeated one.
+
+    The KServe v2 protocol does not say what a repeated output means; a
+    response holding two tensors of one name would be ambiguous to clients
+    that look tensors up by name, so it is refused rather than answered twice.
+    """
     names = [o.name for o in request.outputs] or list(OUTPUTS)
     unknown = [n for n in names if n not in OUTPUTS]
     if unknown:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"unknown outputs {unknown}; the model has {list(OUTPUTS)}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"outputs {repeated} requested more than once; ask for each once")
     return names
 
 

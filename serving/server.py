@@ -46,6 +46,10 @@ INFERENCE_SERVICE = oip_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].f
 HEALTH_SERVICES = ("", CLASSIFIER_SERVICE, INFERENCE_SERVICE)
 
 
+# Longest wait for the champion watcher's thread on shutdown, in seconds.
+WATCHER_JOIN_S = 1.0
+
+
 @dataclass
 class RunningServer:
     server: grpc.Server
@@ -67,7 +71,10 @@ class RunningServer:
         self.health.enter_graceful_shutdown()
         self.serving.closing.set()  # WatchChampion streams end cleanly instead of holding the grace period
         self.server.stop(grace).wait()
-        self.watcher.stop()
+        # The watcher's thread may be inside a registry request to a server that never
+        # answers (up to MLFLOW_HTTP_REQUEST_TIMEOUT); it is a daemon thread, so do not
+        # wait for it longer than a moment: shutdown stays within grace + WATCHER_JOIN_S.
+        self.watcher.stop(timeout=WATCHER_JOIN_S)
         log.info("stopped")
 
 
