@@ -106,6 +106,14 @@ class GRPCInferenceServiceServicer:
 
     def ModelInfer(self, request, context):
         """Run inference with one model.
+
+        This server's limits (spam-serve flags, defaults in brackets; all
+        INVALID_ARGUMENT naming the limit): a request larger than
+        --max-request-bytes [1 MiB] serialized; a text over --max-text-bytes
+        [64 KiB]; an output requested twice. A message over
+        --max-message-bytes [2 MiB] is refused by gRPC with RESOURCE_EXHAUSTED.
+        Any string field that is not valid UTF-8 is INVALID_ARGUMENT naming the
+        field (e.g. `inputs[0].name`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
