@@ -57,8 +57,10 @@ class ServingConfig:
     # RPCs beyond this are refused with RESOURCE_EXHAUSTED instead of queueing.
     max_concurrent_rpcs: int = 128
     # Open streams (ClassifyStream and WatchChampion) for all clients together;
-    # at most workers - 2, so unary calls and health checks always find a thread.
-    max_streams: int = 48
+    # at most workers - 2, so unary calls and health checks always find a
+    # thread. None: three quarters of the workers (48 of 64), leaving the rest
+    # for unary calls and probes.
+    max_streams: int | None = None
     # Open streams per client (peer IP address), so one client cannot take
     # every slot; 0 for no per-client limit (e.g. behind a proxy).
     max_streams_per_client: int = 8
@@ -76,9 +78,9 @@ class ServingConfig:
             raise ValueError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
         if self.max_text_bytes < 1 or self.max_batch < 1 or self.workers < 2:
             raise ValueError("max_text_bytes and max_batch must be positive and workers at least 2")
-        if not 1 <= self.max_streams <= self.workers - 2:
+        if not 1 <= self.stream_slots <= self.workers - 2:
             raise ValueError(f"max_streams must be between 1 and workers - 2 ({self.workers - 2})")
-        if self.max_concurrent_rpcs <= self.max_streams:
+        if self.max_concurrent_rpcs <= self.stream_slots:
             raise ValueError("max_concurrent_rpcs must exceed max_streams, or streams leave no room for unary calls")
         if self.max_streams_per_client < 0 or self.stream_idle_timeout < 0:
             raise ValueError("max_streams_per_client and stream_idle_timeout must not be negative (0 turns them off)")
@@ -91,6 +93,13 @@ class ServingConfig:
     def address(self) -> str:
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
         return f"{host}:{self.port}"
+
+    @property
+    def stream_slots(self) -> int:
+        """max_streams, or its default for this many workers."""
+        if self.max_streams is not None:
+            return self.max_streams
+        return max(1, self.workers - max(2, self.workers // 4))
 
     @property
     def tls(self) -> bool:
@@ -107,6 +116,7 @@ class ServingConfig:
         """The configuration for logs, with the token masked."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values["token"] = "***" if self.token else None
+        values["max_streams"] = self.stream_slots
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
 
 
@@ -126,7 +136,7 @@ _OPTIONS = {
     "batch_delay": (float, "seconds a stream waits to fill a batch"),
     "workers": (int, "server threads"),
     "max_concurrent_rpcs": (int, "concurrent RPCs before RESOURCE_EXHAUSTED"),
-    "max_streams": (int, "open streams for all clients together, at most workers - 2"),
+    "max_streams": (int, "open streams for all clients together, at most workers - 2 (default: 3/4 of workers)"),
     "max_streams_per_client": (int, "open streams per client IP address; 0 for no limit"),
     "stream_idle_timeout": (float, "seconds a ClassifyStream may send nothing before it is closed; 0 for never"),
     "grace": (float, "seconds in-flight calls get on shutdown"),

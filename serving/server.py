@@ -104,7 +104,7 @@ def start(config: ServingConfig, watcher: ChampionWatcher | None = None) -> Runn
         config.model_name,
         Limits(config.max_text_bytes, config.max_batch, config.max_request_bytes),
         batch_delay=config.batch_delay,
-        admission=StreamAdmission(config.max_streams, config.max_streams_per_client, config.stream_idle_timeout),
+        admission=StreamAdmission(config.stream_slots, config.max_streams_per_client, config.stream_idle_timeout),
     )
     # Not the generated add_*_to_server: these parsers answer invalid UTF-8 with INVALID_ARGUMENT.
     wire.add_service(server, ClassifierServicer(serving), pb.DESCRIPTOR.services_by_name["Classifier"])

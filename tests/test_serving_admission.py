@@ -58,7 +58,7 @@ def test_twenty_idle_streams_of_one_client_leave_room_for_a_new_client(model_sto
     silent = Silent()
     with running_server(model_store, registry.model_name, wait_for="1", host="::") as srv:
         per_client = srv.config.max_streams_per_client
-        assert per_client < 20 < srv.config.max_streams
+        assert per_client < 20 < srv.config.stream_slots
         with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as hog, grpc.insecure_channel(f"[::1]:{srv.port}") as other:
             calls = [pb_grpc.ClassifierStub(hog).ClassifyStream(silent.nothing(), timeout=30) for _ in range(20)]
             try:
@@ -215,3 +215,21 @@ def test_admission_counts_per_client_and_in_total():
 )
 def test_client_is_the_peer_address_without_the_port(peer, client):
     assert client_of(peer) == client
+
+
+def test_stream_limits_in_the_config():
+    from serving.config import ServingConfig, from_args
+
+    assert (ServingConfig().workers, ServingConfig().stream_slots) == (64, 48)
+    assert ServingConfig(workers=16).stream_slots == 12  # a config that set only --workers keeps its old share
+    config, _ = from_args(["--max-streams", "10", "--max-streams-per-client", "0", "--stream-idle-timeout", "5"], environ={})
+    assert (config.stream_slots, config.max_streams_per_client, config.stream_idle_timeout) == (10, 0, 5.0)
+    assert config.describe()["max_streams"] == 10
+    with pytest.raises(ValueError, match="max_streams must be between 1 and workers - 2"):
+        ServingConfig(workers=16, max_streams=15)
+    with pytest.raises(ValueError, match="max_concurrent_rpcs must exceed max_streams"):
+        ServingConfig(max_concurrent_rpcs=48)
+    with pytest.raises(ValueError, match="must not be negative"):
+        ServingConfig(stream_idle_timeout=-1)
+    with pytest.raises(ValueError, match="max_message_bytes must be at least max_request_bytes"):
+        ServingConfig(max_message_bytes=1024 * 1024, max_request_bytes=2 * 1024 * 1024)

@@ -35,7 +35,7 @@ class ClassifierStub:
     Classify, ClassifyStream request or ModelInfer call together;
     - message size: --max-message-bytes; a larger message is refused by gRPC
     with RESOURCE_EXHAUSTED;
-    - open streams (ClassifyStream and WatchChampion): --max-streams [48] for
+    - open streams (ClassifyStream and WatchChampion): --max-streams [48, 3/4 of --workers] for
     all clients together and --max-streams-per-client [8] per client IP
     address. Beyond either the call fails with RESOURCE_EXHAUSTED naming the
     limit, with the trailer `grpc-retry-pushback-ms` saying when to retry;
@@ -85,7 +85,7 @@ class ClassifierServicer:
     Classify, ClassifyStream request or ModelInfer call together;
     - message size: --max-message-bytes; a larger message is refused by gRPC
     with RESOURCE_EXHAUSTED;
-    - open streams (ClassifyStream and WatchChampion): --max-streams [48] for
+    - open streams (ClassifyStream and WatchChampion): --max-streams [48, 3/4 of --workers] for
     all clients together and --max-streams-per-client [8] per client IP
     address. Beyond either the call fails with RESOURCE_EXHAUSTED naming the
     limit, with the trailer `grpc-retry-pushback-ms` saying when to retry;
@@ -180,7 +180,7 @@ class Classifier:
     Classify, ClassifyStream request or ModelInfer call together;
     - message size: --max-message-bytes; a larger message is refused by gRPC
     with RESOURCE_EXHAUSTED;
-    - open streams (ClassifyStream and WatchChampion): --max-streams [48] for
+    - open streams (ClassifyStream and WatchChampion): --max-streams [48, 3/4 of --workers] for
     all clients together and --max-streams-per-client [8] per client IP
     address. Beyond either the call fails with RESOURCE_EXHAUSTED naming the
     limit, with the trailer `grpc-retry-pushback-ms` saying when to retry;
