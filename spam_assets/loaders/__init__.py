@@ -6,24 +6,45 @@ Formats: the SMS Spam Collection (`sms`), `csv`, `tsv`, `jsonl`, raw e-mail as a
 folder tree or tar archive (`email`), and `mbox`. Anything unreadable raises
 BatchFormatError saying what is wrong and where. Labels are only normalised
 (stripped, lower-cased); checking their values is validation's job, not ours.
+
+Hostile input is refused early and cheaply: only regular files and real
+folders are opened (loaders._files), and every size limit (loaders.limits)
+is enforced while streaming. read_batch_rows collects bad rows (with file
+and row) instead of raising, for the batch policy to quarantine them.
 Feed mode (sampling new rows from a large source) is in spam_assets.loaders.feed.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
 from spam_assets.loaders._bytes import check_text_bytes, split_lines
-from spam_assets.loaders._common import BatchFormatError, Record
+from spam_assets.loaders._common import (
+    BatchFormatError,
+    LimitExceededError,
+    Problem,
+    Record,
+    RefusedEntryError,
+    report,
+)
+from spam_assets.loaders._files import check_entry, open_regular
+from spam_assets.loaders.limits import Limits
+from spam_assets.loaders.plausible import implausible
 from spam_assets.loaders.email import ARCHIVE_SUFFIXES, read_email_archive, read_email_tree, read_mbox
 from spam_assets.loaders.sms import FIRST_LINE as SMS_FIRST_LINE
 from spam_assets.loaders.sms import read_sms
 from spam_assets.loaders.tabular import read_delimited, read_jsonl
 
-__all__ = ["COLUMNS", "FORMATS", "BatchFormatError", "SourceSpec", "detect_format", "read_batch"]
+__all__ = [
+    "COLUMNS", "FORMATS", "BatchFormatError", "BatchRead", "LimitExceededError", "Limits", "Problem",
+    "RefusedEntryError", "SourceSpec", "detect_format", "read_batch", "read_batch_rows",
+]
 
 FORMATS = ("auto", "sms", "csv", "tsv", "jsonl", "email", "mbox")
 COLUMNS = ("text", "label", "source", "row")
@@ -45,29 +66,59 @@ class SourceSpec:
             raise ValueError(f"unknown format {self.format!r}; expected one of {', '.join(FORMATS)}")
 
 
-def read_batch(path: Path | str, spec: SourceSpec = SourceSpec()) -> pd.DataFrame:
-    """Parse a batch into columns text, label, source (where each row came from) and row (1-based)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such batch: {path}")
-    records = _read(path, detect_format(path) if spec.format == "auto" else spec.format, spec)
-    if not records:
+class BatchRead(NamedTuple):
+    """A batch as read: the rows that parsed, and the rows that did not (or are not plausible text)."""
+
+    table: pd.DataFrame  # columns COLUMNS
+    problems: list[Problem]  # in row order; each names the file and the row
+
+
+def read_batch(path: Path | str, spec: SourceSpec = SourceSpec(), limits: Limits | None = None) -> pd.DataFrame:
+    """Parse a batch into columns text, label, source (where each row came from) and row (1-based).
+
+    The first bad row raises BatchFormatError; read_batch_rows collects them instead.
+    """
+    return _read_batch(Path(path), spec, limits or Limits.from_env(), None).table
+
+
+def read_batch_rows(path: Path | str, spec: SourceSpec = SourceSpec(), limits: Limits | None = None) -> BatchRead:
+    """Like read_batch, but a bad row is collected rather than raised: the caller's policy decides.
+
+    Faults of the whole file (refused entry, over a limit, binary, no such columns) still raise.
+    """
+    problems: list[Problem] = []
+    return _read_batch(Path(path), spec, limits or Limits.from_env(), problems)
+
+
+def _read_batch(path: Path, spec: SourceSpec, limits: Limits, problems: list[Problem] | None) -> BatchRead:
+    try:
+        check_entry(path)  # lstat: a link or a FIFO is refused here, before anything is opened
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such batch: {path}") from None
+    records = _read(path, detect_format(path) if spec.format == "auto" else spec.format, spec, limits, problems)
+    kept = []
+    for record in records:
+        if doubt := implausible(record.text):
+            report(problems, BatchFormatError(doubt, row=record.row, path=str(path)), record.source, record.text)
+        else:
+            kept.append(record)
+    if not kept and not problems:
         raise BatchFormatError("contains no rows", path=str(path))
-    frame = pd.DataFrame.from_records(records, columns=list(COLUMNS))
+    frame = pd.DataFrame.from_records(kept, columns=list(COLUMNS))
     frame["label"] = frame["label"].str.strip().str.lower()
     frame["row"] = frame["row"].astype("int64")
-    return frame
+    return BatchRead(frame, sorted(problems or [], key=lambda problem: problem.row))
 
 
 def detect_format(path: Path | str) -> str:
     """The format "auto" means for `path`: by what it is, by its suffix, else by its first line."""
     path = Path(path)
     name = path.name.lower()
-    if path.is_dir() or name.endswith(ARCHIVE_SUFFIXES):
+    if stat.S_ISDIR(check_entry(path).st_mode) or name.endswith(ARCHIVE_SUFFIXES):
         return "email"
     if path.suffix.lower() in _SUFFIX_FORMATS:
         return _SUFFIX_FORMATS[path.suffix.lower()]
-    with path.open("rb") as file:
+    with open_regular(path) as file:
         sample = file.read(_SNIFF_BYTES)
     check_text_bytes(sample, path)  # empty or binary: say so, rather than "unknown format"
     lines = split_lines(sample.decode("utf-8-sig", "replace"))
@@ -87,18 +138,20 @@ def detect_format(path: Path | str) -> str:
     )
 
 
-def _read(path: Path, fmt: str, spec: SourceSpec) -> list[Record]:
-    if path.is_dir() and fmt != "email":
+def _read(path: Path, fmt: str, spec: SourceSpec, limits: Limits, problems: list[Problem] | None) -> list[Record]:
+    if stat.S_ISDIR(os.lstat(path).st_mode) and fmt != "email":
         raise BatchFormatError(f"is a folder; only format 'email' reads folders, not {fmt!r}", path=str(path))
     match fmt:
         case "sms":
-            return read_sms(path)
+            return read_sms(path, limits, problems)
         case "csv" | "tsv":
-            return read_delimited(path, "," if fmt == "csv" else "\t", spec.text_column, spec.label_column)
+            return read_delimited(path, "," if fmt == "csv" else "\t", spec.text_column, spec.label_column, limits, problems)
         case "jsonl":
-            return read_jsonl(path, spec.text_column, spec.label_column)
+            return read_jsonl(path, spec.text_column, spec.label_column, limits, problems)
         case "mbox":
-            return read_mbox(path, spec.default_label)
+            return read_mbox(path, spec.default_label, limits, problems)
         case "email":
-            return read_email_tree(path) if path.is_dir() else read_email_archive(path)
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                return read_email_tree(path, limits, problems)
+            return read_email_archive(path, limits, problems)
     raise ValueError(f"unknown format {fmt!r}")  # SourceSpec already checked; kept for direct callers

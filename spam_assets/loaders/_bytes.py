@@ -8,10 +8,15 @@ loader first asks here: is there anything, is it text, is it UTF-8?
 from __future__ import annotations
 
 import codecs
+import itertools
+import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
-from spam_assets.loaders._common import BatchFormatError
+from spam_assets.loaders._common import BatchFormatError, LimitExceededError
+from spam_assets.loaders._files import open_regular, read_capped
+from spam_assets.loaders.limits import Limits, human, over
 
 SAMPLE_BYTES = 64 * 1024
 # Control bytes that real text does contain: tab, newlines, form feed, backspace, escape.
@@ -51,30 +56,70 @@ def check_text_bytes(data: bytes, path: Path | str, what: str = "file") -> None:
         )
 
 
-def decode_utf8(data: bytes, path: Path | str, *, lines_are_rows: bool = False) -> str:
-    """Decode strictly, naming the first bad line: silently replacing bytes would corrupt texts.
+def iter_lines(path: Path | str, limits: Limits, *, keepends: bool = False) -> Iterator[tuple[int, str | BatchFormatError]]:
+    """(line number, text) of each line of a regular file, streamed: never more than one line in memory.
 
-    `lines_are_rows` (line-per-row formats) also sets the error's `row` to that line.
+    File-wide faults (not a regular file, too big, empty, binary) raise. A line
+    that is longer than limits.message_bytes (its rest is skipped unread into
+    memory), holds a NUL or is not UTF-8 comes as a BatchFormatError instead of
+    its text, with `row` set to its line number, so a caller can quarantine it.
     """
+    with open_regular(path) as file:
+        size = os.fstat(file.fileno()).st_size
+        if size > limits.file_bytes:
+            raise LimitExceededError(over("the file", human(size), limits.file_bytes, "file_bytes"), path=str(path))
+        check_text_bytes(file.read(SAMPLE_BYTES), path)
+        file.seek(0)
+        total, cap = 0, limits.message_bytes + 2  # + room for the line's own \r\n
+        for number in itertools.count(1):
+            raw = file.readline(cap)
+            if not raw:
+                return
+            total += len(raw)
+            if len(raw) == cap and not raw.endswith(b"\n"):
+                skipped = len(raw)
+                while raw and not raw.endswith(b"\n") and total <= limits.file_bytes:
+                    raw = file.readline(1 << 20)
+                    skipped, total = skipped + len(raw), total + len(raw)
+                if total <= limits.file_bytes:
+                    yield number, LimitExceededError(
+                        over(f"line {number}", human(skipped), limits.message_bytes, "message_bytes"),
+                        row=number, path=str(path),
+                    )
+                    continue
+            if total > limits.file_bytes:  # the file grew while we read it
+                raise LimitExceededError(
+                    over("the file", f"more than {human(limits.file_bytes)}", limits.file_bytes, "file_bytes"),
+                    path=str(path),
+                )
+            yield number, _decode_line(raw.removeprefix(codecs.BOM_UTF8) if number == 1 else raw, number, path, keepends)
+
+
+def _decode_line(raw: bytes, number: int, path: Path | str, keepends: bool) -> str | BatchFormatError:
+    nul = raw.find(b"\0")
+    if nul >= 0:
+        return BatchFormatError(
+            f"line {number} has a NUL byte (at byte {nul + 1} of the line): binary, not text", row=number, path=str(path)
+        )
     try:
-        return data.decode("utf-8-sig")  # -sig: drop the BOM that Excel and Notepad write
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        body, start = error.object, error.start  # offsets are past the BOM, if any
-        line = line_of(body, start)
-        column = start - (body.rfind(b"\n", 0, start) + 1) + 1
-        raise BatchFormatError(
-            f"line {line} is not valid UTF-8 (byte 0x{body[start]:02x} at byte {column} of the line); "
+        return BatchFormatError(
+            f"line {number} is not valid UTF-8 (byte 0x{raw[error.start]:02x} at byte {error.start + 1} of the line); "
             "re-encode the file as UTF-8 (it is probably Latin-1 or Windows-1252)",
-            row=line if lines_are_rows else None,
+            row=number,
             path=str(path),
-        ) from None
+        )
+    if keepends:
+        return text
+    text = text.removesuffix("\n")
+    return text.removesuffix("\r")
 
 
-def read_text(path: Path | str, *, lines_are_rows: bool = False) -> str:
-    """A text file's content, after the empty / binary / UTF-8 checks."""
-    data = Path(path).read_bytes()
-    check_text_bytes(data, path)
-    return decode_utf8(data, path, lines_are_rows=lines_are_rows)
+def read_file_capped(path: Path | str, limits: Limits) -> bytes:
+    """A whole regular file (an mbox, say), refused unread if larger than limits.file_bytes."""
+    with open_regular(path) as file:
+        return read_capped(file, limits.file_bytes, "the file", path, "file_bytes")
 
 
 def split_lines(text: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Types shared by every loader: the error they raise and the row they yield."""
+"""Types shared by every loader: the errors they raise and the rows they yield."""
 
 from __future__ import annotations
 
@@ -22,6 +22,14 @@ class BatchFormatError(ValueError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
+class RefusedEntryError(BatchFormatError):
+    """A symlink, FIFO, device or socket where a regular file or folder was expected: never opened."""
+
+
+class LimitExceededError(BatchFormatError):
+    """More bytes than a configured limit (loaders.limits); found while streaming, so nothing more was read."""
+
+
 class Record(NamedTuple):
     """One parsed message, before the label is normalised by read_batch."""
 
@@ -29,3 +37,23 @@ class Record(NamedTuple):
     label: str
     source: str
     row: int
+
+
+class Problem(NamedTuple):
+    """A row that could not be read (or is not plausible text): quarantined or fatal, as the policy says."""
+
+    row: int
+    source: str
+    reason: str  # names the file and the row
+    excerpt: str = ""  # the start of the row as read, for a person to look at
+
+
+Problems = list[Problem]
+EXCERPT_CHARS = 200
+
+
+def report(problems: Problems | None, error: BatchFormatError, source: str, excerpt: str = "") -> None:
+    """A bad row: raise it (no collector: the caller wants the first problem) or collect it."""
+    if problems is None:
+        raise error
+    problems.append(Problem(error.row or 0, source, str(error), excerpt[:EXCERPT_CHARS]))

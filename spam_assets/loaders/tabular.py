@@ -9,69 +9,106 @@ can name the line.
 from __future__ import annotations
 
 import csv
-import io
 import json
-import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from spam_assets.loaders._bytes import read_text, split_lines, without_surrogates
-from spam_assets.loaders._common import BatchFormatError, Record
+from spam_assets.loaders._bytes import iter_lines, without_surrogates
+from spam_assets.loaders._common import BatchFormatError, LimitExceededError, Problems, Record, report
+from spam_assets.loaders.limits import Limits, over
 
 
-def read_delimited(path: Path | str, delimiter: str, text_column: str, label_column: str) -> list[Record]:
-    """CSV (delimiter ",") or TSV ("\\t") with a header row; row is the data row number (header excluded)."""
-    path = Path(path)
-    # The default limit (128 KiB per field) is smaller than real e-mail bodies.
-    csv.field_size_limit(max(csv.field_size_limit(), min(sys.maxsize, 2**31 - 1)))
-    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter, strict=True)
+def read_delimited(
+    path: Path | str, delimiter: str, text_column: str, label_column: str,
+    limits: Limits | None = None, problems: Problems | None = None,
+) -> list[Record]:
+    """CSV (delimiter ",") or TSV ("\\t") with a header row; row is the data row number (header excluded).
+
+    A bad row (unreadable line, too many fields, too long) raises, or goes to `problems` when a list is given.
+    """
+    path, limits = Path(path), limits or Limits.from_env()
+    # Python's default (128 KiB) is below real e-mail bodies; a field may be as long as a message.
+    csv.field_size_limit(limits.message_bytes)
     records: list[Record] = []
+    rows, line = 0, 0  # data rows so far (read or quarantined); the last line handed to the reader
+
+    def good_lines() -> Iterator[str]:
+        nonlocal rows, line
+        for line, text in iter_lines(path, limits, keepends=True):
+            if isinstance(text, BatchFormatError):
+                if line == 1:
+                    raise text  # no header, no rows to speak of
+                rows += 1
+                report(problems, BatchFormatError(text.reason, row=rows or None, path=str(path)), f"{path.name}:{rows}")
+                continue
+            yield text
+
+    reader = csv.reader(good_lines(), delimiter=delimiter, strict=True)
     try:
         header = next(reader, None)
-        if header is None:  # unreachable after read_text's blank check, kept for safety
+        if header is None:
             raise BatchFormatError("file has no header row", path=str(path))
         header = [name.strip() for name in header]
         text_at, label_at = _column_indexes(header, text_column, label_column, path)
         for cells in reader:
             if not any(cell.strip() for cell in cells):
                 continue  # blank line
-            row = len(records) + 1
+            rows += 1
+            source = f"{path.name}:{rows}"
             if len(cells) > len(header):
-                raise BatchFormatError(
-                    f"line {reader.line_num} has {len(cells)} fields but the header has {len(header)} "
+                error = BatchFormatError(
+                    f"line {line} has {len(cells)} fields but the header has {len(header)} "
                     "(an unquoted delimiter inside a text?)",
-                    row=row,
+                    row=rows,
                     path=str(path),
                 )
-            records.append(Record(_cell(cells, text_at), _cell(cells, label_at), f"{path.name}:{row}", row))
+                report(problems, error, source, delimiter.join(cells))
+                continue
+            records.append(Record(_cell(cells, text_at), _cell(cells, label_at), source, rows))
     except csv.Error as error:
-        raise BatchFormatError(
-            f"malformed CSV near line {reader.line_num}: {error}", row=len(records) + 1, path=str(path)
-        ) from None
+        if "field larger than field limit" in str(error):
+            reason = over(f"a field of the row ending at line {line}", "larger", limits.message_bytes, "message_bytes")
+            raise LimitExceededError(reason, row=rows + 1, path=str(path)) from None
+        # The reader cannot resynchronise after a quoting error: the rest of the file is not rows we can trust.
+        raise BatchFormatError(f"malformed CSV near line {line}: {error}", row=rows + 1, path=str(path)) from None
     return records
 
 
-def read_jsonl(path: Path | str, text_column: str, label_column: str) -> list[Record]:
-    """One JSON object per line (blank lines skipped); row is the line number."""
+def read_jsonl(
+    path: Path | str, text_column: str, label_column: str,
+    limits: Limits | None = None, problems: Problems | None = None,
+) -> list[Record]:
+    """One JSON object per line (blank lines skipped); row is the line number.
+
+    A bad line raises, or goes to `problems` when a list is given.
+    """
     path = Path(path)
     objects: list[tuple[int, dict]] = []
-    for number, line in enumerate(split_lines(read_text(path, lines_are_rows=True)), start=1):
+    for number, line in iter_lines(path, limits or Limits.from_env()):
+        source = f"{path.name}:{number}"
+        if isinstance(line, BatchFormatError):
+            report(problems, line, source)
+            continue
         if not line.strip():
             continue
         try:
             value = json.loads(line)
         except json.JSONDecodeError as error:
-            raise BatchFormatError(f"line {number} is not valid JSON: {error}", row=number, path=str(path)) from None
+            report(problems, BatchFormatError(f"line {number} is not valid JSON: {error}", row=number, path=str(path)), source, line)
+            continue
         if not isinstance(value, dict):
-            raise BatchFormatError(
+            error = BatchFormatError(
                 f"line {number} is a JSON {type(value).__name__}, expected an object with "
                 f"{text_column!r} and {label_column!r}",
                 row=number,
                 path=str(path),
             )
+            report(problems, error, source, line)
+            continue
         objects.append((number, value))
     found = list(dict.fromkeys(key for _, value in objects for key in value))  # first-seen order
-    _column_indexes(found, text_column, label_column, path)
+    if objects:
+        _column_indexes(found, text_column, label_column, path)
     return [
         Record(_as_text(value.get(text_column)), _as_text(value.get(label_column)), f"{path.name}:{number}", number)
         for number, value in objects
