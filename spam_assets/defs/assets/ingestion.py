@@ -4,10 +4,13 @@
 import dagster as dg
 import pandas as pd
 
+from spam_assets.batches import QUARANTINE_FILE
 from spam_assets.defs.partitions import batch_partitions
 from spam_assets.defs.resources import PlatformStore
-from spam_assets.loaders import BatchFormatError, read_batch
-from spam_assets.validation import BatchRules, accepted, rejection_reason, validate
+from spam_assets.loaders import BatchFormatError, Limits, read_batch_rows
+from spam_assets.validation import BatchRules, judge, rejection_reason
+
+POLICY_ENV, CEILING_ENV = "SPAM_BATCH_POLICY", "SPAM_MAX_QUARANTINED_SHARE"
 
 BATCH_CHECKS = {
     "batch_schema": "Parses as a supported format with text and label columns; every label is ham or spam.",
@@ -20,11 +23,27 @@ PARSED_COLUMNS = ["text", "label", "source", "row", "batch_id", "received_at"]
 
 
 class RawSampleConfig(dg.Config):
-    """Launchpad-editable BatchRules; the defaults are BatchRules' own."""
+    """Launchpad-editable BatchRules; the defaults are BatchRules' own, the policy's from the environment."""
 
     min_rows: int = BatchRules.min_rows
     max_empty_share: float = BatchRules.max_empty_share
     max_duplicate_share: float = BatchRules.max_duplicate_share
+    policy: str | None = None  # "quarantine" or "reject"; unset: $SPAM_BATCH_POLICY, else "quarantine"
+    max_quarantined_share: float | None = None  # unset: $SPAM_MAX_QUARANTINED_SHARE, else 0.05
+
+    def rules(self) -> BatchRules:
+        policy = self.policy or dg.EnvVar(POLICY_ENV).get_value(BatchRules.policy) or BatchRules.policy
+        if self.max_quarantined_share is not None:
+            ceiling = self.max_quarantined_share
+        else:
+            raw = dg.EnvVar(CEILING_ENV).get_value("") or ""
+            try:
+                ceiling = float(raw) if raw.strip() else BatchRules.max_quarantined_share
+            except ValueError:
+                raise ValueError(f"{CEILING_ENV}={raw!r} is not a share between 0 and 1") from None
+        return BatchRules(
+            self.min_rows, self.max_empty_share, self.max_duplicate_share, policy.strip().lower(), ceiling
+        )
 
 
 @dg.asset(
@@ -39,7 +58,8 @@ class RawSampleConfig(dg.Config):
         "One batch of labelled messages as received (kept byte for byte under "
         "<home>/batches/<batch id>/received) and parsed into text, label, source, row, "
         "received_at. The partition key is the batch's sha256 prefix. A batch that fails "
-        "a blocking check is kept for inspection and never joins the corpus."
+        "a blocking check is kept for inspection and never joins the corpus. Under the quarantine "
+        "policy ($SPAM_BATCH_POLICY) bad rows are set aside in quarantined.jsonl and the rest accepted."
     ),
 )
 def raw_sample(context: dg.AssetExecutionContext, config: RawSampleConfig, store: PlatformStore) -> dg.MaterializeResult:
@@ -47,22 +67,36 @@ def raw_sample(context: dg.AssetExecutionContext, config: RawSampleConfig, store
     batches = store.batches()
     meta = batches.meta(batch_id)
     received = batches.received_path(batch_id)
+    rules = config.rules()
     try:
-        table = read_batch(received, batches.spec(batch_id))
-        table = table.assign(batch_id=batch_id, received_at=meta["received_at"])
+        read = read_batch_rows(received, batches.spec(batch_id), Limits.from_env())
+        table, problems = read.table.assign(batch_id=batch_id, received_at=meta["received_at"]), read.problems
         error = None
     except BatchFormatError as failure:
-        table, error = None, str(failure)
+        table, problems, error = None, [], str(failure)
         context.log.error(f"batch {batch_id} ({meta['original_name']}) could not be read: {error}")
 
-    outcomes = validate(table, error, BatchRules(config.min_rows, config.max_empty_share, config.max_duplicate_share))
-    ok = accepted(outcomes)
-    batches.write_parsed(batch_id, table if table is not None else pd.DataFrame(columns=PARSED_COLUMNS))
+    verdict = judge(table, error, rules, problems)
+    ok, reason = verdict.accepted, rejection_reason(verdict.outcomes)
+    kept = verdict.kept
+    batches.write_parsed(batch_id, kept if kept is not None else pd.DataFrame(columns=PARSED_COLUMNS))
+    if verdict.quarantined:
+        batches.write_quarantine(batch_id, verdict.quarantined)
+        context.log.warning(
+            f"batch {batch_id} ({meta['original_name']}): {len(verdict.quarantined)} rows quarantined, "
+            f"kept in {batches.folder(batch_id) / QUARANTINE_FILE}"
+        )
     batches.write_validation(
         batch_id,
-        {"accepted": ok, "reason": rejection_reason(outcomes), "checks": [o.as_dict() for o in outcomes]},
+        {
+            "accepted": ok,
+            "reason": reason,
+            "policy": rules.policy,
+            "quarantined": len(verdict.quarantined),
+            "checks": [o.as_dict() for o in verdict.outcomes],
+        },
     )
-    labels = table["label"].value_counts().to_dict() if table is not None else {}
+    labels = kept["label"].value_counts().to_dict() if kept is not None else {}
     return dg.MaterializeResult(
         metadata={
             "status": "accepted" if ok else "rejected",
@@ -70,10 +104,13 @@ def raw_sample(context: dg.AssetExecutionContext, config: RawSampleConfig, store
             "received_at": meta["received_at"],
             "received_path": dg.MetadataValue.path(str(received)),
             "format": batches.spec(batch_id).format,
-            "dagster/row_count": 0 if table is None else len(table),
+            "dagster/row_count": 0 if kept is None else len(kept),
             "labels": dg.MetadataValue.json({k: int(v) for k, v in labels.items()}),
-            "rejection_reason": rejection_reason(outcomes) or "—",
-            "preview": dg.MetadataValue.md(_preview(table)),
+            "rejection_reason": reason or "—",
+            "policy": rules.policy,
+            "quarantined_rows": len(verdict.quarantined),
+            "quarantine": dg.MetadataValue.md(_quarantine_table(verdict.quarantined)),
+            "preview": dg.MetadataValue.md(_preview(kept)),
         },
         check_results=[
             dg.AssetCheckResult(
@@ -83,10 +120,22 @@ def raw_sample(context: dg.AssetExecutionContext, config: RawSampleConfig, store
                 description=o.description,
                 metadata={"rows": dg.MetadataValue.json(o.rows), "batch_id": batch_id},
             )
-            for o in outcomes
+            for o in verdict.outcomes
         ],
         data_version=dg.DataVersion(batch_id),  # the content hash: a batch never changes
     )
+
+
+def _quarantine_table(rows: list[dict], shown: int = 20) -> str:
+    if not rows:
+        return "_no row quarantined_"
+    lines = ["| row | source | reason | text |", "|---|---|---|---|"]
+    for row in rows[:shown]:
+        cells = [str(row["row"]), str(row["source"]), str(row["reason"])[:200], str(row.get("text") or "")[:80]]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in cells) + " |")
+    if len(rows) > shown:
+        lines.append(f"\n_{len(rows) - shown} more in {QUARANTINE_FILE}_")
+    return "\n".join(lines)
 
 
 def _preview(table: pd.DataFrame | None, rows: int = 5) -> str:
