@@ -64,6 +64,14 @@ def _rows(table: pd.DataFrame, mask: pd.Series) -> list[int]:
     return table.loc[mask, "row"].head(MAX_LISTED_ROWS).astype(int).tolist()
 
 
+def _sources(table: pd.DataFrame, mask: pd.Series, shown: int = 5) -> str:
+    """' in a.csv:3, spam/7.eml': which file (and row) to open, not only a row number."""
+    sources = table.loc[mask, "source"].astype(str).tolist()
+    if not sources:
+        return ""
+    return " in " + ", ".join(sources[:shown]) + (f" and {len(sources) - shown} more" if len(sources) > shown else "")
+
+
 @dataclass
 class Verdict:
     outcomes: list[CheckOutcome]
@@ -129,7 +137,7 @@ def judge(
     if quarantine:
         empty_texts = CheckOutcome(
             "batch_empty_texts", within or not empty.any(), True,
-            f"{int(empty.sum())} empty texts" + (f" quarantined ({ceiling})" if empty.any() else ""),
+            f"{int(empty.sum())} empty texts{_sources(table, empty)}" + (f" quarantined ({ceiling})" if empty.any() else ""),
             _rows(table, empty),
         )
     else:
@@ -137,7 +145,8 @@ def judge(
             "batch_empty_texts",
             empty_share <= rules.max_empty_share,
             True,
-            f"{int(empty.sum())} empty texts ({empty_share:.1%}; at most {rules.max_empty_share:.1%} allowed)",
+            f"{int(empty.sum())} empty texts{_sources(table, empty)} "
+            f"({empty_share:.1%}; at most {rules.max_empty_share:.1%} allowed)",
             _rows(table, empty),
         )
 

@@ -8,7 +8,7 @@ BatchFormatError saying what is wrong and where. Labels are only normalised
 (stripped, lower-cased); checking their values is validation's job, not ours.
 
 Hostile input is refused early and cheaply: only regular files and real
-folders are opened (loaders._files), and every size limit (loaders.limits)
+folders are opened (loaders.files), and every size limit (loaders.limits)
 is enforced while streaming. read_batch_rows collects bad rows (with file
 and row) instead of raising, for the batch policy to quarantine them.
 Feed mode (sampling new rows from a large source) is in spam_assets.loaders.feed.
@@ -33,7 +33,7 @@ from spam_assets.loaders._common import (
     RefusedEntryError,
     report,
 )
-from spam_assets.loaders._files import check_entry, open_regular
+from spam_assets.loaders.files import check_entry, open_regular
 from spam_assets.loaders.limits import Limits
 from spam_assets.loaders.plausible import implausible
 from spam_assets.loaders.email import ARCHIVE_SUFFIXES, read_email_archive, read_email_tree, read_mbox

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from spam_assets.loaders._common import BatchFormatError, LimitExceededError
-from spam_assets.loaders._files import open_regular, read_capped
+from spam_assets.loaders.files import open_regular, read_capped
 from spam_assets.loaders.limits import Limits, human, over
 
 SAMPLE_BYTES = 64 * 1024

@@ -33,7 +33,7 @@ from typing import BinaryIO
 
 from spam_assets.loaders._bytes import check_text_bytes, read_file_capped, without_surrogates
 from spam_assets.loaders._common import BatchFormatError, LimitExceededError, Problems, Record, report
-from spam_assets.loaders._files import open_regular, read_capped, regular_files
+from spam_assets.loaders.files import open_regular, read_capped, regular_files
 from spam_assets.loaders.limits import ENV, RATIO_GRACE_BYTES, Limits, human, over
 
 log = logging.getLogger(__name__)

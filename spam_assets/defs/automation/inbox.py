@@ -12,6 +12,9 @@ so it survives daemon restarts):
    and one run requested. A file counts as complete when untouched for
    SPAM_INBOX_SETTLE_SECONDS or unchanged since the previous tick; dotfiles
    and .part/.tmp names are never read (write there, then rename).
+   Symlinks, FIFOs, devices and sockets are moved to rejected/ unread, with
+   the reason; so is a file over a size limit or one that fails to stage
+   (a full disk), and partial staging folders are removed.
 
 Exactly once: a staged file sits in the cursor's `pending` until moved, and
 the run key (batch id + earlier runs of that partition) stops the daemon
@@ -20,19 +23,22 @@ from launching a duplicate if a tick is evaluated twice.
 
 import dataclasses
 import json
-import shutil
+import os
+import stat
 import time
 from pathlib import Path
 
 import dagster as dg
 
-from spam_assets.batches import BatchStore
+from spam_assets.batches import BatchStore, StagingError, write_text_atomic
 from spam_assets.defs.automation.settings import inbox_dir, sensor_interval, settle_seconds
 from spam_assets.defs.keys import RAW_SAMPLE
 from spam_assets.defs.run_tags import INBOX_FILE_TAG, TRIGGER_TAG
 from spam_assets.defs.partitions import batch_partitions
 from spam_assets.defs.resources import PlatformStore
 from spam_assets.intake import stage
+from spam_assets.loaders import BatchFormatError, RefusedEntryError
+from spam_assets.loaders.files import check_entry
 
 PROCESSED, REJECTED = "processed", "rejected"
 # Names editors, browsers and copy tools give files still being written.
@@ -60,7 +66,10 @@ class InboxCursor:
 
 
 def candidates(inbox: Path) -> list[Path]:
-    """Entries that may be batches, oldest first: not hidden, not partial, not our own folders."""
+    """Entries that may be batches, oldest first: not hidden, not partial, not our own folders.
+
+    Listed with lstat only: a symlink or FIFO is a candidate too (to be refused unread), never followed.
+    """
     if not inbox.is_dir():
         return []
     found = [
@@ -68,16 +77,40 @@ def candidates(inbox: Path) -> list[Path]:
         for p in inbox.iterdir()
         if not p.name.startswith((".", "~"))
         and not p.name.lower().endswith(PARTIAL_SUFFIXES)
-        and not (p.is_dir() and p.name in (PROCESSED, REJECTED))
+        and not (p.name in (PROCESSED, REJECTED) and _is_real_dir(p))
     ]
     return sorted(found, key=lambda p: (_newest_mtime(p), p.name))
 
 
 def fingerprint(path: Path) -> list[int]:
-    """[size, newest mtime in ns, files]: a folder (an e-mail tree) counts all it contains."""
-    files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path]
-    stats = [f.stat() for f in files]
-    return [sum(s.st_size for s in stats), max([path.stat().st_mtime_ns, *(s.st_mtime_ns for s in stats)]), len(files)]
+    """[size, newest mtime in ns, entries]: a folder (an e-mail tree) counts all it contains.
+
+    From lstat alone: links are not followed, nothing is opened (a FIFO cannot block the tick).
+    """
+    stats = [path.lstat()]
+    if stat.S_ISDIR(stats[0].st_mode):
+        for folder, dirs, files in os.walk(path):  # os.walk does not descend into links to folders
+            stats += [os.lstat(os.path.join(folder, name)) for name in dirs + files]
+    sizes = [s.st_size for s in stats if stat.S_ISREG(s.st_mode)]
+    return [sum(sizes), max(s.st_mtime_ns for s in stats), len(stats) - 1 if len(stats) > 1 else 1]
+
+
+def _is_real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def refused(path: Path) -> str | None:
+    """Why an inbox entry is refused without being opened (a symlink, FIFO, device or socket), else None."""
+    try:
+        check_entry(path)
+    except RefusedEntryError as error:
+        return str(error)
+    except OSError:
+        return None  # vanished: the listing will not show it next tick
+    return None
 
 
 def is_complete(now_fingerprint: list[int], previous: list[int] | None, now: float, settle: float) -> bool:
@@ -92,16 +125,27 @@ def _newest_mtime(path: Path) -> int:
 
 
 def move_out(path: Path, inbox: Path, batch_id: str, verdict: dict, note: str = "") -> Path:
-    """Accepted -> processed/<name>; rejected -> rejected/<name> + <name>.reason.txt."""
+    """Accepted -> processed/<name>; rejected -> rejected/<name> + <name>.reason.txt.
+
+    The reason is written first and the file moved after (a rename, which needs no disk
+    space): on a full disk the file stays in the inbox rather than lands reasonless.
+    """
     accepted = bool(verdict.get("accepted"))
     folder = inbox / (PROCESSED if accepted else REJECTED)
     folder.mkdir(parents=True, exist_ok=True)
+    if not _is_real_dir(folder):  # a link named processed/ or rejected/ would move files out of the inbox
+        raise NotADirectoryError(f"{folder} is not a real folder (a link?); not moving {path.name} there")
     target = folder / path.name
-    if target.exists():  # a later file with the same name: keep both
+    if os.path.lexists(target):  # a later file with the same name: keep both
         target = folder / f"{batch_id}-{path.name}"
-    shutil.move(str(path), str(target))
+    reason = target.with_name(target.name + ".reason.txt")
     if not accepted:
-        target.with_name(target.name + ".reason.txt").write_text(reason_text(path.name, batch_id, verdict, note))
+        write_text_atomic(reason, reason_text(path.name, batch_id, verdict, note))
+    try:
+        os.rename(path, target)  # the entry itself: a link moves as a link, a FIFO is never opened
+    except OSError:
+        reason.unlink(missing_ok=True)
+        raise
     return target
 
 
@@ -135,7 +179,7 @@ class Plan:
             target = move_out(path, inbox, batch_id, verdict, note)
             self.moved.append(f"{path.name} -> {target.relative_to(inbox)}" + (f" ({note})" if note else ""))
         except OSError as error:  # e.g. permissions: say so every tick rather than stop the sensor
-            self.moved.append(f"{path.name} could not be moved out of the inbox: {error}")
+            self.moved.append(f"{path.name} stays in the inbox: could not move it out ({error})")
 
     def partition_requests(self) -> list:
         requests = []
@@ -160,11 +204,16 @@ def inbox_sensor(context: dg.SensorEvaluationContext, store: PlatformStore) -> d
     inbox, batches = inbox_dir(store.home), store.batches()
     inbox.mkdir(parents=True, exist_ok=True)
     cursor, plan = InboxCursor.load(context.cursor), Plan()
+    for leftover in batches.remove_staging_leftovers():
+        context.log.warning(f"inbox: removed {leftover}, a staging folder left by an interrupted stage")
     _settle_pending(context, cursor, inbox, batches, plan)
 
     now, settle, seen = time.time(), settle_seconds(), {}
     for path in candidates(inbox):
         if path.name in cursor.pending:
+            continue
+        if reason := refused(path):  # judged by its lstat alone: no need to wait for it to settle
+            plan.move(path, inbox, "unstaged", {"accepted": False, "reason": f"not staged: {reason}"})
             continue
         try:
             current = fingerprint(path)
@@ -194,8 +243,8 @@ def _take(
     """Stage one complete file and plan its partition and run (or move it out if already judged)."""
     try:
         batch_id = stage(path, batches)
-    except OSError as error:
-        verdict = {"accepted": False, "reason": f"could not be copied into the batch store: {error}"}
+    except (OSError, BatchFormatError) as error:  # refused, over a limit, a full disk: nothing staged
+        verdict = {"accepted": False, "reason": f"not staged: {_staging_reason(error)}"}
         plan.move(path, inbox, "unstaged", verdict)
         return
     if (earlier := batches.validation(batch_id)) is not None:  # same bytes as a batch already judged
@@ -216,6 +265,11 @@ def _take(
             tags={TRIGGER_TAG: "inbox", INBOX_FILE_TAG: path.name[:200]},
         )
     )
+
+
+def _staging_reason(error: Exception) -> str:
+    text = error.strerror if isinstance(error, StagingError) and error.strerror else str(error)
+    return text or f"{type(error).__name__} while copying into the batch store"
 
 
 def _settle_pending(
