@@ -1,8 +1,9 @@
 import pandas as pd
+import pytest
 
 from spam_assets.batches import BatchStore, content_hash
-from spam_assets.loaders import SourceSpec
-from spam_assets.validation import accepted, rejection_reason, validate
+from spam_assets.loaders import Problem, RefusedEntryError, SourceSpec
+from spam_assets.validation import BatchRules, accepted, judge, rejection_reason, validate
 
 
 def test_stage_is_content_addressed_and_idempotent(tmp_path):
@@ -52,3 +53,68 @@ def test_duplicates_only_warn():
     dup = next(o for o in outcomes if o.name == "batch_duplicate_share")
     assert not dup.passed and not dup.blocking
     assert accepted(outcomes)
+
+
+# --- the batch policy ----------------------------------------------------------------------------------
+
+
+def test_quarantine_sets_bad_rows_aside_and_keeps_the_rest():
+    rows = [(f"message {i}", "ham") for i in range(38)] + [("", "spam"), ("fine", "maybe")]
+    problems = [Problem(41, "f:41", "f, row 41: line 41 is not valid JSON", '{"text": oops')]
+    verdict = judge(table(rows), None, BatchRules(max_quarantined_share=0.1), problems)
+    assert verdict.accepted
+    assert len(verdict.kept) == 38 and "" not in verdict.kept["text"].tolist()
+    assert [(q["row"], q["reason"]) for q in verdict.quarantined] == [
+        (39, "empty text"),
+        (40, "label 'maybe' is not one of ['ham', 'spam']"),
+        (41, "f, row 41: line 41 is not valid JSON"),
+    ]
+    outcomes = {o.name: o for o in verdict.outcomes}
+    assert outcomes["batch_schema"].rows == [40, 41] and "quarantined" in outcomes["batch_schema"].description
+    assert outcomes["batch_min_rows"].description == "38 rows kept (minimum 10)"
+
+
+def test_quarantine_ceiling_rejects_a_mostly_bad_batch():
+    rows = [(f"message {i}", "ham") for i in range(30)] + [("", "spam")] * 3
+    verdict = judge(table(rows), None, BatchRules(max_quarantined_share=0.05))
+    assert not verdict.accepted
+    assert "9.1% of 33 rows bad; at most 5% may be quarantined" in rejection_reason(verdict.outcomes)
+
+
+def test_reject_policy_rejects_for_one_bad_row_and_names_the_file():
+    rows = [(f"message {i}", "ham") for i in range(30)]
+    problems = [Problem(31, "f:31", "f, row 31: line 31 has no TAB")]
+    verdict = judge(table(rows), None, BatchRules(policy="reject"), problems)
+    assert not verdict.accepted and verdict.quarantined == []
+    assert "line 31 has no TAB" in rejection_reason(verdict.outcomes)
+    empty = judge(table(rows + [("", "ham")]), None, BatchRules(policy="reject"))
+    assert "1 empty texts in f" in rejection_reason(empty.outcomes)
+
+
+def test_policy_and_shares_are_checked():
+    with pytest.raises(ValueError, match="unknown batch policy 'drop'"):
+        BatchRules(policy="drop")
+    with pytest.raises(ValueError, match="max_quarantined_share must be a share between 0 and 1"):
+        BatchRules(max_quarantined_share=5)
+
+
+def test_quarantined_rows_are_kept_with_the_batch(tmp_path):
+    store = BatchStore(tmp_path / "batches")
+    source = tmp_path / "a.tsv"
+    source.write_text("ham\thello\n")
+    batch_id = store.stage(source)
+    rows = [{"row": 2, "source": "a.tsv:2", "reason": "empty text", "label": "ham", "text": "é"}]
+    store.write_quarantine(batch_id, rows)
+    assert store.quarantined(batch_id) == rows
+
+
+def test_stage_refuses_a_symlink_and_leaves_nothing(tmp_path):
+    store = BatchStore(tmp_path / "batches")
+    target = tmp_path / "a.tsv"
+    target.write_text("ham\thello\n")
+    (tmp_path / "link.tsv").symlink_to(target)
+    with pytest.raises(RefusedEntryError, match="link.tsv: is a symbolic link"):
+        store.stage(tmp_path / "link.tsv")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        store.stage(tmp_path / "missing.tsv")
+    assert store.ids() == [] and not store.root.exists()  # refused before anything was created

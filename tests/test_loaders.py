@@ -11,7 +11,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from spam_assets.loaders import COLUMNS, BatchFormatError, SourceSpec, detect_format, read_batch
+from spam_assets.loaders import (
+    COLUMNS,
+    BatchFormatError,
+    LimitExceededError,
+    Limits,
+    RefusedEntryError,
+    SourceSpec,
+    detect_format,
+    read_batch,
+    read_batch_rows,
+)
 from spam_assets.loaders import email as email_loader
 from spam_assets.loaders.email import html_to_text, parse_message
 from spam_assets.loaders.feed import STATE_FILE, Feed, row_id, write_jsonl
@@ -552,3 +562,76 @@ def test_real_html_only_spam_has_no_tags(spamassassin_corpus: pd.DataFrame) -> N
     text = spamassassin_corpus.set_index("source").loc["spam-1/00001.7848dde101aa985090474a91ec93fcf0.txt", "text"]
     assert text.startswith("Life Insurance - Why Pay More?\nSave up to 70% on Life Insurance.")
     assert not TAG.search(text) and "=3D" not in text
+
+
+# --- bad rows collected, limits while streaming, only regular files ------------------------------------
+
+
+def test_read_batch_rows_collects_bad_lines_that_read_batch_raises(tmp_path: Path) -> None:
+    path = write(tmp_path / "sms", b"ham\tok\nspam\tcaf\xe9 prize\nno tab\nham\tfine\n")
+    read = read_batch_rows(path)
+    assert read.table["row"].tolist() == [1, 4]
+    assert [(p.row, p.source) for p in read.problems] == [(2, "sms:2"), (3, "sms:3")]
+    assert "line 2 is not valid UTF-8" in read.problems[0].reason and str(path) in read.problems[0].reason
+    assert "line 3 has no TAB" in read.problems[1].reason and read.problems[1].excerpt == "no tab"
+    assert read_error(path).row == 2  # read_batch: the first bad row, as before
+
+
+def test_csv_bad_line_counts_as_a_data_row(tmp_path: Path) -> None:
+    path = write(tmp_path / "batch.csv", b"text,label\nok,ham\n\"caf\xe9\",spam\nalso ok,ham\n")
+    read = read_batch_rows(path)
+    assert read.table["row"].tolist() == [1, 3]
+    (problem,) = read.problems
+    assert problem.row == 2 and problem.source == "batch.csv:2" and "line 3 is not valid UTF-8" in problem.reason
+
+
+def test_a_line_over_the_message_limit_is_skipped_and_the_next_read(tmp_path: Path) -> None:
+    path = write(tmp_path / "sms", "ham\tshort\nspam\t" + "x" * 500 + "\nham\tafter\n")
+    read = read_batch_rows(path, limits=Limits(message_bytes=100))
+    assert read.table["text"].tolist() == ["short", "after"]
+    (problem,) = read.problems
+    assert problem.row == 2 and "line 2 is 506 B, over the limit of 100 B (set SPAM_MAX_MESSAGE_BYTES" in problem.reason
+
+
+def test_a_csv_field_over_the_message_limit_refuses_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "batch.csv", 'text,label\n"' + "many short lines\n" * 20 + '",spam\n')
+    with pytest.raises(LimitExceededError, match="SPAM_MAX_MESSAGE_BYTES"):
+        read_batch(path, limits=Limits(message_bytes=100))
+
+
+def test_a_file_over_the_file_limit_is_refused_before_reading(tmp_path: Path) -> None:
+    path = write(tmp_path / "sms", "ham\thello\n" * 110)  # 1,100 bytes
+    with pytest.raises(LimitExceededError, match=r"the file is 1\.07 KiB, over the limit of 1 KiB"):
+        read_batch(path, limits=Limits(file_bytes=1024))
+
+
+def test_an_oversized_mail_file_in_a_tree_is_a_bad_row(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "mail")
+    write(root / "spam-1" / "0003.eml", HEADERS + "Subject: big\n\n" + "y" * 5000 + "\n")
+    read = read_batch_rows(root, limits=Limits(member_bytes=4096))
+    assert [p.source for p in read.problems] == ["spam-1/0003.eml"]
+    assert "the message file is larger than 4 KiB" in read.problems[0].reason
+    assert len(read.table) == 4
+
+
+def test_mbox_message_over_the_member_limit_is_a_bad_row(tmp_path: Path) -> None:
+    path = write(tmp_path / "spam.mbox", b"From x\n" + LATIN1 + b"From y\n" + HTML_ONLY + b"x" * 3000 + b"\n")
+    read = read_batch_rows(path, limits=Limits(member_bytes=2048))
+    assert [p.row for p in read.problems] == [2] and "over the limit of 2 KiB" in read.problems[0].reason
+
+
+@pytest.mark.parametrize("name", ["sms", "batch.csv", "mail"])
+def test_a_symlinked_batch_is_refused_unread(tmp_path: Path, name: str) -> None:
+    target = write_tree(tmp_path / "real") if name == "mail" else write(tmp_path / f"real-{name}", "ham\thi\n")
+    (tmp_path / name).symlink_to(target)
+    with pytest.raises(RefusedEntryError, match="is a symbolic link"):
+        read_batch(tmp_path / name)
+
+
+def test_limits_defaults_and_environment() -> None:
+    assert Limits.from_env({}) == Limits()
+    assert Limits().message_bytes == 1 << 20 and Limits().compression_ratio == 100
+    custom = Limits.from_env({"SPAM_MAX_MEMBER_BYTES": "2M", "SPAM_MAX_COMPRESSION_RATIO": "20"})
+    assert custom.member_bytes == 2 << 20 and custom.compression_ratio == 20.0
+    with pytest.raises(ValueError, match="SPAM_MAX_COMPRESSION_RATIO='0.5' is not a ratio of at least 1"):
+        Limits.from_env({"SPAM_MAX_COMPRESSION_RATIO": "0.5"})
