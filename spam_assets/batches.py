@@ -36,7 +36,7 @@ from pathlib import Path
 import pandas as pd
 
 from spam_assets.loaders import LimitExceededError, Limits, SourceSpec
-from spam_assets.loaders._files import check_entry, open_regular, regular_files
+from spam_assets.loaders.files import check_entry, open_regular, regular_files
 from spam_assets.loaders.limits import human, over
 
 ID_LENGTH = 16  # hex digits of sha256: 64 bits, no collision in any realistic history

@@ -34,12 +34,11 @@ from spam_assets.loaders import (
     LimitExceededError,
     Limits,
     RefusedEntryError,
-    SourceSpec,
     read_batch,
     read_batch_rows,
 )
 from spam_assets.loaders.limits import parse_size
-from tests.test_automation_inbox import DEFS, drop, sms_file, tick  # noqa: F401  (the sensor, tick by tick)
+from tests.test_automation_inbox import drop, sms_file, tick  # the sensor, tick by tick, on a real instance
 
 MARKER = "OUTSIDE-SECRET-7f3a"  # only files outside the inbox hold it
 MiB = 1 << 20

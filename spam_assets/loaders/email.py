@@ -387,7 +387,17 @@ def _parse_or_error(raw: bytes, where: str, limits: Limits) -> ParsedMessage | B
             over("the message text", f"{human(len(parsed.text))} characters", limits.message_bytes, "message_bytes"),
             path=where,
         )
+    if parsed.doubt:
+        return DoubtfulText(parsed.doubt, parsed.text, path=where)
     return parsed
+
+
+class DoubtfulText(BatchFormatError):
+    """A message that parsed, but whose text is probably garbled: reported with what it decoded to."""
+
+    def __init__(self, message: str, text: str, *, row: int | None = None, path: str | None = None):
+        super().__init__(message, row=row, path=path)
+        self.text = text
 
 
 def _hidden(name: str) -> bool:
@@ -437,11 +447,11 @@ def _finish(
     """Records from (source, label, parse result), numbered from 1 in order; failures and doubts reported."""
     records, stats = [], _Stats()
     for row, (source, label, result) in enumerate(items, start=1):
+        if isinstance(result, DoubtfulText):
+            report(problems, DoubtfulText(result.reason, result.text, row=row, path=result.path), source, result.text)
+            continue
         if isinstance(result, BatchFormatError):
             report(problems, type(result)(result.reason, row=row, path=result.path), source)
-            continue
-        if result.doubt:
-            report(problems, BatchFormatError(result.doubt, row=row, path=f"{container}/{source}"), source, result.text)
             continue
         stats.add(result)
         records.append(Record(result.text, label, source, row))
