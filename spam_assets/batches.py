@@ -116,6 +116,7 @@ def write_text_atomic(path: Path, text: str) -> None:
         try:
             tmp.write(text)
             tmp.flush()
+            os.chmod(tmp.name, 0o644)  # NamedTemporaryFile makes it 0600; people and other services read these
         except BaseException:
             Path(tmp.name).unlink(missing_ok=True)
             raise

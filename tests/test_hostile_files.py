@@ -502,3 +502,59 @@ def test_staging_leftovers_are_removed_at_the_next_tick(instance, inbox, home):
     tick(instance)
     assert sorted(p.name for p in batches.iterdir()) == [in_progress.name]  # a young one may be in use
     assert BatchStore(batches).remove_staging_leftovers(older_than=0) == [in_progress.name]  # at start-up
+
+
+# --- with the real daemon ------------------------------------------------------------------------------
+
+
+def _wait_for(condition, timeout: float, platform, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(2)
+    pytest.fail(f"{what}: not within {timeout} s; daemon log ends:\n{platform.daemon_tail()}")
+
+
+@pytest.mark.slow
+def test_hostile_inbox_with_the_real_daemon_goes_on(tmp_path):
+    """A FIFO, links and a link loop among good files, with `dagster-daemon run`: none blocks the
+    sensor, each is rejected with its reason, the good files are judged, nothing outside is read."""
+    from spam_assets.instance import DAGSTER_YAML
+    from tests.test_loop_e2e import Platform
+
+    platform = Platform(tmp_path, webhook_url="")
+    platform.env.update(SPAM_INBOX_SETTLE_SECONDS="1")
+    platform.dagster_home.mkdir(parents=True)
+    (platform.dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)  # the instance `up` writes
+    inbox = platform.inbox
+    inbox.mkdir(parents=True)
+    secret = outside_mail(tmp_path / "outside")
+    os.mkfifo(inbox / "pipe.csv")
+    (inbox / "looks-like-mail.eml").symlink_to(secret)
+    tree = mail_tree(tmp_path / "loop-drop", n=3)
+    (tree / "spam" / "again").symlink_to(tree)
+    tree.rename(inbox / "loop-drop")
+    sms_file(tmp_path / "good-1.txt", seed=11).rename(inbox / "good-1.txt")
+
+    platform.start_daemon()
+    try:
+        rejected, processed = inbox / "rejected", inbox / "processed"
+        _wait_for(
+            lambda: (processed / "good-1.txt").exists()
+            and all((rejected / f"{name}.reason.txt").exists() for name in ("pipe.csv", "looks-like-mail.eml", "loop-drop")),
+            600, platform, "the first good file judged and the hostile ones rejected",
+        )
+        assert "is a FIFO (named pipe)" in (rejected / "pipe.csv.reason.txt").read_text()
+        assert "is a symbolic link" in (rejected / "looks-like-mail.eml.reason.txt").read_text()
+        assert "again: is a symbolic link" in (rejected / "loop-drop.reason.txt").read_text()
+        assert (rejected / "looks-like-mail.eml").is_symlink()
+
+        # The loop goes on: a later good file is judged too.
+        sms_file(tmp_path / "good-2.txt", seed=12).rename(inbox / "good-2.txt")
+        _wait_for(lambda: (processed / "good-2.txt").exists(), 600, platform, "the second good file judged")
+        batches = BatchStore(platform.home / "batches")
+        assert len(batches.accepted_ids()) == 2
+    finally:
+        platform.stop()
+    nothing_leaked(platform.home)
