@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 
 from spam_assets.definitions import defs as load_defs
 from spam_assets.defs.resources import PlatformStore
-from spam_assets.defs.run_tags import REFRESH_TRIGGER, RETRAIN_REASON_TAG, TIMER_TRIGGER, TRIGGER_TAG
+from spam_assets.defs.run_tags import FORCE_RETRAIN_TAG, REFRESH_TRIGGER, RETRAIN_REASON_TAG, TIMER_TRIGGER, TRIGGER_TAG
 from spam_assets.intake import register, stage
 from spam_assets.model.registry import Registry
 from spam_assets.runner import graph_assets, materialize_batches
@@ -107,7 +107,7 @@ def test_same_distribution_batch_no_drift_and_email_batch_drifts(bootstrapped, i
 def test_retrain_without_improvement_keeps_champion(bootstrapped, instance, resources):
     results = materialize_batches([], instance, resources, FAST)
     assert results == []  # nothing to do without a batch
-    _graph_run(instance, resources, RETRAIN)
+    _graph_run(instance, resources, RETRAIN, {FORCE_RETRAIN_TAG: "true"})  # the same corpus, on purpose
     decision = latest(instance, "champion_decision")
     assert decision["decision"] == "keep"  # same data, same seed: not measurably better
     assert "not measurably better" in decision["reasons"]

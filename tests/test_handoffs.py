@@ -18,6 +18,7 @@ import pytest
 from spam_assets.defs.assets.deployment import OUTCOME_KEY
 from spam_assets.defs.resources import PlatformStore, PromotionPolicy, build_resources
 from spam_assets.defs.retrain_policy import VERDICT_KEY, Verdict
+from spam_assets.defs.run_tags import FORCE_RETRAIN_TAG
 from spam_assets.model.registry import Registry
 from spam_assets.runner import graph_assets, materialize_batches
 from spam_assets.settings import tracking_uri
@@ -31,6 +32,7 @@ def _run(selection, instance, resources, raise_on_error=True) -> dg.ExecuteInPro
     return dg.materialize(
         graph_assets(), selection=selection, instance=instance, resources=resources,
         run_config=FAST if "trained_model" in selection else None, raise_on_error=raise_on_error,
+        tags={FORCE_RETRAIN_TAG: "true"},  # these retrain the bootstrap corpus on purpose
     )
 
 

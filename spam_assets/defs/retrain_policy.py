@@ -9,6 +9,7 @@ import dataclasses
 import dagster as dg
 
 from spam_assets.defs.keys import CHAMPION_DECISION, CLEANED_CORPUS, DRIFT_STATISTICS, TRAINED_MODEL
+from spam_assets.defs.run_tags import CORPUS_VERSION_TAG
 from spam_assets.defs.upstream import latest
 
 RETRAIN_KEYS = {TRAINED_MODEL, CHAMPION_DECISION}
@@ -56,11 +57,54 @@ class Verdict:
         return f"{self.trigger}: {'; '.join(self.reasons) or 'no reasons recorded'}"[:MAX_REASON]
 
 
-def active_retrain(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
-    """A queued or running run that trains or decides, whoever launched it."""
+def assets_of(instance: dg.DagsterInstance, run: dg.DagsterRun) -> frozenset[dg.AssetKey]:
+    """The assets a run materialises, however it was launched.
+
+    `asset_selection` is set for asset runs (automation, the UI's
+    "Materialize") but is None for runs of an asset job such as `retrain`:
+    those are read from the run's execution plan (its steps' outputs).
+    """
+    if run.asset_selection:
+        return frozenset(run.asset_selection)
+    if not run.execution_plan_snapshot_id:
+        return frozenset()
+    plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+    executed = set(run.step_keys_to_execute) if run.step_keys_to_execute else None
+    return frozenset(
+        output.properties.asset_key
+        for step in plan.steps
+        if executed is None or step.key in executed
+        for output in step.outputs
+        if output.properties is not None and output.properties.asset_key is not None
+    )
+
+
+def active_retrain(instance: dg.DagsterInstance, exclude: str | None = None) -> dg.DagsterRun | None:
+    """A queued or running run that trains or decides, whoever launched it (other than run `exclude`)."""
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT), limit=200):
-        if run.asset_selection and run.asset_selection & RETRAIN_KEYS:
+        if run.run_id != exclude and assets_of(instance, run) & RETRAIN_KEYS:
             return run
+    return None
+
+
+def died_training(instance: dg.DagsterInstance, limit: int = 50) -> list[tuple[dg.RunRecord, str]]:
+    """Failed runs that had started training (trained_model tags the corpus first), newest first, with that corpus."""
+    records = instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]), limit=limit)
+    return [(r, r.dagster_run.tags[CORPUS_VERSION_TAG]) for r in records if CORPUS_VERSION_TAG in r.dagster_run.tags]
+
+
+def died_while_training(instance: dg.DagsterInstance, run_id: str) -> bool:
+    run = instance.get_run_by_id(run_id)
+    return run is not None and run.status == dg.DagsterRunStatus.FAILURE and CORPUS_VERSION_TAG in run.tags
+
+
+def challenger_for(instance: dg.DagsterInstance, corpus_version: str, limit: int = 100) -> str | None:
+    """The model version trained_model recorded for `corpus_version`, if any (among its latest `limit`)."""
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=TRAINED_MODEL), limit=limit).records
+    for record in records:
+        meta = record.asset_materialization.metadata
+        if "corpus_data_version" in meta and meta["corpus_data_version"].value == corpus_version:
+            return str(meta["model_version"].value) if "model_version" in meta else "?"
     return None
 
 

@@ -9,9 +9,15 @@ from spam_assets.challenger import log_challenger
 from spam_assets.decision import gate_failures
 from spam_assets.defs.resources import LazyMlflowRun, ModelRegistry, PlatformStore, PromotionPolicy
 from spam_assets.defs.keys import CLEANED_CORPUS, DRIFT_STATISTICS, TRAINED_MODEL
-from spam_assets.defs.retrain_policy import already_trained, rides_with, verdict_of_run
-from spam_assets.defs.upstream import handed_over
-from spam_assets.defs.run_tags import REFRESH_TRIGGER, RETRAIN_REASON_TAG, TIMER_TRIGGER, TRIGGER_TAG
+from spam_assets.defs.retrain_policy import challenger_for, rides_with, verdict_of_run
+from spam_assets.defs.upstream import Handover, handed_over
+from spam_assets.defs.run_tags import (
+    CORPUS_VERSION_TAG,
+    FORCE_RETRAIN_TAG,
+    REFRESH_TRIGGER,
+    RETRAIN_REASON_TAG,
+    TRIGGER_TAG,
+)
 from spam_assets.model.pipelines import candidate_pipelines
 from spam_assets.modeling import METRIC_NAMES, select_and_fit
 
@@ -49,8 +55,9 @@ TRAINING_POOL = "trained_model"
                 "on the holdout, logged to MLflow (params, metrics, confusion matrix, model with signature) "
                 "and registered as a new version of `spam-classifier` with alias `challenger`. Rides along in "
                 "each refresh run and trains there only when that run's drift verdict says drift or decay; "
-                "in a retrain timer run, only when the corpus has no challenger yet; requested any other way "
-                "(retrain job, drift sensor, UI), it always trains. One training at a time (pool trained_model)."
+                "requested any other way (retrain job, timer, drift sensor, `ingest`, UI), only when the corpus has "
+                "no challenger yet, unless the run is tagged spam/force_retrain=true. One training at a time "
+                "(pool trained_model)."
             ),
         )
     ],
@@ -77,11 +84,6 @@ def trained_model(
     if TRAINED_MODEL not in context.selected_asset_keys:
         raise dg.Failure("challenger_gates is checked while training: materialise trained_model with it")
     reason = context.run.tags.get(RETRAIN_REASON_TAG) or f"requested by {context.run.tags.get(TRIGGER_TAG, 'hand')}"
-    if context.run.tags.get(TRIGGER_TAG) == TIMER_TRIGGER and (repeat := already_trained(context.instance)):
-        # The timer requests even while another run trains; this step waited for that run
-        # (the pool), and its challenger may already cover the corpus.
-        context.log.info(f"not retraining: {repeat}")
-        return
     if context.run.tags.get(TRIGGER_TAG) == REFRESH_TRIGGER:
         verdict, reason = verdict_of_run(context.instance, context.run.run_id)
         if verdict is None:
@@ -90,7 +92,21 @@ def trained_model(
         # The reason on the run, as on runs the retrain triggers launch.
         context.instance.add_run_tags(context.run.run_id, {TRIGGER_TAG: verdict.trigger, RETRAIN_REASON_TAG: reason})
         context.log.info(f"retraining: {reason}")
-    yield _train(context, config, store, registry, promotion, mlflow_run, reason)
+    # The corpus cleaned_corpus last materialised (its data version), whatever CURRENT says now.
+    upstream = handed_over(context.instance, CLEANED_CORPUS, "trained_model")
+    version = upstream.data_version or upstream.require("data_version")
+    # At most one training per corpus version, whatever started this run (the timer, two
+    # `ingest` commands at once, the UI): this step waited for the training pool, and the
+    # run that held it may have trained this very corpus. Same data, same seed, same model.
+    if (existing := challenger_for(context.instance, version)) and context.run.tags.get(FORCE_RETRAIN_TAG) != "true":
+        context.log.info(
+            f"not retraining: challenger v{existing} was already trained on corpus {version} "
+            f"(tag the run {FORCE_RETRAIN_TAG}=true to train it again)"
+        )
+        return
+    # Which corpus this run trains: if its process dies, the retry sensor reads it here.
+    context.instance.add_run_tags(context.run.run_id, {CORPUS_VERSION_TAG: version})
+    yield _train(context, config, store, registry, promotion, mlflow_run, reason, upstream, version)
 
 
 def _train(
@@ -101,10 +117,9 @@ def _train(
     promotion: PromotionPolicy,
     mlflow_run: LazyMlflowRun,
     reason: str,
+    upstream: Handover,
+    version: str,
 ) -> dg.MaterializeResult:
-    # The corpus cleaned_corpus last materialised (its data version), whatever CURRENT says now.
-    upstream = handed_over(context.instance, CLEANED_CORPUS, "trained_model")
-    version = upstream.data_version or upstream.require("data_version")
     corpora = store.corpus()
     if not corpora.path(version).exists():
         raise dg.Failure(
