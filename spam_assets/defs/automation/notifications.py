@@ -8,10 +8,17 @@ swallowed, so a broken chat integration never fails or stalls the platform.
 import dagster as dg
 
 from spam_assets.defs.assets.deployment import OUTCOME_KEY
-from spam_assets.defs.automation.settings import notify_interval
+from spam_assets.defs.automation.recovery import death_reason, plain_words
+from spam_assets.defs.automation.settings import notify_interval, retry_backoff_seconds
 from spam_assets.defs.keys import CHAMPION_DECISION
 from spam_assets.defs.resources import PlatformStore, Webhook
-from spam_assets.defs.run_tags import INBOX_FILE_TAG, RETRAIN_REASON_TAG, TRIGGER_TAG
+from spam_assets.defs.run_tags import (
+    CORPUS_VERSION_TAG,
+    INBOX_FILE_TAG,
+    RETRAIN_REASON_TAG,
+    RETRY_TRIGGER,
+    TRIGGER_TAG,
+)
 
 
 def decision_message(outcome: dict, run: dg.DagsterRun) -> str:
@@ -26,9 +33,26 @@ def decision_message(outcome: dict, run: dg.DagsterRun) -> str:
     return f"{head}\nDecision: {'; '.join(outcome['reasons'])}\nRetrain reason: {why}\nRun: {run.run_id}"
 
 
-def failure_message(run: dg.DagsterRun, step_errors: list[str], batch_reason: str | None) -> str:
+def failure_message(
+    run: dg.DagsterRun, step_errors: list[str], batch_reason: str | None, death: str | None = None
+) -> str:
+    """The text for a failed run; `death`: why it died, when it died while training."""
     partition = run.tags.get("dagster/partition")
-    lines = [f"Platform run failed: {run.job_name}{f' (batch {partition})' if partition else ''}, run {run.run_id}"]
+    lines = []
+    if death is not None:
+        corpus = run.tags[CORPUS_VERSION_TAG]
+        lines.append(f"Training of corpus {corpus} died: {plain_words(death)}")
+        if run.tags.get(TRIGGER_TAG) == RETRY_TRIGGER:
+            lines.append(
+                "This was its retry, so it is not retried again: fix the cause, then launch the retrain job "
+                f"(or wait for the next batch). Retry of run {run.tags.get('spam/died_run', '?')}."
+            )
+        else:
+            lines.append(
+                f"The loop retrains it once by itself, {retry_backoff_seconds():.0f} s after the failure "
+                "(sensor retry_dead_training), unless a newer challenger covers it by then."
+            )
+    lines.append(f"Platform run failed: {run.job_name}{f' (batch {partition})' if partition else ''}, run {run.run_id}")
     if run.tags.get(INBOX_FILE_TAG):
         lines.append(f"Inbox file: {run.tags[INBOX_FILE_TAG]}")
     if batch_reason:
@@ -83,4 +107,5 @@ def notify_run_failure(context: dg.RunFailureSensorContext, webhook: Webhook, st
     ] or [context.failure_event.message]
     partition = run.tags.get("dagster/partition")
     verdict = store.batches().validation(partition) if partition else None
-    webhook.post(failure_message(run, errors, verdict.get("reason") if verdict else None), context.log)
+    death = death_reason(context.instance, run) if CORPUS_VERSION_TAG in run.tags else None
+    webhook.post(failure_message(run, errors, verdict.get("reason") if verdict else None, death), context.log)

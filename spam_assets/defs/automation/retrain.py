@@ -27,7 +27,7 @@ import dagster as dg
 from spam_assets.defs.automation.settings import retrain_cron, sensor_interval
 from spam_assets.defs.keys import CHAMPION_DECISION, CLEANED_CORPUS, DRIFT_STATISTICS, TRAINED_MODEL
 from spam_assets.defs.run_tags import RETRAIN_REASON_TAG, TIMER_TRIGGER, TRIGGER_TAG
-from spam_assets.defs.retrain_policy import Verdict, active_retrain, already_trained, held_back
+from spam_assets.defs.retrain_policy import Verdict, active_retrain, already_trained, died_while_training, held_back
 
 retrain_job = dg.define_asset_job(
     "retrain",
@@ -61,6 +61,9 @@ def retrain_on_drift(context: dg.SensorEvaluationContext) -> dg.SensorResult | d
     if not wanting:
         return dg.SensorResult(cursor=last_seen, skip_reason=f"{len(records)} new verdict(s), no drift or decay")
     record, verdict = wanting[-1]
+    if died_while_training(instance, record.run_id):
+        # Its run found the drift and died training on it: retry_dead_training retries that, once, after a backoff.
+        return dg.SensorResult(cursor=last_seen, skip_reason=f"{verdict.trigger} seen; its run died training: left to retry_dead_training")
     if (run := active_retrain(instance)) is not None:
         return dg.SkipReason(f"retrain wanted ({verdict.reason()[:120]}) but {held_back(run)}")  # cursor kept
     if (repeat := already_trained(instance)) is not None:

@@ -25,6 +25,7 @@ FEED_SOURCE_ENV, FEED_ROWS_ENV, FEED_FORMAT_ENV = "SPAM_FEED_SOURCE", "SPAM_FEED
 FEED_CRON_ENV, FEED_TZ_ENV = "SPAM_FEED_CRON", "SPAM_FEED_TIMEZONE"
 WEBHOOK_ENV, WEBHOOK_TIMEOUT_ENV = "SPAM_WEBHOOK_URL", "SPAM_WEBHOOK_TIMEOUT_SECONDS"
 F1_FLOOR_ENV = "SPAM_F1_FLOOR"  # drift_statistics says `decay` below it (DecayPolicy)
+RETRY_BACKOFF_ENV = "SPAM_RETRY_BACKOFF_SECONDS"
 
 
 def env(name: str, default: str = "") -> str:
@@ -59,6 +60,12 @@ def notify_interval() -> int:
     idle daemon took 28% of a core with every sensor at 4 s, 18% at 10 s).
     """
     return max(1, int(env_number(NOTIFY_INTERVAL_ENV, 15)))
+
+
+def retry_backoff_seconds() -> float:
+    """How long after a training died its retry is requested: a full disk or a memory-hungry
+    neighbour gets time to clear, and a retry never races the run monitor freeing the dead run's slot."""
+    return env_number(RETRY_BACKOFF_ENV, 60)
 
 
 def settle_seconds() -> float:
