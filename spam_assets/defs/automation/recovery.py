@@ -31,6 +31,7 @@ from spam_assets.defs.run_tags import CORPUS_VERSION_TAG, RETRAIN_REASON_TAG, RE
 from spam_assets.defs.upstream import latest
 from spam_assets.training_runs import fail_running_runs
 
+PROCESS_DIED = "Run execution process for"  # how Dagster's code server reports a run process that exited
 REMEMBERED = 200  # corpus versions kept in the retry cursor: far more than ever die between two trainings
 RECENT_FAILURES = 50
 
@@ -48,8 +49,8 @@ def death_reason(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
         return "; ".join(errors)
     for entry in reversed(instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)):
         message = entry.dagster_event.message or ""
-        if message.startswith("Run execution process for"):  # the code server saw the process die
-            return message.strip()
+        if (at := message.find(PROCESS_DIED)) >= 0:  # the code server saw the process die ("[DagsterApiServer] ...")
+            return message[at:].strip()
     failure = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
     return (failure[-1].dagster_event.message or "").strip() if failure else "no reason recorded"
 
