@@ -49,11 +49,17 @@ def _run_graph(batch_ids: list[str]) -> bool:
 
 
 def cmd_ingest(args) -> int:
-    from spam_assets.defs.resources import PlatformStore
-    from spam_assets.intake import register, stage
-    from spam_assets.loaders import SourceSpec  # pandas: kept out of `up`'s own (long-lived) process
+    from spam_assets.intake import PreconditionFailed, register, require_registry, stage
 
     prepare_home()
+    try:
+        require_registry(tracking_uri())  # before staging: an unjudged batch in the corpus helps nobody
+    except PreconditionFailed as error:
+        print(f"spam-platform ingest: {error}", file=sys.stderr)
+        return 2
+    from spam_assets.defs.resources import PlatformStore
+    from spam_assets.loaders import SourceSpec  # pandas: kept out of `up`'s own (long-lived) process
+
     spec = SourceSpec(args.format, args.text_column, args.label_column)
     batch_id = stage(args.path, PlatformStore().batches(), spec)
     register(_instance(), batch_id)

@@ -1,11 +1,16 @@
 """Intake: a received file becomes a staged batch and a `raw_sample` partition.
 
 The one path every source takes (CLI, inbox sensor, feed schedule, tests),
-so "received" always means the same thing.
+so "received" always means the same thing. What must hold before anything
+is staged is checked here too (`require_registry`): a batch accepted while
+the registry is down would sit in the corpus, never judged.
 """
 
 from __future__ import annotations
 
+import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +20,37 @@ from spam_assets.loaders import SourceSpec
 
 # The dynamic partitions of raw_sample (defs/partitions.py defines them from this name).
 BATCH_PARTITIONS = "batches"
+REGISTRY_TIMEOUT_ENV = "SPAM_REGISTRY_TIMEOUT_SECONDS"
+
+
+class PreconditionFailed(RuntimeError):
+    """Something intake needs is missing; nothing was staged."""
+
+
+def registry_problem(uri: str, timeout: float | None = None) -> str | None:
+    """Why the MLflow registry at `uri` cannot be used right now, in one line; None when it can.
+
+    Only a tracking server is asked (its /health, with a short timeout); a
+    local store is a file the platform opens itself.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return None
+    timeout = timeout if timeout is not None else float(os.environ.get(REGISTRY_TIMEOUT_ENV) or 3)
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            response.read()
+        return None
+    except urllib.error.HTTPError as error:
+        return f"the MLflow registry at {uri} answered HTTP {error.code} to /health"
+    except (OSError, ValueError) as error:  # refused, timed out, unknown host, malformed URI
+        reason = getattr(error, "reason", None) or error
+        return f"the MLflow registry at {uri} is unreachable ({reason}, {timeout:g} s timeout)"
+
+
+def require_registry(uri: str, timeout: float | None = None) -> None:
+    """Raise PreconditionFailed, saying what to do, when the registry cannot be reached."""
+    if (problem := registry_problem(uri, timeout)) is not None:
+        raise PreconditionFailed(f"{problem}; nothing was staged: start it (or fix MLFLOW_TRACKING_URI) and try again")
 
 
 def stage(source: Path | str, store: BatchStore, spec: SourceSpec = SourceSpec(), name: str | None = None) -> str:

@@ -22,11 +22,11 @@ def test_definitions_load_and_everything_runs_without_a_click():
     sensors = {s.name: s for s in defs.sensors}
     assert set(sensors) == {
         "inbox_sensor", "refresh_on_new_batch", "retrain_on_drift", "notify_champion_decision", "notify_run_failure",
-        "release_dead_training", "retry_dead_training",
+        "release_dead_training", "retry_dead_training", "judge_unjudged_corpus",
     }
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
     # The drop-to-champion path, a retry on it included.
-    loop = {"inbox_sensor", "refresh_on_new_batch", "retrain_on_drift", "retry_dead_training"}
+    loop = {"inbox_sensor", "refresh_on_new_batch", "retrain_on_drift", "retry_dead_training", "judge_unjudged_corpus"}
     assert all(sensors[name].minimum_interval_seconds == sensor_interval() for name in loop)
     assert all(s.minimum_interval_seconds == notify_interval() for name, s in sensors.items() if name not in loop)
     assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in defs.schedules)

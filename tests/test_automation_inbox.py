@@ -17,7 +17,7 @@ from spam_assets.definitions import defs as load_defs
 from spam_assets.defs.assets.ingestion import raw_sample
 from spam_assets.defs.automation.inbox import InboxCursor, candidates, inbox_sensor
 from spam_assets.defs.partitions import batch_partitions
-from spam_assets.defs.resources import PlatformStore
+from spam_assets.defs.resources import ModelRegistry, PlatformStore
 from tests.synthetic import sms_messages, write_jsonl, write_sms_file
 
 DEFS = load_defs()
@@ -37,7 +37,7 @@ def tick(instance, cursor=None):
         instance_ref=instance.get_ref(),  # lets the context check partition keys
         cursor=cursor,
         definitions=DEFS,
-        resources={"store": PlatformStore()},  # $SPAM_HOME: the test's home
+        resources={"store": PlatformStore(), "registry": ModelRegistry()},  # $SPAM_HOME: the test's home
     )
     result = inbox_sensor.evaluate_tick(context)
     for request in result.dynamic_partitions_requests or []:

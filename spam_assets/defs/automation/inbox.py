@@ -35,8 +35,8 @@ from spam_assets.defs.automation.settings import inbox_dir, sensor_interval, set
 from spam_assets.defs.keys import RAW_SAMPLE
 from spam_assets.defs.run_tags import INBOX_FILE_TAG, TRIGGER_TAG
 from spam_assets.defs.partitions import batch_partitions
-from spam_assets.defs.resources import PlatformStore
-from spam_assets.intake import stage
+from spam_assets.defs.resources import ModelRegistry, PlatformStore
+from spam_assets.intake import registry_problem, stage
 from spam_assets.loaders import BatchFormatError, RefusedEntryError
 from spam_assets.loaders.files import check_entry
 
@@ -200,7 +200,7 @@ class Plan:
         "raw_sample partition, then moves it to processed/ or rejected/ (with <name>.reason.txt)."
     ),
 )
-def inbox_sensor(context: dg.SensorEvaluationContext, store: PlatformStore) -> dg.SensorResult:
+def inbox_sensor(context: dg.SensorEvaluationContext, store: PlatformStore, registry: ModelRegistry) -> dg.SensorResult:
     inbox, batches = inbox_dir(store.home), store.batches()
     inbox.mkdir(parents=True, exist_ok=True)
     cursor, plan = InboxCursor.load(context.cursor), Plan()
@@ -209,6 +209,8 @@ def inbox_sensor(context: dg.SensorEvaluationContext, store: PlatformStore) -> d
     _settle_pending(context, cursor, inbox, batches, plan)
 
     now, settle, seen = time.time(), settle_seconds(), {}
+    unreachable: str | None = None
+    checked = False
     for path in candidates(inbox):
         if path.name in cursor.pending:
             continue
@@ -220,19 +222,28 @@ def inbox_sensor(context: dg.SensorEvaluationContext, store: PlatformStore) -> d
         except OSError:  # vanished between listing and stat
             continue
         if is_complete(current, cursor.seen.get(path.name), now, settle):
-            _take(context.instance, cursor, inbox, batches, path, current, plan)
-        else:
-            seen[path.name] = current
+            if not checked:  # asked once a tick, and only when there is a file to take
+                unreachable, checked = registry_problem(registry.uri()), True
+            if unreachable is None:
+                _take(context.instance, cursor, inbox, batches, path, current, plan)
+                continue
+        # Settling, or complete but the registry is down: it waits in the inbox, unstaged.
+        seen[path.name] = current
     cursor.seen = seen
     for line in plan.moved:
         context.log.info(f"inbox: moved {line}")
 
     summary = f"{len(seen)} settling, {len(cursor.pending)} waiting for raw_sample, {len(plan.moved)} moved out"
+    if unreachable is not None:
+        context.log.warning(f"inbox: files wait, unstaged: {unreachable}")
+        skip = f"files wait in {inbox}, unstaged, until the registry is back: {unreachable} ({summary})"
+    else:
+        skip = f"no new complete file in {inbox} ({summary})"
     return dg.SensorResult(
         run_requests=plan.requests,
         dynamic_partitions_requests=plan.partition_requests(),
         cursor=cursor.dump(),
-        skip_reason=None if plan.requests else f"no new complete file in {inbox} ({summary})",
+        skip_reason=None if plan.requests else skip,
     )
 
 
