@@ -79,10 +79,10 @@ def assets_of(instance: dg.DagsterInstance, run: dg.DagsterRun) -> frozenset[dg.
     )
 
 
-def active_retrain(instance: dg.DagsterInstance, exclude: str | None = None) -> dg.DagsterRun | None:
-    """A queued or running run that trains or decides, whoever launched it (other than run `exclude`)."""
+def active_retrain(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
+    """A queued or running run that trains or decides, whoever launched it."""
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT), limit=200):
-        if run.run_id != exclude and assets_of(instance, run) & RETRAIN_KEYS:
+        if assets_of(instance, run) & RETRAIN_KEYS:
             return run
     return None
 
