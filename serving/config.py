@@ -35,6 +35,10 @@ class ServingConfig:
     # A version that failed to load or verify is not tried again for this long
     # (doubling on each further failure, capped at an hour).
     refuse_backoff: float = 300.0
+    # A server with no champion yet that cannot load the alias's version tries
+    # this many earlier champions (previous-champion first, then newest first)
+    # and serves the first that passes; 0 serves nothing instead.
+    max_fallbacks: int = 3
     # Longest accepted text, in UTF-8 bytes.
     max_text_bytes: int = 64 * KIB
     # Largest request, serialized (texts, ids, framing), that is scored: bounds
@@ -76,6 +80,8 @@ class ServingConfig:
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
+        if self.max_fallbacks < 0:
+            raise ValueError("max_fallbacks must be 0 or more")
         if self.max_text_bytes < 1 or self.max_batch < 1 or self.workers < 2:
             raise ValueError("max_text_bytes and max_batch must be positive and workers at least 2")
         if not 1 <= self.stream_slots <= self.workers - 2:
@@ -129,6 +135,7 @@ _OPTIONS = {
     "alias": (str, "registry alias to follow"),
     "poll_interval": (float, "seconds between registry checks"),
     "refuse_backoff": (float, "seconds before a refused version is tried again"),
+    "max_fallbacks": (int, "earlier champions tried at start-up when the alias's version is refused; 0 for none"),
     "max_text_bytes": (int, "longest accepted text in UTF-8 bytes"),
     "max_request_bytes": (int, "largest request scored, in serialized bytes; larger is INVALID_ARGUMENT"),
     "max_message_bytes": (int, "largest gRPC message received or sent"),

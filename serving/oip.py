@@ -60,7 +60,9 @@ def model_metadata(model_name: str, champion: LoadedChampion | None) -> pb.Model
     tensor = pb.ModelMetadataResponse.TensorMetadata
     parameters = (
         {"scorer": pb.InferParameter(string_param=champion.scorer.name),
-         "scorer_reason": pb.InferParameter(string_param=champion.scorer.reason)}
+         "scorer_reason": pb.InferParameter(string_param=champion.scorer.reason),
+         "alias_version": pb.InferParameter(string_param=champion.resolution.alias_version),
+         "fallback_reason": pb.InferParameter(string_param=champion.resolution.reason)}
         if champion
         else {}
     )  # fmt: skip

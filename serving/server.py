@@ -83,7 +83,11 @@ def start(config: ServingConfig, watcher: ChampionWatcher | None = None) -> Runn
     if watcher is None:
         registry = Registry(config.resolved_tracking_uri(), config.model_name)
         watcher = ChampionWatcher(
-            registry, alias=config.alias, poll_interval=config.poll_interval, refuse_backoff=config.refuse_backoff
+            registry,
+            alias=config.alias,
+            poll_interval=config.poll_interval,
+            refuse_backoff=config.refuse_backoff,
+            max_fallbacks=config.max_fallbacks,
         )
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),

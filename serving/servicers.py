@@ -37,6 +37,9 @@ def champion_message(champion: LoadedChampion) -> pb.Champion:
         candidate=card.candidate,
         model_sha256=champion.model_sha256,
         scorer=pb.Scorer(name=champion.scorer.name, reason=champion.scorer.reason),
+        alias=champion.resolution.alias,
+        alias_version=champion.resolution.alias_version,
+        fallback_reason=champion.resolution.reason,
     )
 
 

@@ -3,7 +3,7 @@
 No gRPC here. `ChampionWatcher` polls the MLflow alias (`champion` of
 `spam-classifier` by default) from a background thread. When the alias points
 at a version other than the one serving, that version is downloaded and
-passed through the model contract's gate (`spam_assets.model.verify.load_verified`:
+passed through the model contract's gate (`Registry.load_verified`:
 artifact integrity, loading with the code's allow-list, probe verification,
 the choice of scorer) *in the watcher thread*, then published by replacing a
 single reference to an immutable `LoadedChampion`. Request handlers read
@@ -13,26 +13,27 @@ request ever sees half of a swap.
 
 A version that fails any check is refused: logged, remembered with a backoff
 (so a broken version is not reloaded every poll), and the current champion
-keeps serving.
+keeps serving. A server with no champion yet (just started) falls back to
+the last good model instead (`spam_assets.model.last_good`: previous-champion,
+then earlier champions, newest first). Either way the champion's
+`resolution` says what the alias names, what serves, and why.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from spam_assets.model.artifact import RefusedModel
+from spam_assets.model.last_good import Resolution, first_servable, refused_reason
 from spam_assets.model.registry import ModelCard, Registry
 from spam_assets.model.scorer import Scorer
-from spam_assets.model.tags import TAG_MODEL_SHA256
-from spam_assets.model.verify import DEFAULT_PROBES, VerifiedModel, load_verified
+from spam_assets.model.verify import DEFAULT_PROBES, VerifiedModel
 from spam_assets.settings import CHAMPION_ALIAS
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ class LoadedChampion:
     card: ModelCard
     verified: VerifiedModel
     loaded_at: datetime
+    # What the alias names and why this version serves; the watcher sets it when it publishes.
+    resolution: Resolution = Resolution()
 
     @property
     def version(self) -> str:
@@ -63,13 +66,8 @@ class LoadedChampion:
 def load_version(
     registry: Registry, version: Any, probes: Sequence[tuple[str, str]] = DEFAULT_PROBES
 ) -> LoadedChampion:
-    """Download one registered version (an MLflow ModelVersion) and pass it through the contract's gate."""
-    with tempfile.TemporaryDirectory(prefix="spam-serving-") as tmp:
-        try:
-            local = registry.download(version.version, Path(tmp))
-        except Exception as error:  # noqa: BLE001
-            raise RefusedModel(f"could not download version {version.version} of {registry.model_name}: {error!r}") from error
-        verified = load_verified(local, version.tags.get(TAG_MODEL_SHA256), probes)
+    """One registered version (an MLflow ModelVersion) through the contract's gate; raises RefusedModel."""
+    verified = registry.load_verified(version, probes)
     return LoadedChampion(card=registry.card(version), verified=verified, loaded_at=datetime.now(UTC))
 
 
@@ -88,6 +86,8 @@ class ChampionWatcher:
     alias: str = CHAMPION_ALIAS
     poll_interval: float = 5.0
     refuse_backoff: float = 300.0
+    # Earlier champions a server with no champion yet tries when it cannot load the alias's version.
+    max_fallbacks: int = 3
     probes: Sequence[tuple[str, str]] = DEFAULT_PROBES
     loader: Callable[..., LoadedChampion] = load_version
 
@@ -99,6 +99,7 @@ class ChampionWatcher:
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
     _last_poll_error: str | None = field(default=None, init=False, repr=False)
+    _last_no_champion: str | None = field(default=None, init=False, repr=False)
 
     @property
     def current(self) -> LoadedChampion | None:
@@ -106,7 +107,10 @@ class ChampionWatcher:
         return self._current
 
     def subscribe(self, listener: Callable[[LoadedChampion], None]) -> Callable[[], None]:
-        """Call `listener(champion)` after every swap (in the watcher thread); returns an unsubscribe function."""
+        """Call `listener(champion)` after every swap or change of its `resolution` (in the watcher thread).
+
+        Returns an unsubscribe function.
+        """
         with self._lock:
             self._listeners.append(listener)
 
@@ -135,33 +139,63 @@ class ChampionWatcher:
             return False
         version = str(target.version)
         if current is not None and current.version == version:
+            if current.resolution.fallback:  # the alias came back to what serves (a rollback): say so
+                self._publish(replace(current, resolution=Resolution(self.alias, version, version)))
             return False
-        refusal = self.refused.get(version)
-        if refusal is not None and time.monotonic() < refusal.retry_at:
-            return False
-        log.info("loading %s version %s (alias %s)", self.registry.model_name, version, self.alias)
+        if current is not None:
+            return self._follow(target, current)
+        return self._start_from(target)
+
+    def _follow(self, target: Any, current: LoadedChampion) -> bool:
+        """A server already serving: swap to the alias's new version, or keep the current one if it is refused."""
+        version = str(target.version)
         started = time.perf_counter()
         try:
-            champion = self.loader(self.registry, target, self.probes)
-        except Exception as error:  # noqa: BLE001 - RefusedModel, or anything unexpected
-            self._refuse(version, error)
+            champion = self._load(target)
+        except RefusedModel as error:
+            if current.resolution.alias_version != version:  # say once that the alias names what cannot serve
+                reason = f"{refused_reason(self.alias, version, str(error))}; version {current.version} keeps serving"
+                self._publish(replace(current, resolution=Resolution(self.alias, version, current.version, reason)))
             return False
-        self._swap(champion)
-        scorer = champion.scorer
-        # A model the lean compiler does not know serves through its pipeline, several times slower: say so loudly.
-        log.log(
-            logging.INFO if scorer.name == "lean" else logging.WARNING,
-            "now serving %s version %s (loaded and verified in %.2fs, sha256 %s); scorer %s: %s",
-            self.registry.model_name,
-            version,
-            time.perf_counter() - started,
-            champion.model_sha256[:12],
-            scorer.name,
-            scorer.reason,
-        )
+        self._swap(replace(champion, resolution=Resolution(self.alias, version, version)), started)
         return True
 
-    def _refuse(self, version: str, error: BaseException) -> None:
+    def _start_from(self, target: Any) -> bool:
+        """No champion yet: the alias's version, else the last good model, so a new replica serves."""
+        started = time.perf_counter()
+        try:
+            outcome = first_servable(self.registry, self.alias, target, self._load, self.max_fallbacks)
+        except Exception as error:  # noqa: BLE001 - the registry failed while listing fallbacks: next poll
+            log.warning("cannot look for a last good model of %s: %r", self.registry.model_name, error)
+            return False
+        resolution = outcome.resolution
+        if outcome.loaded is None:
+            if resolution.reason != self._last_no_champion:  # once per new state, not every poll
+                log.error("NO CHAMPION CAN SERVE: %s. Health stays NOT_SERVING.", resolution.reason)
+            self._last_no_champion = resolution.reason
+            return False
+        self._last_no_champion = None
+        if resolution.fallback:
+            log.warning("SERVING THE LAST GOOD MODEL: %s", resolution.reason)
+        self._swap(replace(outcome.loaded, resolution=resolution), started)
+        return True
+
+    def _in_backoff(self, version: str) -> bool:
+        refusal = self.refused.get(version)
+        return refusal is not None and time.monotonic() < refusal.retry_at
+
+    def _load(self, target: Any) -> LoadedChampion:
+        """Load and verify one version; a refusal is remembered and raised as RefusedModel (also while in backoff)."""
+        version = str(target.version)
+        if self._in_backoff(version):
+            raise RefusedModel(self.refused[version].reason)  # remembered, not reloaded before its backoff ends
+        log.info("loading %s version %s (alias %s)", self.registry.model_name, version, self.alias)
+        try:
+            return self.loader(self.registry, target, self.probes)
+        except Exception as error:  # noqa: BLE001 - RefusedModel, or anything unexpected
+            raise RefusedModel(self._refuse(version, error)) from error
+
+    def _refuse(self, version: str, error: BaseException) -> str:
         previous = self.refused.get(version)
         attempts = previous.attempts + 1 if previous else 1
         delay = min(self.refuse_backoff * 2 ** (attempts - 1), max(self.refuse_backoff, 3600.0))
@@ -177,10 +211,27 @@ class ChampionWatcher:
             reason,
             f"Version {current.version} keeps serving." if current else "No champion is serving.",
         )
+        return reason
 
-    def _swap(self, champion: LoadedChampion) -> None:
+    def _swap(self, champion: LoadedChampion, started: float) -> None:
+        self._publish(champion)
+        scorer = champion.scorer
+        # A model the lean compiler does not know serves through its pipeline, several times slower: say so loudly.
+        log.log(
+            logging.INFO if scorer.name == "lean" else logging.WARNING,
+            "now serving %s version %s (loaded and verified in %.2fs, sha256 %s); scorer %s: %s",
+            self.registry.model_name,
+            champion.version,
+            time.perf_counter() - started,
+            champion.model_sha256[:12],
+            scorer.name,
+            scorer.reason,
+        )
+
+    def _publish(self, champion: LoadedChampion) -> None:
+        """Replace the one reference every request reads, then tell the listeners (a swap, or news of the alias)."""
         with self._changed:
-            self._current = champion  # the one reference every request reads
+            self._current = champion
             self.refused.pop(champion.version, None)
             self._changed.notify_all()
         with self._lock:

@@ -12,5 +12,6 @@ serving reads them through it and imports nothing else of `spam_assets` but
 - `artifact`      a stored model's files: format, allow-list and sha256 checks; skops loading.
 - `verify`        `load_verified`, the gate: artifact checks, loading, probe messages, the scorer.
 - `tags`          tag keys on MLflow runs and model versions.
-- `registry`      the MLflow registry conventions: model name, aliases, cards.
+- `registry`      the MLflow registry conventions: model name, aliases, cards, `load_verified` by version.
+- `last_good`     which version serves when the alias names one that cannot: the last good model.
 """

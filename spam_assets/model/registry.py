@@ -9,6 +9,7 @@ tags that lead back to the Dagster run and the corpus it was trained on.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,8 +18,17 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from spam_assets.model.artifact import load_skops, read_artifact
-from spam_assets.model.tags import TAG_CANDIDATE, TAG_CORPUS_VERSION, TAG_DAGSTER_RUN, TAG_MODEL_SHA256
+from spam_assets.model.artifact import RefusedModel, load_skops, read_artifact
+from spam_assets.model.tags import (
+    TAG_CANDIDATE,
+    TAG_CORPUS_VERSION,
+    TAG_DAGSTER_RUN,
+    TAG_MODEL_SHA256,
+    TAG_PROMOTION_REASON,
+    TAG_RETIRED_BY,
+    TAG_ROLLED_BACK,
+)
+from spam_assets.model.verify import DEFAULT_PROBES, VerifiedModel, load_verified
 from spam_assets.settings import (
     CHALLENGER_ALIAS,
     CHAMPION_ALIAS,
@@ -96,6 +106,49 @@ class Registry:
             data = read_artifact(self.download(version, Path(folder)), expected)
         return load_skops(data)
 
+    def load_verified(
+        self, version: ModelVersion | str | int, probes: Sequence[tuple[str, str]] = DEFAULT_PROBES
+    ) -> VerifiedModel:
+        """A registered version through the model contract's gate (`verify.load_verified`), as the server loads it.
+
+        Download, the recorded sha256, the code's allow-list, the probe
+        messages and the choice of scorer. Raises RefusedModel saying why not,
+        a failed download included. The server runs this for every version it
+        may serve, `champion_decision` on the challenger before promoting it.
+        """
+        if not isinstance(version, ModelVersion):
+            version = self.client.get_model_version(self.model_name, str(version))
+        with tempfile.TemporaryDirectory(prefix="spam-model-") as folder:
+            try:
+                local = self.download(version.version, Path(folder))
+            except Exception as error:  # noqa: BLE001 - unreachable store, missing files: refuse, saying so
+                raise RefusedModel(f"could not download version {version.version} of {self.model_name}: {error!r}") from error
+            return load_verified(local, version.tags.get(TAG_MODEL_SHA256), probes)
+
+    def last_good_candidates(self, excluding: str | None, limit: int) -> list[ModelVersion]:
+        """Versions that may serve instead when `excluding` (the alias's version) cannot, best first; at most `limit`.
+
+        `previous-champion` first, then every other version that was champion
+        once (it carries a promotion reason), newest first. Never a version an
+        operator rolled back, nor one never promoted: a challenger that lost
+        its decision is no last good model.
+        """
+        if limit <= 0:
+            return []
+        previous = self.version_for(PREVIOUS_CHAMPION_ALIAS)
+        promoted = [
+            v
+            for v in self.client.search_model_versions(f"name='{self.model_name}'", order_by=["version_number DESC"])
+            if v.tags.get(TAG_PROMOTION_REASON) is not None
+        ]
+        candidates, seen = [], {str(excluding)}
+        for version in ([previous] if previous is not None else []) + promoted:
+            if str(version.version) in seen or version.tags.get(TAG_ROLLED_BACK) == "true":
+                continue
+            seen.add(str(version.version))
+            candidates.append(version)
+        return candidates[:limit]
+
     def card(self, version: ModelVersion) -> ModelCard:
         run = self.client.get_run(version.run_id)
         return ModelCard(
@@ -122,9 +175,10 @@ class Registry:
             return str(previous.version)
         if previous is not None:
             self.client.set_registered_model_alias(self.model_name, PREVIOUS_CHAMPION_ALIAS, previous.version)
-            self.client.set_model_version_tag(self.model_name, previous.version, "retired_by", str(version))
+            self.client.set_model_version_tag(self.model_name, previous.version, TAG_RETIRED_BY, str(version))
         self.client.set_registered_model_alias(self.model_name, CHAMPION_ALIAS, str(version))
-        self.client.set_model_version_tag(self.model_name, str(version), "promotion_reason", reason[:5000])
+        self.client.set_model_version_tag(self.model_name, str(version), TAG_PROMOTION_REASON, reason[:5000])
+        self._clear_rolled_back(version)
         return str(previous.version) if previous is not None else None
 
     def rollback(self) -> str:
@@ -134,8 +188,14 @@ class Registry:
             raise LookupError(f"{self.model_name} has no {PREVIOUS_CHAMPION_ALIAS} to roll back to")
         current = self.champion()
         self.client.set_registered_model_alias(self.model_name, CHAMPION_ALIAS, previous.version)
+        self._clear_rolled_back(previous.version)  # rolling back a rollback: that version is trusted again
         if current is not None:
             self.client.set_registered_model_alias(self.model_name, PREVIOUS_CHAMPION_ALIAS, current.version)
-            self.client.set_model_version_tag(self.model_name, current.version, "rolled_back", "true")
+            self.client.set_model_version_tag(self.model_name, current.version, TAG_ROLLED_BACK, "true")
         return str(previous.version)
 
+    def _clear_rolled_back(self, version: str | int) -> None:
+        """A version made champion again is no longer one an operator rolled back."""
+        tags = self.client.get_model_version(self.model_name, str(version)).tags
+        if TAG_ROLLED_BACK in tags:
+            self.client.delete_model_version_tag(self.model_name, str(version), TAG_ROLLED_BACK)

@@ -82,7 +82,7 @@ class WatchChampionRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Champion(_message.Message):
-    __slots__ = ("model_name", "version", "run_id", "dagster_run_id", "corpus_data_version", "metrics", "loaded_at", "candidate", "model_sha256", "scorer")
+    __slots__ = ("model_name", "version", "run_id", "dagster_run_id", "corpus_data_version", "metrics", "loaded_at", "candidate", "model_sha256", "scorer", "alias", "alias_version", "fallback_reason")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,9 @@ class Champion(_message.Message):
     CANDIDATE_FIELD_NUMBER: _ClassVar[int]
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     SCORER_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_REASON_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     version: str
     run_id: str
@@ -110,7 +113,10 @@ class Champion(_message.Message):
     candidate: str
     model_sha256: str
     scorer: Scorer
-    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[str] = ..., run_id: _Optional[str] = ..., dagster_run_id: _Optional[str] = ..., corpus_data_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., candidate: _Optional[str] = ..., model_sha256: _Optional[str] = ..., scorer: _Optional[_Union[Scorer, _Mapping]] = ...) -> None: ...
+    alias: str
+    alias_version: str
+    fallback_reason: str
+    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[str] = ..., run_id: _Optional[str] = ..., dagster_run_id: _Optional[str] = ..., corpus_data_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., candidate: _Optional[str] = ..., model_sha256: _Optional[str] = ..., scorer: _Optional[_Union[Scorer, _Mapping]] = ..., alias: _Optional[str] = ..., alias_version: _Optional[str] = ..., fallback_reason: _Optional[str] = ...) -> None: ...
 
 class Scorer(_message.Message):
     __slots__ = ("name", "reason")
