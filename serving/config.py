@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from spam_assets.settings import CHAMPION_ALIAS, MODEL_NAME
+from spam_assets.settings import CHAMPION_ALIAS, MAX_FALLBACKS, MODEL_NAME
 
 ENV_PREFIX = "SPAM_SERVING_"
 TOKEN_ENV = "SPAM_SERVING_TOKEN"
@@ -38,7 +38,7 @@ class ServingConfig:
     # A server with no champion yet that cannot load the alias's version tries
     # this many earlier champions (previous-champion first, then newest first)
     # and serves the first that passes; 0 serves nothing instead.
-    max_fallbacks: int = 3
+    max_fallbacks: int = MAX_FALLBACKS
     # Longest accepted text, in UTF-8 bytes.
     max_text_bytes: int = 64 * KIB
     # Largest request, serialized (texts, ids, framing), that is scored: bounds

@@ -34,7 +34,7 @@ from spam_assets.model.last_good import Resolution, first_servable, refused_reas
 from spam_assets.model.registry import ModelCard, Registry
 from spam_assets.model.scorer import Scorer
 from spam_assets.model.verify import DEFAULT_PROBES, VerifiedModel
-from spam_assets.settings import CHAMPION_ALIAS
+from spam_assets.settings import CHAMPION_ALIAS, MAX_FALLBACKS
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class ChampionWatcher:
     poll_interval: float = 5.0
     refuse_backoff: float = 300.0
     # Earlier champions a server with no champion yet tries when it cannot load the alias's version.
-    max_fallbacks: int = 3
+    max_fallbacks: int = MAX_FALLBACKS
     probes: Sequence[tuple[str, str]] = DEFAULT_PROBES
     loader: Callable[..., LoadedChampion] = load_version
 

@@ -3,7 +3,7 @@
     spam-platform up              ingest the default source, materialise the graph, then run the
                                   Dagster UI and daemon, the MLflow UI and spam-serve until stopped
     spam-platform ingest FILE     stage a batch and run the graph on it
-    spam-platform status          champion, challenger and batches
+    spam-platform status          champion, challenger, what a server would serve, and batches
     spam-platform rollback        make previous-champion the champion again
 """
 
@@ -73,18 +73,47 @@ def cmd_status(_args) -> int:
 
     prepare_home()
     reg = Registry(tracking_uri())
+    serves, refused = _what_a_server_serves(reg)
     for alias in ("champion", "challenger", "previous-champion"):
         version = reg.version_for(alias)
-        if version is None:
-            print(f"{alias:>18}: —")
-        else:
-            card = reg.card(version)
-            print(f"{alias:>18}: v{card.version} {card.candidate} spam_f1={card.metrics.get('holdout_spam_f1', float('nan')):.4f}")
+        line = _describe_version(reg, version) if version is not None else "—"
+        if alias == "champion" and refused:
+            line += "  REFUSED by the server's checks"
+        print(f"{alias:>18}: {line}")
+    print(f"{'serves':>18}: {serves}")
     batches = PlatformStore().batches()
     print(f"batches: {len(batches.accepted_ids())} accepted, {len(batches.rejected_ids())} rejected")
     for batch_id in batches.rejected_ids():
         print(f"  rejected {batch_id}: {batches.validation(batch_id)['reason']}")
     return 0
+
+
+def _describe_version(reg, version) -> str:
+    card = reg.card(version)
+    f1 = card.metrics.get("holdout_spam_f1")
+    return f"v{card.version} {card.candidate or '?'} spam_f1={'—' if f1 is None else f'{f1:.4f}'}"
+
+
+def _what_a_server_serves(reg) -> tuple[str, bool]:
+    """What a server starting now would serve, and whether it refuses the champion.
+
+    The champion through the server's own load-and-verify, else the last good
+    model, chosen as the server chooses it (`spam_assets.model.last_good`).
+    """
+    from spam_assets.model.last_good import first_servable
+    from spam_assets.settings import CHAMPION_ALIAS, MAX_FALLBACKS
+
+    target = reg.version_for(CHAMPION_ALIAS)
+    if target is None:
+        return "nothing: no champion yet", False
+    outcome = first_servable(reg, CHAMPION_ALIAS, target, reg.load_verified, MAX_FALLBACKS)
+    resolution = outcome.resolution
+    if outcome.version is None:
+        return f"NOTHING, a server starting now stays NOT_SERVING: {resolution.reason}", True
+    served = f"{_describe_version(reg, outcome.version)}, scorer {outcome.loaded.scorer.name}"
+    if resolution.fallback:
+        return f"{served}: {resolution.reason}", True
+    return f"{served} (passes the server's checks)", False
 
 
 def cmd_rollback(_args) -> int:
@@ -216,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     ingest.add_argument("--no-run", action="store_true", help="only stage and register the partition")
     ingest.set_defaults(func=cmd_ingest)
 
-    sub.add_parser("status", help="champion, challenger, batches").set_defaults(func=cmd_status)
+    sub.add_parser("status", help="champion, challenger, what a server would serve, batches").set_defaults(func=cmd_status)
     sub.add_parser("rollback", help="make previous-champion the champion").set_defaults(func=cmd_rollback)
 
     args = parser.parse_args(argv)

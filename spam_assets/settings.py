@@ -21,6 +21,9 @@ EXPERIMENT_NAME = "spam-classifier"
 CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"
 PREVIOUS_CHAMPION_ALIAS = "previous-champion"
+# Earlier champions a server tries when it cannot load the champion's version
+# at start-up (spam_assets.model.last_good); `spam-platform status` assumes the same.
+MAX_FALLBACKS = 3
 LABELS = ("ham", "spam")
 POSITIVE_LABEL = "spam"
 
