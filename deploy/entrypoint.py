@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Container entrypoint (`spam-entrypoint CMD...`): wait for what CMD needs, then exec CMD.
+"""Container entrypoint (`spam-entrypoint CMD...`): wait for what CMD needs, then run CMD.
 
 Start order between containers is not guaranteed (podman-compose does not wait
 for `condition: service_healthy`, and any container may restart on its own),
@@ -14,13 +14,30 @@ so each service lists what it needs in SPAM_WAIT_FOR, separated by spaces:
 SPAM_WAIT_TIMEOUT (seconds, default 300) bounds the wait; when it runs out the
 container exits with status 1 and its restart policy tries again. With
 SPAM_WAIT_FOR unset the command is exec'd at once, so `docker run IMAGE CMD`
-behaves like a plain image. CMD replaces this process (it becomes PID 1 and
-receives the container's signals).
+behaves like a plain image.
+
+How CMD runs:
+
+- By default CMD replaces this process (exec): it receives the container's
+  signals itself.
+- With SPAM_STOP_TIMEOUT=SECONDS, CMD runs as a child in a process group of
+  its own and this process stays as its parent: SIGTERM, SIGINT or SIGHUP go
+  to the whole group, and whatever is still there SECONDS later is SIGKILLed;
+  the exit status is CMD's (128 + N when signal N ended it). This is for
+  `dagster code-server start`: on SIGTERM it asks the code server it started
+  to shut down, which first waits for every run it launched to finish, and the
+  run workers, which are its children, never see the signal. So `docker stop`
+  during a run hit the engine's SIGKILL after 10 s and left the run STARTED
+  forever, holding its pool's slot. Told here, the run workers stop their runs
+  (marked failed, slot freed), and the container is gone before the engine's
+  deadline. Give such a service an init as PID 1 (compose `init: true`) to
+  reap the group's orphans.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import time
@@ -122,6 +139,24 @@ def wait_for(targets: list[str], timeout: float) -> bool:
     return True
 
 
+def run_as_group(argv: list[str], stop_timeout: float) -> int:
+    """CMD as a child in its own process group; a stop signal reaches the whole group, SIGKILL after stop_timeout."""
+    from spam_assets.supervisor import ChildSpec, StopRequested, Supervisor, describe_status
+
+    with Supervisor(stop_timeout=stop_timeout) as supervisor:
+        child = supervisor.start(ChildSpec(argv[0], argv))
+        outcome = supervisor.watch()
+        if isinstance(outcome, StopRequested):
+            log(f"{signal.Signals(outcome.signum).name}: stopping {argv[0]} and its process group "
+                f"(SIGKILL after {stop_timeout:g} s)")  # fmt: skip
+    returncode = child.process.returncode
+    if supervisor.killed:
+        log(f"{argv[0]} was still running {stop_timeout:g} s after SIGTERM: killed its process group")
+    elif not isinstance(outcome, StopRequested):
+        log(f"{argv[0]} {describe_status(returncode)}")
+    return 128 - returncode if returncode < 0 else returncode
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         log("usage: spam-entrypoint CMD [ARG...]")
@@ -129,6 +164,18 @@ def main(argv: list[str]) -> int:
     targets = os.environ.get("SPAM_WAIT_FOR", "").split()
     if targets and not wait_for(targets, float(os.environ.get("SPAM_WAIT_TIMEOUT", "300"))):
         return 1
+    stop_timeout = os.environ.get("SPAM_STOP_TIMEOUT", "").strip()
+    if stop_timeout:
+        try:
+            seconds = float(stop_timeout)
+        except ValueError:
+            log(f"SPAM_STOP_TIMEOUT must be a number of seconds, not {stop_timeout!r}")
+            return 2
+        try:
+            return run_as_group(argv, seconds)
+        except FileNotFoundError as error:
+            log(f"cannot run {argv[0]!r}: {error}")
+            return 127
     try:
         os.execvp(argv[0], argv)
     except OSError as error:

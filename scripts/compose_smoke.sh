@@ -17,7 +17,15 @@
 #    policy brings the same container back to SERVING
 # 7. drops a batch into the inbox on the host and waits for the inbox sensor's
 #    run to succeed (SMOKE_INBOX=0 skips this)
+# 8. drops another batch and, while its run is in progress, stops the stack
+#    (`docker compose stop`, what `down` does before removing): times it, checks
+#    no container needed SIGKILL (exit status 137) and that the interrupted run
+#    was marked failed or canceled, not left STARTED holding its pool slot
 # and always tears the stack down, volumes included (SMOKE_KEEP=1 leaves it up).
+#
+# The image is built the way the README builds it: with podman that is the OCI
+# format, which drops the Dockerfile's HEALTHCHECK, so every health check used
+# here comes from docker-compose.yml.
 #
 # Works with `docker compose` and with podman through a `docker` shim
 # (../shared/container/setup.sh). Needs the SMS Spam Collection in
@@ -30,7 +38,7 @@ cd "$(dirname "$0")/.."
 PROJECT=${SMOKE_PROJECT:-spamsmoke$$}
 STARTED="" CREATED_ENV="" SMOKE_OWNS_INBOX="" SPAM_INBOX=""
 TIMEOUT=${SMOKE_TIMEOUT:-300}        # seconds for each wait
-export BUILDAH_FORMAT=docker         # podman: keep HEALTHCHECK in the image (OCI format drops it)
+STOPPED=""
 T0=$(date +%s)
 
 say() { printf '\n== %s\n' "$*"; }
@@ -60,7 +68,9 @@ cleanup() {
   else
     if [ -n "$STARTED" ]; then
       say "tearing down project $PROJECT"
+      t=$(now)
       compose down -v >/dev/null 2>&1 || echo "warning: compose down failed" >&2
+      echo "  compose down -v in $(( $(now) - t ))s${STOPPED:+ (containers already stopped)}"
     fi
     [ -n "$CREATED_ENV" ] && rm -f "$CREATED_ENV"
     [ -n "$SMOKE_OWNS_INBOX" ] && rm -rf "$SPAM_INBOX" 2>/dev/null
@@ -149,6 +159,8 @@ rm -f "${TMPDIR:-/tmp}/spam-smoke-build-$PROJECT.log"
 SIZE_B=$(docker image inspect --format '{{.Size}}' "$SPAM_IMAGE")
 SIZE_MB=$(( SIZE_B / 1000000 ))
 echo "  built in ${BUILD_S}s, size ${SIZE_MB} MB"
+# Podman's default (OCI) format has no place for HEALTHCHECK; compose declares every check.
+echo "  HEALTHCHECK kept in the image: $(docker image inspect --format '{{if .Config.Healthcheck}}yes{{else}}no (OCI format){{end}}' "$SPAM_IMAGE" 2>/dev/null || echo unknown)"
 uid=$(docker run --rm --no-healthcheck "$SPAM_IMAGE" id -u)
 [ "$uid" != 0 ] || fail "the image runs as root"
 echo "  runs as uid $uid"
@@ -270,6 +282,62 @@ with dg.DagsterInstance.get() as instance:
   echo "  inbox_sensor picked it up, its run succeeded and the file is in processed/ (${INBOX_S})"
 fi
 
+# --- 8. stop the stack while a run is in progress ---------------------------------
+run_status() {  # status of the inbox run for file $1, seen from the container given as $2
+  docker exec "$2" python -c '
+import sys, dagster as dg
+with dg.DagsterInstance.get() as instance:
+    runs = [r for r in instance.get_runs(limit=50) if r.tags.get("spam/inbox_file") == sys.argv[1]]
+    print(runs[0].status.value if runs else "none")
+' "$1" 2>/dev/null | tail -n 1
+}
+STOP_S="skipped" STOP_RUN="skipped"
+if [ "${SMOKE_INBOX:-1}" = 1 ] && [ -n "$SMOKE_OWNS_INBOX" ]; then
+  say "stopping the stack while a run is in progress"
+  sed -n '1501,3000p' "$SPAM_DATASETS/SMSSpamCollection" > "$SPAM_INBOX/.smoke-stop.part"
+  mv "$SPAM_INBOX/.smoke-stop.part" "$SPAM_INBOX/smoke-stop.txt"
+  # one process polls twice a second (importing Dagster for each poll would take seconds)
+  started=$(docker exec "$(cid dagster-code)" python -c '
+import sys, time, dagster as dg
+deadline = time.monotonic() + float(sys.argv[1])
+with dg.DagsterInstance.get() as instance:
+    status = "none"
+    while time.monotonic() < deadline:
+        runs = [r for r in instance.get_runs(limit=50) if r.tags.get("spam/inbox_file") == "smoke-stop.txt"]
+        status = runs[0].status.value if runs else "none"
+        if status not in ("none", "QUEUED", "NOT_STARTED", "STARTING"):
+            break
+        time.sleep(0.5)
+    print(status)
+' "$TIMEOUT" 2>/dev/null | tail -n 1) || true
+  [ "$started" = STARTED ] || echo "  warning: the run was $started, not in progress, when the stack stopped"
+  t=$(date +%s.%N)
+  compose stop >/dev/null 2>&1 || fail "compose stop failed"
+  STOP_S="$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}s')" "$t" "$(date +%s.%N)")"
+  STOPPED=1
+  killed=""
+  for svc in serving dagster-daemon dagster-webserver dagster-code mlflow postgres; do
+    code=$(docker inspect --format '{{.State.ExitCode}}' "$(cid "$svc")")
+    echo "  $svc exited with status $code"
+    [ "$code" != 137 ] || killed="$killed $svc"
+  done
+  [ -z "$killed" ] || fail "needed SIGKILL to stop:$killed"
+  echo "  compose stop in $STOP_S, nothing needed SIGKILL"
+  if [ "$started" = STARTED ]; then
+    # read the run's final status from the instance: postgres and a Dagster container, started again
+    docker start "$(cid postgres)" >/dev/null
+    docker start "$(cid dagster-webserver)" >/dev/null
+    wait_health postgres 'accepting'
+    deadline=$(( $(now) + 60 )); STOP_RUN=""
+    until [ -n "$STOP_RUN" ] || [ "$(now)" -ge "$deadline" ]; do
+      STOP_RUN=$(run_status smoke-stop.txt "$(cid dagster-webserver)") || true; sleep 2
+    done
+    case "$STOP_RUN" in FAILURE|CANCELED) ;; *) fail "the interrupted run was left $STOP_RUN";; esac
+    echo "  the run in progress was marked $STOP_RUN (its pool slot is free)"
+    compose stop >/dev/null 2>&1 || true
+  fi
+fi
+
 say "timings"
 printf '  %-44s %s\n' \
   "image build" "${BUILD_S}s" \
@@ -278,4 +346,6 @@ printf '  %-44s %s\n' \
   "graph materialised (spam-platform ingest)" "${INGEST_S}s" \
   "graph done to classifier SERVING" "${SERVE_S}s" \
   "exit inside container to SERVING again" "${RESTART_S}s" \
-  "inbox drop to successful run" "${INBOX_S}"
+  "inbox drop to successful run" "${INBOX_S}" \
+  "compose stop with a run in progress" "${STOP_S}" \
+  "that run afterwards" "${STOP_RUN}"

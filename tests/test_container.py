@@ -76,6 +76,25 @@ def test_every_app_service_names_its_role_and_checks_it_by_environment_alone():
             assert not published or published == {service["environment"][port_var]}, f"{name}: {published}"
 
 
+def test_every_service_declares_its_health_check_in_compose():
+    """Podman builds OCI images by default, which drop the Dockerfile's HEALTHCHECK: compose must carry them."""
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    missing = [name for name, service in services.items() if not service.get("healthcheck", {}).get("test")]
+    assert not missing, f"no healthcheck in docker-compose.yml for {missing}"
+
+
+def test_services_that_stop_their_process_group_stop_before_the_engine_kills_them():
+    """SPAM_STOP_TIMEOUT (deploy/entrypoint.py) must end before the engine's SIGKILL, with an init to reap orphans."""
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    grouped = {name: s for name, s in services.items() if "SPAM_STOP_TIMEOUT" in s.get("environment", {})}
+    assert "dagster-code" in grouped, "the code server's run workers must hear the stop signal"
+    for name, service in grouped.items():
+        grace = service.get("stop_grace_period", "10s")  # Docker's default; podman-compose always uses 10 s
+        assert float(service["environment"]["SPAM_STOP_TIMEOUT"]) + 2 <= min(float(grace.rstrip("s")), 10), name
+        assert service.get("init") is True, f"{name}: an init must reap what the process group leaves"
+        int(service["environment"]["DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD"])  # Dagster parses it with int()
+
+
 def test_the_serving_check_reads_the_compose_environment_as_spam_serve_does():
     """serving.config.from_args on the serving service's environment: the port it publishes, no flags left over."""
     from serving.config import from_args
