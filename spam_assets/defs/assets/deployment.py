@@ -3,11 +3,12 @@
 
 import dagster as dg
 
-from spam_assets.decision import decide
+from spam_assets.decision import Decision, decide
 from spam_assets.defs.resources import ModelRegistry, PlatformStore, PromotionPolicy
 from spam_assets.defs.keys import TRAINED_MODEL
 from spam_assets.defs.retrain_policy import rides_with
 from spam_assets.defs.upstream import handed_over
+from spam_assets.model.artifact import RefusedModel
 from spam_assets.modeling import evaluate, spam_probability
 
 # One champion decision at a time, platform-wide: the pool's limit is set in
@@ -25,7 +26,8 @@ OUTCOME_KEY = "outcome"  # the decision as JSON metadata: what notifications rea
     description=(
         "Scores the challenger trained_model last materialised and the current champion on the same "
         "holdout (of the corpus that challenger was trained on); promotes the challenger by moving the "
-        "MLflow alias `champion` only if it passes the absolute gates and beats the champion by "
+        "MLflow alias `champion` only if the server's own load-and-verify accepts it, it passes the "
+        "absolute gates and beats the champion by "
         "`min_improvement` on the compared metrics (resource `promotion`). The previous champion "
         "keeps alias `previous-champion` for rollback."
     ),
@@ -46,17 +48,20 @@ def champion_decision(
     corpus = corpora.read(corpus_version)
     holdout = corpus[corpus["split"] == "holdout"]
 
-    def score(version: str) -> dict[str, float]:
-        return evaluate(holdout["label"], spam_probability(reg.load(version), holdout["text"].tolist()))
+    def score(model) -> dict[str, float]:
+        return evaluate(holdout["label"], spam_probability(model, holdout["text"].tolist()))
 
-    challenger_metrics = score(challenger.version)
-    champion_metrics = score(champion.version) if champion is not None else None
-    decision = decide(
-        challenger_metrics,
-        champion_metrics,
-        promotion.rules(),
-        same_version=champion is not None and champion.version == challenger.version,
-    )
+    try:  # a blocking gate: the server's own load-and-verify, so no server can refuse what is promoted
+        challenger_model = reg.load_verified(challenger).model
+    except RefusedModel as error:
+        decision = Decision(False, [f"challenger v{challenger.version} refused by the serving checks: {error}"])
+    else:
+        decision = decide(
+            score(challenger_model),
+            score(reg.load(champion.version)) if champion is not None else None,
+            promotion.rules(),
+            same_version=champion is not None and champion.version == challenger.version,
+        )
     reason = "; ".join(decision.reasons)
     previous = reg.promote(challenger.version, reason) if decision.promote else None
     serving = challenger.version if decision.promote else (champion.version if champion else None)
