@@ -36,6 +36,7 @@ How CMD runs:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -44,6 +45,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 LOG_EVERY = 10.0  # seconds between "still waiting" lines
 
@@ -139,6 +141,20 @@ def wait_for(targets: list[str], timeout: float) -> bool:
     return True
 
 
+def _group_members(pgid: int) -> list[str]:
+    """'pid command' of every live process in process group `pgid` (read from /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                members.append(f"{stat.parent.name} {command[:120]}")
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return members
+
+
 def run_as_group(argv: list[str], stop_timeout: float) -> int:
     """CMD as a child in its own process group; a stop signal reaches the whole group, SIGKILL after stop_timeout."""
     from spam_assets.supervisor import ChildSpec, StopRequested, Supervisor, describe_status
@@ -149,10 +165,19 @@ def run_as_group(argv: list[str], stop_timeout: float) -> int:
         if isinstance(outcome, StopRequested):
             log(f"{signal.Signals(outcome.signum).name}: stopping {argv[0]} and its process group "
                 f"(SIGKILL after {stop_timeout:g} s)")  # fmt: skip
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGTERM)
+            deadline = time.monotonic() + stop_timeout
+            while time.monotonic() < deadline and (child.process.poll() is None or _group_members(child.pid)):
+                time.sleep(0.1)
+            left = _group_members(child.pid)
+            if left:  # name them: what did not stop in time is what to look at
+                log(f"still running {stop_timeout:g} s after SIGTERM, killed: " + "; ".join(left))
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+        # leaving the block: the supervisor stops whatever is left (nothing, after the above)
     returncode = child.process.returncode
-    if supervisor.killed:
-        log(f"{argv[0]} was still running {stop_timeout:g} s after SIGTERM: killed its process group")
-    elif not isinstance(outcome, StopRequested):
+    if not isinstance(outcome, StopRequested):
         log(f"{argv[0]} {describe_status(returncode)}")
     return 128 - returncode if returncode < 0 else returncode
 

@@ -90,7 +90,7 @@ def test_services_that_stop_their_process_group_stop_before_the_engine_kills_the
     assert "dagster-code" in grouped, "the code server's run workers must hear the stop signal"
     for name, service in grouped.items():
         grace = service.get("stop_grace_period", "10s")  # Docker's default; podman-compose always uses 10 s
-        assert float(service["environment"]["SPAM_STOP_TIMEOUT"]) + 2 <= min(float(grace.rstrip("s")), 10), name
+        assert float(service["environment"]["SPAM_STOP_TIMEOUT"]) + 1 <= min(float(grace.rstrip("s")), 10), name
         assert service.get("init") is True, f"{name}: an init must reap what the process group leaves"
         int(service["environment"]["DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD"])  # Dagster parses it with int()
 
