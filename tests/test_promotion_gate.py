@@ -13,6 +13,7 @@ import pytest
 
 from spam_assets.defs.assets.deployment import OUTCOME_KEY
 from spam_assets.defs.resources import PlatformStore, PromotionPolicy
+from spam_assets.defs.run_tags import FORCE_RETRAIN_TAG
 from spam_assets.intake import register, stage
 from spam_assets.model.registry import Registry
 from spam_assets.model.tags import TAG_MODEL_SHA256
@@ -27,7 +28,10 @@ LENIENT = PromotionPolicy(min_spam_f1=0.5, min_spam_precision=0.5, min_improveme
 
 def _run(selection: list[str], instance, resources) -> None:
     run_config = FAST if "trained_model" in selection else None
-    result = dg.materialize(graph_assets(), selection=selection, instance=instance, resources=resources, run_config=run_config)
+    result = dg.materialize(
+        graph_assets(), selection=selection, instance=instance, resources=resources, run_config=run_config,
+        tags={FORCE_RETRAIN_TAG: "true"},  # a second challenger on the same corpus, on purpose
+    )
     assert result.success
 
 
