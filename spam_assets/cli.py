@@ -5,18 +5,25 @@
     spam-platform ingest FILE     stage a batch and run the graph on it
     spam-platform status          champion, challenger, what a server would serve, and batches
     spam-platform rollback        make previous-champion the champion again
+
+A command that cannot do its job prints one line saying what and where, and
+exits with a status listed below; --debug prints the traceback as well,
+--verbose Dagster's own log of each run.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 from spam_assets import services
+from spam_assets.cli_errors import EXIT_CODES_HELP, ExitCode, UserError, run_command
 from spam_assets.instance import prepare_home
 from spam_assets.settings import paths, quiet_telemetry, tracking_uri
 from spam_assets.supervisor import ChildSpec, Outcome, StopRequested, Supervisor, describe_status
@@ -33,38 +40,97 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
-def _run_graph(batch_ids: list[str]) -> bool:
-    from spam_assets.defs.resources import build_resources
-    from spam_assets.runner import materialize_batches
+# --- what the terminal shows --------------------------------------------------------------------
+
+
+def _dagster_log_level(args) -> str:
+    """Dagster's console logger for in-process runs: silent unless asked (the CLI summarises each run)."""
+    return "DEBUG" if args.debug else "INFO" if args.verbose else "CRITICAL"
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter out of a command's output: MLflow's INFO lines and download progress bars,
+    and Dagster's beta/preview notices about its own APIs. Set only where unset, so a user's choice wins."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview)")
+
+
+def _short_registry_timeouts() -> None:
+    """An unreachable tracking server answers in seconds, not after MLflow's minutes of retries."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def _run_graph(batch_ids: list[str], args) -> int:
+    """Materialise the batches and what follows; print one line per finding; the exit status."""
+    from spam_assets.defs.resources import PlatformStore, build_resources
+    from spam_assets.runner import blocked_by_checks, materialize_batches, summarize
 
     started = time.perf_counter()
-    results = materialize_batches(batch_ids, _instance(), build_resources())
-    for result in results:
-        for event in result.get_asset_check_evaluations():
-            if not event.passed:
-                print(f"  check failed: {event.asset_key.to_user_string()}.{event.check_name}: {event.description}")
-    ok = all(r.success for r in results)
-    print(f"graph {'materialised' if ok else 'FAILED'} in {time.perf_counter() - started:.1f} s")
-    return ok
+    instance = _instance()
+    results = materialize_batches(batch_ids, instance, build_resources(), log_level=_dagster_log_level(args))
+    seconds = time.perf_counter() - started
+    batch_runs, downstream = results[: len(batch_ids)], results[len(batch_ids) :]
+    rejected = [b for b, result in zip(batch_ids, batch_runs) if blocked_by_checks(result)]
+    # A rejection is said in one line below (its reason is those checks), so its run is not summarised.
+    for result in [r for b, r in zip(batch_ids, batch_runs) if b not in rejected] + downstream:
+        for line in summarize(result, instance):
+            print(f"  {line}")
+    if rejected:
+        batch_id = rejected[0]
+        verdict = PlatformStore().batches().validation(batch_id) or {}
+        raise UserError(f"batch {batch_id} rejected: {verdict.get('reason') or 'a blocking check failed'}", ExitCode.REJECTED)
+    if not all(r.success for r in results):
+        raise UserError(f"the graph failed after {seconds:.1f} s: see the lines above", ExitCode.FAILED)
+    print(f"graph materialised in {seconds:.1f} s")
+    return ExitCode.OK
+
+
+def _source_spec(args):
+    from spam_assets.loaders import SourceSpec  # pandas: kept out of `up`'s own (long-lived) process
+
+    try:
+        return SourceSpec(args.format, args.text_column, args.label_column)
+    except ValueError as error:
+        raise UserError(f"--format: {error}") from error
+
+
+def _readable_source(raw: str) -> Path:
+    """The batch a user named: a file or folder that exists and can be read, else a UserError saying which."""
+    path = Path(raw).expanduser()
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UserError(f"{raw}: no such file or folder") from None
+    except OSError as error:
+        raise UserError(f"{raw}: {error.strerror}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a FIFO or a device would block or never end
+        raise UserError(f"{raw}: not a regular file or a folder")
+    if not os.access(path, os.R_OK | (os.X_OK if stat.S_ISDIR(mode) else 0)):
+        raise UserError(f"{raw}: permission denied (cannot read it)")
+    return path
 
 
 def cmd_ingest(args) -> int:
     from spam_assets.intake import PreconditionFailed, register, require_registry, stage
 
+    spec = _source_spec(args)
+    source = _readable_source(args.path)
     prepare_home()
     try:
         require_registry(tracking_uri())  # before staging: an unjudged batch in the corpus helps nobody
     except PreconditionFailed as error:
-        print(f"spam-platform ingest: {error}", file=sys.stderr)
-        return 2
+        raise UserError(str(error), ExitCode.UNAVAILABLE) from error
     from spam_assets.defs.resources import PlatformStore
-    from spam_assets.loaders import SourceSpec  # pandas: kept out of `up`'s own (long-lived) process
 
-    spec = SourceSpec(args.format, args.text_column, args.label_column)
-    batch_id = stage(args.path, PlatformStore().batches(), spec)
+    batch_id = stage(source, PlatformStore().batches(), spec)
     register(_instance(), batch_id)
     print(f"batch {batch_id} staged from {args.path}")
-    return 0 if args.no_run or _run_graph([batch_id]) else 1
+    return ExitCode.OK if args.no_run else _run_graph([batch_id], args)
 
 
 def cmd_status(_args) -> int:
@@ -118,10 +184,18 @@ def _what_a_server_serves(reg) -> tuple[str, bool]:
 
 def cmd_rollback(_args) -> int:
     from spam_assets.model.registry import Registry
+    from spam_assets.settings import MODEL_NAME, PREVIOUS_CHAMPION_ALIAS
 
     prepare_home()
-    print(f"champion is now v{Registry(tracking_uri()).rollback()}")
-    return 0
+    registry = Registry(tracking_uri())
+    if registry.version_for(PREVIOUS_CHAMPION_ALIAS) is None:
+        raise UserError(
+            f"nothing to roll back to: {MODEL_NAME} has no {PREVIOUS_CHAMPION_ALIAS} "
+            "(there is one once a champion has been replaced)",
+            ExitCode.NOT_POSSIBLE,
+        )
+    print(f"champion is now v{registry.rollback()}")
+    return ExitCode.OK
 
 
 def cmd_up(args) -> int:
@@ -130,8 +204,7 @@ def cmd_up(args) -> int:
     prepare_home()
     busy = [f"{flag} {port}" for flag, port in _public_ports(args) if services.port_in_use(args.host, port)]
     if busy:
-        print(f"spam-platform up: already in use on {args.host}: {', '.join(busy)}; stop what holds it or pick another port", file=sys.stderr)
-        return 2
+        raise UserError(f"already in use on {args.host}: {', '.join(busy)}; stop what holds it or pick another port")
     return _serve(args)
 
 
@@ -140,22 +213,17 @@ def _materialise(args) -> int:
     from spam_assets.defs.resources import PlatformStore
     from spam_assets.intake import register, stage
     from spam_assets.model.registry import Registry
-    from spam_assets.sources import SourceUnavailable, default_sms_path
+    from spam_assets.sources import default_sms_path
 
     prepare_home()
     p = paths()
     print(f"platform home: {p.home}  (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
-    try:
-        source = args.source or str(default_sms_path())
-    except SourceUnavailable as error:
-        print(error, file=sys.stderr)
-        return 2
+    source = _readable_source(args.source) if args.source else default_sms_path()  # SourceUnavailable: exit 2
     batch_id = stage(source, PlatformStore().batches())
     register(_instance(), batch_id)
     if Registry(tracking_uri()).champion() is None or args.rerun:
         print(f"materialising the asset graph on batch {batch_id} ({source}) ...")
-        if not _run_graph([batch_id]):
-            return 1
+        _run_graph([batch_id], args)
     return cmd_status(args)
 
 
@@ -176,14 +244,15 @@ def _serve(args) -> int:
     uri = tracking_uri()
     first = [sys.executable, "-m", "spam_assets.cli", "up", "--no-ui"]
     first += (["--source", args.source] if args.source else []) + (["--rerun"] if args.rerun else [])
+    first += (["--debug"] if args.debug else []) + (["--verbose"] if args.verbose else [])
     with tempfile.TemporaryDirectory(prefix="spam-up-") as tmp, Supervisor(stop_timeout=UP_STOP_SECONDS - 3) as supervisor:
         # In a child: the graph's memory (~1 GB with its libraries) and worker pools go when it ends.
         status = supervisor.run(ChildSpec("graph", first))
         if isinstance(status, StopRequested):
-            return 0
-        if status != 0:
+            return ExitCode.OK
+        if status != 0:  # the run said why on its own line; its status is ours (2 no source, 3 rejected, ...)
             print(f"spam-platform up: the first graph run {describe_status(status)}; nothing else started", file=sys.stderr)
-            return status if status > 0 else 1
+            return status if status > 0 else ExitCode.FAILED
         outcome = _start_servers(supervisor, args, uri, Path(tmp) / "workspace.yaml")
         if outcome is None:
             print(f"Dagster UI: http://{args.host}:{args.port}")
@@ -198,7 +267,7 @@ def _serve(args) -> int:
     if supervisor.killed:
         print(f"spam-platform up: did not stop on SIGTERM in time, killed: {', '.join(supervisor.killed)}", file=sys.stderr)
     print("spam-platform up: stopped", flush=True)
-    return 0 if isinstance(outcome, StopRequested) else 1
+    return ExitCode.OK if isinstance(outcome, StopRequested) else ExitCode.FAILED
 
 
 def _start_servers(supervisor: Supervisor, args, uri: str, workspace: Path) -> Outcome | None:
@@ -217,15 +286,27 @@ def _start_servers(supervisor: Supervisor, args, uri: str, workspace: Path) -> O
     return supervisor.wait_ready(args.start_timeout)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="spam-platform", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _parser() -> argparse.ArgumentParser:
+    # --debug and --verbose work before or after the command; SUPPRESS keeps a subcommand's
+    # unset flag from overwriting one given before it.
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="on an error, print the traceback too; Dagster logs at DEBUG")
+    shared.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
+                        help="print Dagster's own log of each run (INFO) and library messages")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="spam-platform", description=__doc__, epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter, parents=[shared],
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser(
         "up",
+        parents=[shared],
         help="materialise the graph, then run Dagster (UI + daemon), the MLflow UI and spam-serve",
         description="Exit status: 0 stopped by Ctrl-C/SIGTERM (or --no-ui done), 1 the graph failed or a server "
-        "exited on its own (named), 2 a port is taken or the source is unavailable.",
+        "exited on its own (named), 2 a port is taken or the source is unavailable, 3 the first batch was "
+        "rejected; others as listed in `spam-platform --help`.",
     )
     up.add_argument("--source", help="first batch (default: the SMS Spam Collection)")
     up.add_argument("--no-ui", action="store_true", help="materialise and exit; start no server")
@@ -237,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--start-timeout", type=float, default=300.0, help="seconds each server has to start answering")
     up.set_defaults(func=cmd_up)
 
-    ingest = sub.add_parser("ingest", help="stage a batch file/folder and run the graph on it")
+    ingest = sub.add_parser(
+        "ingest", parents=[shared], help="stage a batch file/folder and run the graph on it", epilog=EXIT_CODES_HELP
+    )
     ingest.add_argument("path")
     ingest.add_argument("--format", default="auto", help="auto | sms | csv | tsv | jsonl | email | mbox")
     ingest.add_argument("--text-column", default="text")
@@ -245,12 +328,25 @@ def main(argv: list[str] | None = None) -> int:
     ingest.add_argument("--no-run", action="store_true", help="only stage and register the partition")
     ingest.set_defaults(func=cmd_ingest)
 
-    sub.add_parser("status", help="champion, challenger, what a server would serve, batches").set_defaults(func=cmd_status)
-    sub.add_parser("rollback", help="make previous-champion the champion").set_defaults(func=cmd_rollback)
+    status = sub.add_parser("status", parents=[shared], help="champion, challenger, what a server would serve, batches")
+    status.set_defaults(func=cmd_status)
+    rollback = sub.add_parser("rollback", parents=[shared], help="make previous-champion the champion", epilog=EXIT_CODES_HELP)
+    rollback.set_defaults(func=cmd_rollback)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
+    # Not set_defaults: the flags' Action objects are shared with every subcommand's parser.
+    args.debug, args.verbose = getattr(args, "debug", False), getattr(args, "verbose", False)
     quiet_telemetry()
-    return args.func(args)
+    serving = args.func is cmd_up and not args.no_ui  # its servers keep their own logging
+    if not (serving or args.debug or args.verbose):
+        _quiet_libraries()
+    if args.command in ("rollback", "status"):
+        _short_registry_timeouts()
+    return run_command(f"{parser.prog} {args.command}", lambda: args.func(args), debug=args.debug)
 
 
 if __name__ == "__main__":

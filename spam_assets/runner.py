@@ -1,15 +1,22 @@
-"""Run the asset graph in-process for given batches (CLI, tests, benchmarks).
+"""Run the asset graph in-process for given batches (CLI, tests, benchmarks), and say what happened.
 
 Two runs, as automation does it: the batch partitions, then, if any batch
 was accepted, everything downstream on the whole corpus.
+
+`summarize` reads a run's event log back into a few lines a person reads
+(what the assets logged, checks that did not pass, steps that failed, one
+line each): the CLI prints those and silences Dagster's console logger,
+whose DEBUG events and stack traces are for `--verbose`/`--debug`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
 
 import dagster as dg
 
+from spam_assets.cli_errors import one_line
 from spam_assets.definitions import defs
 from spam_assets.defs.assets.ingestion import raw_sample
 
@@ -22,9 +29,18 @@ def materialize_batches(
     resources: dict,
     run_config: dict | None = None,
     downstream: Sequence[str] = DOWNSTREAM,
+    log_level: str | None = None,
 ) -> list[dg.ExecuteInProcessResult]:
+    """`log_level` sets Dagster's console logger (DEBUG when None, Dagster's default; CRITICAL silences it)."""
     results = [
-        dg.materialize([raw_sample], partition_key=b, instance=instance, resources=resources, raise_on_error=False)
+        dg.materialize(
+            [raw_sample],
+            partition_key=b,
+            instance=instance,
+            resources=resources,
+            run_config=_with_console_level(None, log_level),
+            raise_on_error=False,
+        )
         for b in batch_ids
     ]
     if downstream and any(r.success for r in results):
@@ -34,7 +50,7 @@ def materialize_batches(
                 selection=list(downstream),
                 instance=instance,
                 resources=resources,
-                run_config=_only(run_config, downstream),
+                run_config=_with_console_level(_only(run_config, downstream), log_level),
                 raise_on_error=False,
             )
         )
@@ -51,3 +67,57 @@ def _only(run_config: dict | None, keys) -> dict | None:
     if not run_config or "ops" not in run_config:
         return run_config
     return {**run_config, "ops": {k: v for k, v in run_config["ops"].items() if k in keys}}
+
+
+def _with_console_level(run_config: dict | None, log_level: str | None) -> dict | None:
+    if log_level is None:
+        return run_config
+    return {**(run_config or {}), "loggers": {"console": {"config": {"log_level": log_level}}}}
+
+
+def blocked_by_checks(result: dg.ExecuteInProcessResult) -> bool:
+    """A blocking (ERROR-severity) check failed in this run: for a batch, it was rejected."""
+    return any(not c.passed and c.severity == dg.AssetCheckSeverity.ERROR for c in result.get_asset_check_evaluations())
+
+
+def summarize(result: dg.ExecuteInProcessResult, instance: dg.DagsterInstance) -> Iterator[str]:
+    """One line per thing a person should see from a run, in the order it happened.
+
+    Asset log messages (INFO and up), checks that did not pass (a failure as
+    "check failed", a WARN-severity check as "warning"), and steps that failed
+    with the innermost error. A step failed only because blocking checks
+    failed says nothing more than those checks, so it is left out.
+    """
+    named_a_failure = False
+    for entry in instance.all_logs(result.run_id):
+        event = entry.dagster_event
+        if event is None:
+            if entry.level >= logging.INFO:
+                yield _log_line(entry)
+        elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            check = event.asset_check_evaluation_data
+            if not check.passed:
+                failed = check.severity == dg.AssetCheckSeverity.ERROR
+                named_a_failure |= failed
+                kind = "check failed" if failed else "warning"
+                yield f"{kind}: {check.asset_key.to_user_string()}.{check.check_name}: {one_line(check.description)}"
+        elif event.is_step_failure:
+            error = _innermost(event.step_failure_data.error)
+            if error is not None and error.cls_name != "DagsterAssetCheckFailedError":
+                named_a_failure = True
+                yield f"{entry.step_key} failed: {error.cls_name}: {one_line(error.message.split(': ', 1)[-1])}"
+        elif event.is_run_failure and not named_a_failure:
+            yield f"run failed: {one_line(event.message)}"
+
+
+def _log_line(entry) -> str:
+    where = f"{entry.step_key}: " if entry.step_key else ""
+    level = "" if entry.level < logging.WARNING else f"{logging.getLevelName(entry.level).lower()}: "
+    return f"{level}{where}{one_line(entry.user_message)}"
+
+
+def _innermost(error):
+    """Dagster wraps user code's exception (step execution error -> cause); the cause is the news."""
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return error

@@ -209,7 +209,10 @@ def test_up_refuses_a_port_in_use_before_doing_anything(home, capsys):
 
 
 def test_up_stops_when_the_first_graph_run_fails(tmp_path):
-    """The graph runs in a child first; when it fails, `up` exits with its status and starts no server."""
+    """The graph runs in a child first; when it fails, `up` exits with its status and starts no server.
+
+    The child says why in one line (here: no such source, status 2); `up` adds which step ended.
+    """
     ports = [free_port(), free_port(), free_port()]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPAM_", "MLFLOW_", "DAGSTER_"))}
     env["SPAM_HOME"] = str(tmp_path / "home")
@@ -218,8 +221,11 @@ def test_up_stops_when_the_first_graph_run_fails(tmp_path):
          "--port", str(ports[0]), "--mlflow-port", str(ports[1]), "--grpc-port", str(ports[2])],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert out.returncode == 1, out.stderr[-2000:]
-    assert "the first graph run exited with status 1; nothing else started" in out.stderr
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.splitlines() == [
+        f"spam-platform up: {tmp_path / 'no-such-file.csv'}: no such file or folder",
+        "spam-platform up: the first graph run exited with status 2; nothing else started",
+    ]
     assert "platform up" not in out.stdout
     assert all(port_free(p) for p in ports)
 
