@@ -15,6 +15,14 @@
   non-zero. We do not restart children here: one restart policy belongs to
   whatever runs `up` (systemd `Restart=on-failure`, a container's restart
   policy), which sees the non-zero exit, and a crash loop stays visible.
+- If the supervising process itself dies without stopping them (SIGKILL,
+  the OOM killer), a watchdog does it: a small process of its own, started
+  with the first child, that reads each child's pid from a pipe and, when
+  the pipe reaches end-of-file with children still listed (the kernel
+  closes a dead process's pipes, however it died), stops their groups the
+  same way. This covers what the parent-death signal (Linux
+  PR_SET_PDEATHSIG) would not: it reaches each child only, not the workers
+  in its group, and a child that ignores it lives on.
 - While the supervisor is open it handles SIGINT, SIGTERM and SIGHUP itself
   (a flag, read by the loops). That also gives every child default signal
   dispositions after exec: a SIGINT that was ignored in `up` (a background
@@ -28,9 +36,10 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,6 +133,7 @@ class Supervisor:
         self.stop_signal: int | None = None
         self.killed: list[str] = []  # children whose group needed SIGKILL at the last stop
         self._previous_handlers: dict[int, object] = {}
+        self._watchdog: subprocess.Popen | None = None
 
     # --- lifecycle -------------------------------------------------------
     def __enter__(self) -> Supervisor:
@@ -136,6 +146,7 @@ class Supervisor:
         try:
             self.stop()
         finally:
+            self._close_watchdog()
             for signum, handler in self._previous_handlers.items():
                 signal.signal(signum, handler)
             self._previous_handlers.clear()
@@ -145,14 +156,42 @@ class Supervisor:
             self.stop_signal = signum
 
     def start(self, spec: ChildSpec) -> Child:
+        if self._watchdog is None:
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-m", __name__, "--watchdog", str(self.stop_timeout)],
+                stdin=subprocess.PIPE,
+                text=True,
+                start_new_session=True,  # a Ctrl-C or a signal to our group leaves it to do its job
+            )
         process = subprocess.Popen(
             list(spec.argv),
             env={**os.environ, **spec.env},
             start_new_session=True,  # own session and process group, leader pid == group id
-        )
+        )  # close_fds (the default): no child holds the watchdog's pipe open
         child = Child(spec, process, ready=spec.ready is None)
         self.children.append(child)
+        self._tell_watchdog(f"+{child.pid}")
         return child
+
+    def _tell_watchdog(self, line: str) -> None:
+        if self._watchdog is None:
+            return
+        with contextlib.suppress(BrokenPipeError, ValueError):  # it died, or its pipe is closed: nothing to tell
+            self._watchdog.stdin.write(line + "\n")
+            self._watchdog.stdin.flush()
+
+    def _close_watchdog(self) -> None:
+        """End-of-file with nothing listed: the watchdog exits without touching anything."""
+        if self._watchdog is None:
+            return
+        with contextlib.suppress(BrokenPipeError):
+            self._watchdog.stdin.close()
+        try:
+            self._watchdog.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._watchdog.kill()
+            self._watchdog.wait()
+        self._watchdog = None
 
     # --- waiting ---------------------------------------------------------
     def _exited(self) -> ChildExited | None:
@@ -217,31 +256,61 @@ class Supervisor:
         return self.killed
 
     def _stop(self, children: list[Child]) -> list[str]:
-        tree = {pid: _start_time(pid) for child in children for pid in descendants(child.pid)}
+        by_pid = {c.pid: c for c in children}
+        # poll() reaps our own children, so a leader that ended is not mistaken for a running zombie.
+        left = end_groups(by_pid, self.stop_timeout, lambda pid: by_pid[pid].process.poll() is None or _group_exists(pid))
         for child in children:
-            _signal_group(child.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_timeout
-        while time.monotonic() < deadline and any(self._running(c) for c in children):
-            time.sleep(0.05)
-        left = [c for c in children if self._running(c)]
-        for child in left:
-            _signal_group(child.pid, signal.SIGKILL)
-        strays = {pid: started for pid, started in tree.items() if _alive(pid, started)}
-        for pid in strays:  # anything that left its group (a session of its own) but was in the tree
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        settle = time.monotonic() + 1.0  # SIGKILL is delivered asynchronously: see them end
-        for child in children:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.process.wait(timeout=max(0.0, settle - time.monotonic()))
-        while time.monotonic() < settle and any(_alive(pid, started) for pid, started in strays.items()):
-            time.sleep(0.02)
-        return [c.name for c in left]
+            self._tell_watchdog(f"-{child.pid}")
+        return [by_pid[pid].name for pid in left]
 
-    @staticmethod
-    def _running(child: Child) -> bool:
-        """The child, or anything left in its process group, still exists."""
-        return child.process.poll() is None or _group_exists(child.pid)
+
+def end_groups(leaders: Iterable[int], timeout: float, running: Callable[[int], bool] | None = None) -> list[int]:
+    """SIGTERM each leader's process group; SIGKILL those still there after `timeout`, and every process
+    that was below a leader when this began (one in a session of its own escapes its group's signals).
+
+    Returns the leaders whose group needed SIGKILL. `running(leader)`: the leader or its group still
+    exists (default: the group has a member).
+    """
+    leaders = list(leaders)
+    running = running or _group_exists
+    tree = {pid: _start_time(pid) for leader in leaders for pid in descendants(leader)}
+    for leader in leaders:
+        _signal_group(leader, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(running(p) for p in leaders):
+        time.sleep(0.05)
+    left = [p for p in leaders if running(p)]
+    for leader in left:
+        _signal_group(leader, signal.SIGKILL)
+    strays = {pid: started for pid, started in tree.items() if _alive(pid, started)}
+    for pid in strays:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    settle = time.monotonic() + 1.0  # SIGKILL is delivered asynchronously: see them end
+    while time.monotonic() < settle and (
+        any(running(p) for p in left) or any(_alive(pid, started) for pid, started in strays.items())
+    ):
+        time.sleep(0.02)
+    return left
+
+
+def watchdog(lines: Iterable[str], stop_timeout: float) -> list[int]:
+    """Follow `+pid` / `-pid` lines; at their end, stop the groups of the pids still listed.
+
+    The pipe ends cleanly once the supervisor stopped everything (nothing listed), or when the
+    supervising process died (the children it left). A group is only signalled while its leader
+    is the process that was listed (same start time), or no process has that pid any more (the
+    leader died, its workers may remain): never a later process given the same number.
+    """
+    listed: dict[int, str | None] = {}
+    for line in lines:
+        sign, pid = line[:1], int(line[1:])
+        if sign == "+":
+            listed[pid] = _start_time(pid)
+        else:
+            listed.pop(pid, None)
+    leaders = [p for p, started in listed.items() if _alive(p, started) or (_stat(p) is None and _group_exists(p))]
+    return end_groups(leaders, stop_timeout) if leaders else []
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -293,3 +362,8 @@ def descendants(pid: int) -> list[int]:
             found.extend(pids)
             stack.extend(pids)
     return found
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--watchdog"]:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the supervisor, not for us
+    watchdog(sys.stdin, float(sys.argv[2]))

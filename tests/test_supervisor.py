@@ -230,3 +230,69 @@ def test_a_stop_signal_during_a_step_ends_it():
         outcome = sup.run(ChildSpec("long-step", script("import time; time.sleep(120)")))
         assert outcome == StopRequested(signal.SIGTERM)
     assert sup.children[0].process.returncode == -signal.SIGTERM
+
+
+# --- the watchdog: when the supervising process itself is killed ---------------------------------
+
+
+def test_a_supervisor_killed_by_sigkill_leaves_nothing_behind(tmp_path):
+    """SIGKILL gives the supervisor no chance to stop anything: its watchdog stops every group instead,
+    a worker in a child's group and a child that ignores SIGTERM included."""
+    ready = {name: tmp_path / name for name in ("parent", "stubborn")}
+    runner = tmp_path / "runner.py"
+    runner.write_text(textwrap.dedent(f"""
+        import pathlib, time
+        from spam_assets.supervisor import ChildSpec, Supervisor
+        with Supervisor(stop_timeout=2) as sup:
+            sup.start(ChildSpec("parent", {sleeper(ready["parent"], grandchild=GRANDCHILD)!r}))
+            sup.start(ChildSpec("stubborn", {sleeper(ready["stubborn"], ignore_term=True)!r}))
+            pathlib.Path({str(tmp_path / "watchdog")!r}).write_text(str(sup._watchdog.pid))
+            sup.watch()
+    """))
+    proc = subprocess.Popen([PY, str(runner)], cwd=ROOT, start_new_session=True)
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not all(p.exists() for p in ready.values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pids = pids_in(ready["parent"]) + pids_in(ready["stubborn"])
+        watchdog = int((tmp_path / "watchdog").read_text())
+        assert len(pids) == 3 and not any(gone(p) for p in pids)
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 30  # a liveness bound, far above stop_timeout: the point is "they end"
+        while not all(gone(p) for p in [*pids, watchdog]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [p for p in pids if not gone(p)] == []
+        assert gone(watchdog)  # its job done, it exits
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_the_watchdog_leaves_alone_what_was_stopped_and_exits_with_the_supervisor(tmp_path):
+    ready = tmp_path / "a"
+    with Supervisor(stop_timeout=2) as sup:
+        sup.start(ChildSpec("a", sleeper(ready), ready=file_exists(ready)))
+        assert sup.wait_ready(timeout=30) is None
+        watchdog = psutil.Process(sup._watchdog.pid)
+        assert "--watchdog" in watchdog.cmdline() and os.getpgid(watchdog.pid) != os.getpgid(0)
+    assert gone(watchdog.pid)
+    assert sup.children[0].process.returncode == -signal.SIGTERM  # stopped by the supervisor, not killed twice
+
+
+def test_watchdog_stops_only_the_groups_still_listed(tmp_path):
+    from spam_assets.supervisor import watchdog
+
+    kept, released = (subprocess.Popen(script("import time; time.sleep(120)"), start_new_session=True) for _ in range(2))
+    reaper = threading.Thread(target=kept.wait)  # what init does for the real watchdog: a zombie is not running
+    reaper.start()
+    try:
+        assert watchdog([f"+{kept.pid}", f"+{released.pid}", f"-{released.pid}"], stop_timeout=5) == []  # none needed SIGKILL
+        reaper.join(timeout=10)
+        assert kept.returncode == -signal.SIGTERM
+        assert released.poll() is None  # taken off the list: not the watchdog's any more
+    finally:
+        released.kill()
+        released.wait()

@@ -192,6 +192,23 @@ def test_a_server_that_dies_brings_up_down_naming_it(up, victim, signum, how):
     assert all(port_free(port) for port in up.ports.values()), up.ports
 
 
+@pytest.mark.slow
+@pytest.mark.datasets
+def test_up_killed_by_sigkill_leaves_nothing(up):
+    """SIGKILL (the OOM killer, `kill -9`) gives `up` no chance to stop its servers: its watchdog does,
+    so no server, worker or port outlives it and a restart of `up` finds its ports free."""
+    up.wait_serving()
+    tree = up.tree()
+    assert any("--watchdog" in describe(p) for p in tree)
+    up.me.kill()
+    up.process.wait(timeout=10)
+    deadline = time.monotonic() + STOP_BOUND + 5  # the watchdog's SIGTERM-then-SIGKILL, plus reading EOF
+    while up.left() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert up.left() == []
+    assert all(port_free(port) for port in up.ports.values()), up.ports
+
+
 # --- fast: what `up` refuses or reports before any server starts ---------------------------------
 
 
