@@ -202,7 +202,13 @@ def cmd_up(args) -> int:
     if args.no_ui:
         return _materialise(args)
     prepare_home()
-    busy = [f"{flag} {port}" for flag, port in _public_ports(args) if services.port_in_use(args.host, port)]
+    busy = []
+    for flag, port in _public_ports(args):
+        try:
+            if services.port_in_use(args.host, port):
+                busy.append(f"{flag} {port}")
+        except OSError as error:  # gaierror, EADDRNOTAVAIL, EACCES: nothing could listen there
+            raise UserError(f"cannot listen on {args.host} {flag} {port}: {error.strerror or error}") from None
     if busy:
         raise UserError(f"already in use on {args.host}: {', '.join(busy)}; stop what holds it or pick another port")
     return _serve(args)
@@ -286,15 +292,22 @@ def _start_servers(supervisor: Supervisor, args, uri: str, workspace: Path) -> O
     return supervisor.wait_ready(args.start_timeout)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other error (the usage is in --help)."""
+
+    def error(self, message: str):
+        self.exit(ExitCode.USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     # --debug and --verbose work before or after the command; SUPPRESS keeps a subcommand's
     # unset flag from overwriting one given before it.
-    shared = argparse.ArgumentParser(add_help=False)
+    shared = _Parser(add_help=False)
     shared.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="on an error, print the traceback too; Dagster logs at DEBUG")
     shared.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
                         help="print Dagster's own log of each run (INFO) and library messages")  # fmt: skip
-    parser = argparse.ArgumentParser(
+    parser = _Parser(  # its subcommands' parsers are _Parser too (argparse's parser_class default)
         prog="spam-platform", description=__doc__, epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter, parents=[shared],
     )  # fmt: skip
@@ -312,9 +325,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--no-ui", action="store_true", help="materialise and exit; start no server")
     up.add_argument("--rerun", action="store_true", help="materialise even if a champion exists")
     up.add_argument("--host", default="127.0.0.1", help="address the UIs and spam-serve listen on")
-    up.add_argument("--port", type=int, default=3000, help="Dagster UI port")
-    up.add_argument("--mlflow-port", type=int, default=5000, help="MLflow UI port")
-    up.add_argument("--grpc-port", type=int, default=50051, help="spam-serve (gRPC) port")
+    up.add_argument("--port", type=_port, default=3000, help="Dagster UI port")
+    up.add_argument("--mlflow-port", type=_port, default=5000, help="MLflow UI port")
+    up.add_argument("--grpc-port", type=_port, default=50051, help="spam-serve (gRPC) port")
     up.add_argument("--start-timeout", type=float, default=300.0, help="seconds each server has to start answering")
     up.set_defaults(func=cmd_up)
 
@@ -333,6 +346,13 @@ def _parser() -> argparse.ArgumentParser:
     rollback = sub.add_parser("rollback", parents=[shared], help="make previous-champion the champion", epilog=EXIT_CODES_HELP)
     rollback.set_defaults(func=cmd_rollback)
     return parser
+
+
+def _port(text: str) -> int:
+    port = int(text) if text.isdigit() else -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1-65535)")
+    return port
 
 
 def main(argv: list[str] | None = None) -> int:

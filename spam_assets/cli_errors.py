@@ -18,18 +18,26 @@ from collections.abc import Callable
 
 class ExitCode(enum.IntEnum):
     OK = 0
-    FAILED = 1  # the work ran and failed: a step of the graph, a server under `up`
-    USAGE = 2  # the command line, an input path or a configuration file is wrong (argparse's own code)
-    REJECTED = 3  # the batch was read and failed a blocking check, or could not be read as its format
-    NOT_POSSIBLE = 4  # the platform's state does not allow it (no previous champion to roll back to)
-    UNAVAILABLE = 5  # something the command needs is unavailable: the registry, the platform home, disk space
-    INTERNAL = 70  # a bug (sysexits EX_SOFTWARE): run again with --debug and report the traceback
-    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
+    FAILED = 1
+    USAGE = 2  # argparse's own code for a bad command line
+    REJECTED = 3
+    NOT_POSSIBLE = 4
+    UNAVAILABLE = 5
+    INTERNAL = 70  # sysexits EX_SOFTWARE
+    INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
-EXIT_CODES_HELP = "exit status: " + ", ".join(
-    f"{code.value} {code.name.lower().replace('_', ' ')}" for code in ExitCode
-)
+MEANING = {
+    ExitCode.OK: "done",
+    ExitCode.FAILED: "the work ran and failed (a step of the graph; a server under `up`)",
+    ExitCode.USAGE: "the command line, an input path or a configuration file is wrong",
+    ExitCode.REJECTED: "the batch was rejected (a blocking check failed, or it cannot be read as its format)",
+    ExitCode.NOT_POSSIBLE: "the platform's state does not allow it (no previous champion to roll back to)",
+    ExitCode.UNAVAILABLE: "something the command needs is unavailable (the registry, the platform home, disk space)",
+    ExitCode.INTERNAL: "a bug: run again with --debug and report the traceback",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
+}
+EXIT_CODES_HELP = "exit status:\n" + "\n".join(f"  {code.value:>3}  {MEANING[code]}" for code in ExitCode)
 
 
 class UserError(Exception):

@@ -12,6 +12,7 @@ name only; spam_assets never imports it.
 
 from __future__ import annotations
 
+import errno
 import socket
 import sys
 from collections.abc import Callable
@@ -45,14 +46,20 @@ def accepts_connections(host: str, port: int) -> Callable[[], bool]:
 
 
 def port_in_use(host: str, port: int) -> bool:
-    """Something already listens on host:port (bound the way servers bind: SO_REUSEADDR)."""
+    """Something already listens on host:port (bound the way servers bind: SO_REUSEADDR).
+
+    Any other reason a server could not listen there (a host name that does not resolve, an
+    address not on this machine, a privileged port) is raised as the OSError it is.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
-        except OSError:
-            return True
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return True
+            raise
     return False
 
 

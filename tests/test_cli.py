@@ -119,6 +119,37 @@ def test_a_home_that_is_a_file(tmp_path):
     assert str(tmp_path / "home") in line and "Not a directory" in line
 
 
+def test_verbose_shows_dagsters_own_log(tmp_path):
+    (tmp_path / "mail" / "misc").mkdir(parents=True)
+    (tmp_path / "mail" / "misc" / "1").write_text("Subject: hello\n\nhi there\n")
+    out = spam_platform(tmp_path, "ingest", "mail", "--verbose")
+    assert out.returncode == ExitCode.REJECTED
+    both = out.stderr + out.stdout
+    assert " - dagster - ERROR - " in both and " - dagster - DEBUG - " not in both  # INFO and up
+    assert out.stderr.strip().splitlines()[-1].startswith("spam-platform ingest: batch ")
+
+
+@pytest.mark.parametrize(
+    ("args", "command", "words"),
+    [
+        ([], "", "the following arguments are required: command (see spam-platform --help)"),
+        (["up", "--port", "99999"], "up", "argument --port: '99999' is not a port (1-65535)"),
+        (["ingest", "--format"], "ingest", "argument --format: expected one argument"),
+    ],
+)
+def test_a_bad_command_line_is_one_line_too(tmp_path, args, command, words):
+    out = spam_platform(tmp_path, *args)
+    assert out.returncode == ExitCode.USAGE and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [f"spam-platform{' ' + command if command else ''}: {words}" + (
+        "" if "--help" in words else f" (see spam-platform {command} --help)")]
+
+
+def test_up_on_an_address_it_cannot_listen_on_is_not_a_port_in_use(tmp_path):
+    line = said(spam_platform(tmp_path, "up", "--host", "no-such-host.invalid"), ExitCode.USAGE, "up")
+    assert line.startswith("spam-platform up: cannot listen on no-such-host.invalid --port 3000: ")
+    assert not (tmp_path / "home" / "batches").exists()
+
+
 def test_a_graph_that_fails_says_so_after_its_findings(tmp_path):
     """A batch too small to hold out a test set: accepted, then the corpus checks stop the graph (exit 1)."""
     write_sms_file(sms_messages(60, seed=1), tmp_path / "small.txt")
