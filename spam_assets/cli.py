@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import stat
 import sys
 import tempfile
@@ -65,14 +66,45 @@ def _short_registry_timeouts() -> None:
 # --- commands -------------------------------------------------------------------------------------
 
 
-def _run_graph(batch_ids: list[str], args) -> int:
+class _CtrlC:
+    """Ctrl-C (or SIGTERM) once the Dagster instance is in use: noted, and no further run starts.
+
+    Dagster turns one that lands in a step into a failed step and drops one
+    that lands between its steps; this handler gets the rest. A
+    KeyboardInterrupt raised there would land in library code instead
+    (SQLAlchemy then logs a traceback while returning a connection).
+    """
+
+    def __init__(self):
+        self._pressed = False
+        self._previous: dict[int, object] = {}
+
+    def pressed(self) -> bool:
+        return self._pressed
+
+    def _note(self, _signum, _frame) -> None:
+        self._pressed = True
+
+    def __enter__(self) -> _CtrlC:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._note)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _run_graph(batch_ids: list[str], args, ctrl_c: _CtrlC) -> int:
     """Materialise the batches and what follows; print one line per finding; the exit status."""
     from spam_assets.defs.resources import PlatformStore, build_resources
-    from spam_assets.runner import blocked_by_checks, materialize_batches, summarize
+    from spam_assets.runner import blocked_by_checks, interrupted, materialize_batches, summarize
 
     started = time.perf_counter()
     instance = _instance()
-    results = materialize_batches(batch_ids, instance, build_resources(), log_level=_dagster_log_level(args))
+    results = materialize_batches(
+        batch_ids, instance, build_resources(), log_level=_dagster_log_level(args), stop=ctrl_c.pressed
+    )
     seconds = time.perf_counter() - started
     batch_runs, downstream = results[: len(batch_ids)], results[len(batch_ids) :]
     rejected = [b for b, result in zip(batch_ids, batch_runs) if blocked_by_checks(result)]
@@ -80,6 +112,8 @@ def _run_graph(batch_ids: list[str], args) -> int:
     for result in [r for b, r in zip(batch_ids, batch_runs) if b not in rejected] + downstream:
         for line in summarize(result, instance):
             print(f"  {line}")
+    if ctrl_c.pressed() or any(interrupted(r) for r in results):  # staging is idempotent: the same command finishes
+        raise UserError(f"interrupted after {seconds:.1f} s; run the same command again to finish", ExitCode.INTERRUPTED)
     if rejected:
         batch_id = rejected[0]
         verdict = PlatformStore().batches().validation(batch_id) or {}
@@ -128,9 +162,10 @@ def cmd_ingest(args) -> int:
     from spam_assets.defs.resources import PlatformStore
 
     batch_id = stage(source, PlatformStore().batches(), spec)
-    register(_instance(), batch_id)
-    print(f"batch {batch_id} staged from {args.path}")
-    return ExitCode.OK if args.no_run else _run_graph([batch_id], args)
+    with _CtrlC() as ctrl_c:
+        register(_instance(), batch_id)
+        print(f"batch {batch_id} staged from {args.path}")
+        return ExitCode.OK if args.no_run else _run_graph([batch_id], args, ctrl_c)
 
 
 def cmd_status(_args) -> int:
@@ -226,10 +261,11 @@ def _materialise(args) -> int:
     print(f"platform home: {p.home}  (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     source = _readable_source(args.source) if args.source else default_sms_path()  # SourceUnavailable: exit 2
     batch_id = stage(source, PlatformStore().batches())
-    register(_instance(), batch_id)
-    if Registry(tracking_uri()).champion() is None or args.rerun:
-        print(f"materialising the asset graph on batch {batch_id} ({source}) ...")
-        _run_graph([batch_id], args)
+    with _CtrlC() as ctrl_c:
+        register(_instance(), batch_id)
+        if Registry(tracking_uri()).champion() is None or args.rerun:
+            print(f"materialising the asset graph on batch {batch_id} ({source}) ...")
+            _run_graph([batch_id], args, ctrl_c)
     return cmd_status(args)
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import enum
 import shutil
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 
@@ -74,6 +76,8 @@ def run_command(prog: str, command: Callable[[], int], debug: bool = False) -> i
     try:
         return int(command())
     except (Exception, KeyboardInterrupt) as error:  # SystemExit passes: argparse and sys.exit mean it
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not turn this line into a traceback
         line, code = explain(error)
         if debug:
             traceback.print_exc(file=sys.stderr)

@@ -12,13 +12,17 @@ whose DEBUG events and stack traces are for `--verbose`/`--debug`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import dagster as dg
 
 from spam_assets.cli_errors import one_line
 from spam_assets.definitions import defs
 from spam_assets.defs.assets.ingestion import raw_sample
+
+# Dagster's error class names, as step failures record them.
+CHECKS_FAILED_ERROR = "DagsterAssetCheckFailedError"  # a step failed only because blocking checks did
+INTERRUPTED_ERROR = "DagsterExecutionInterruptedError"  # Ctrl-C during a step
 
 DOWNSTREAM = ["cleaned_corpus", "drift_statistics", "trained_model", "champion_decision"]
 
@@ -30,20 +34,29 @@ def materialize_batches(
     run_config: dict | None = None,
     downstream: Sequence[str] = DOWNSTREAM,
     log_level: str | None = None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> list[dg.ExecuteInProcessResult]:
-    """`log_level` sets Dagster's console logger (DEBUG when None, Dagster's default; CRITICAL silences it)."""
-    results = [
-        dg.materialize(
-            [raw_sample],
-            partition_key=b,
-            instance=instance,
-            resources=resources,
-            run_config=_with_console_level(None, log_level),
-            raise_on_error=False,
+    """One run per batch, then one downstream run if any batch was accepted.
+
+    `log_level` sets Dagster's console logger (None: Dagster's default, DEBUG;
+    CRITICAL silences it). `stop()` is asked before each run: once it says
+    so, no further run starts (the CLI's Ctrl-C between runs).
+    """
+    results = []
+    for batch_id in batch_ids:
+        if stop():
+            return results
+        results.append(
+            dg.materialize(
+                [raw_sample],
+                partition_key=batch_id,
+                instance=instance,
+                resources=resources,
+                run_config=_with_console_level(None, log_level),
+                raise_on_error=False,
+            )
         )
-        for b in batch_ids
-    ]
-    if downstream and any(r.success for r in results):
+    if downstream and any(r.success for r in results) and not stop():
         results.append(
             dg.materialize(
                 graph_assets(),
@@ -80,6 +93,14 @@ def blocked_by_checks(result: dg.ExecuteInProcessResult) -> bool:
     return any(not c.passed and c.severity == dg.AssetCheckSeverity.ERROR for c in result.get_asset_check_evaluations())
 
 
+def interrupted(result: dg.ExecuteInProcessResult) -> bool:
+    """A step of this run was stopped by Ctrl-C (Dagster turns SIGINT into a failed step)."""
+    return any(
+        (error := _innermost(event.step_failure_data.error)) is not None and error.cls_name == INTERRUPTED_ERROR
+        for event in result.get_step_failure_events()
+    )
+
+
 def summarize(result: dg.ExecuteInProcessResult, instance: dg.DagsterInstance) -> Iterator[str]:
     """One line per thing a person should see from a run, in the order it happened.
 
@@ -103,8 +124,12 @@ def summarize(result: dg.ExecuteInProcessResult, instance: dg.DagsterInstance) -
                 yield f"{kind}: {check.asset_key.to_user_string()}.{check.check_name}: {one_line(check.description)}"
         elif event.is_step_failure:
             error = _innermost(event.step_failure_data.error)
-            if error is not None and error.cls_name != "DagsterAssetCheckFailedError":
-                named_a_failure = True
+            named_a_failure = True
+            if error is None or error.cls_name == CHECKS_FAILED_ERROR:
+                continue  # the failed checks said it
+            if error.cls_name == INTERRUPTED_ERROR:
+                yield f"{entry.step_key} interrupted"
+            else:
                 yield f"{entry.step_key} failed: {error.cls_name}: {one_line(error.message.split(': ', 1)[-1])}"
         elif event.is_run_failure and not named_a_failure:
             yield f"run failed: {one_line(event.message)}"
