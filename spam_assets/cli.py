@@ -367,9 +367,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--start-timeout", type=float, default=300.0, help="seconds each server has to start answering")
     up.set_defaults(func=cmd_up)
 
-    ingest = sub.add_parser(
-        "ingest", parents=[shared], help="stage a batch file/folder and run the graph on it", epilog=EXIT_CODES_HELP
-    )
+    listed = {"parents": [shared], "epilog": EXIT_CODES_HELP, "formatter_class": argparse.RawDescriptionHelpFormatter}
+    ingest = sub.add_parser("ingest", help="stage a batch file/folder and run the graph on it", **listed)
     ingest.add_argument("path")
     ingest.add_argument("--format", default="auto", help="auto | sms | csv | tsv | jsonl | email | mbox")
     ingest.add_argument("--text-column", default="text")
@@ -379,7 +378,7 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", parents=[shared], help="champion, challenger, what a server would serve, batches")
     status.set_defaults(func=cmd_status)
-    rollback = sub.add_parser("rollback", parents=[shared], help="make previous-champion the champion", epilog=EXIT_CODES_HELP)
+    rollback = sub.add_parser("rollback", help="make previous-champion the champion", **listed)
     rollback.set_defaults(func=cmd_rollback)
     return parser
 

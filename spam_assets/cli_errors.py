@@ -9,6 +9,7 @@ codes are documented in README.md ("Command line") and `spam-platform --help`.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import shutil
 import signal
@@ -76,13 +77,27 @@ def run_command(prog: str, command: Callable[[], int], debug: bool = False) -> i
     try:
         return int(command())
     except (Exception, KeyboardInterrupt) as error:  # SystemExit passes: argparse and sys.exit mean it
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not turn this line into a traceback
         line, code = explain(error)
-        if debug:
-            traceback.print_exc(file=sys.stderr)
-        print(f"{prog}: {line}", file=sys.stderr, flush=True)
+        # A second Ctrl-C must not turn this line into a traceback; after an interruption, nor
+        # end the process by SIGINT instead of status 130 (it is ending: nothing is lost).
+        with _ctrl_c_ignored(restore=code != ExitCode.INTERRUPTED):
+            if debug:
+                traceback.print_exc(file=sys.stderr)
+            print(f"{prog}: {line}", file=sys.stderr, flush=True)
         return code
+
+
+@contextlib.contextmanager
+def _ctrl_c_ignored(restore: bool = True):
+    if threading.current_thread() is not threading.main_thread():  # only the main thread sets handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        if restore:
+            signal.signal(signal.SIGINT, previous)
 
 
 # --- known errors -----------------------------------------------------------------------------
