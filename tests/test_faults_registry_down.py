@@ -86,7 +86,7 @@ def test_ingest_refuses_before_staging_then_goes_through_once_the_registry_is_ba
     port, uri = down
     home, source = tmp_path / "home", write_sms_file(sms_messages(60, seed=2), tmp_path / "batch.txt")
     refused = _ingest(home, source, uri)
-    assert refused.returncode == 2
+    assert refused.returncode == 5  # cli_errors.ExitCode.UNAVAILABLE
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1, refused.stderr
     assert lines[0].startswith(f"spam-platform ingest: the MLflow registry at {uri} is unreachable")
