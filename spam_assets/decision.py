@@ -56,9 +56,14 @@ def decide(
     champion: dict[str, float] | None,
     rules: DecisionRules = DecisionRules(),
     same_version: bool = False,
+    refused_champion: str | None = None,
 ) -> Decision:
-    """Both metric dicts come from scoring on the same holdout."""
-    rows, reasons = [], []
+    """Both metric dicts come from scoring on the same holdout.
+
+    `refused_champion` says why a champion exists but could not be scored (no
+    server would load it): the challenger is then judged as if there were none.
+    """
+    rows, reasons = [], [refused_champion] if refused_champion else []
     failures = gate_failures(challenger, rules)
     reasons.extend(failures)
     metrics = list(dict.fromkeys([*GATE_METRICS, *rules.compared_metrics, "spam_recall", "accuracy", "mcc", "roc_auc"]))
@@ -80,6 +85,8 @@ def decide(
         return Decision(False, ["challenger is the current champion version"], rows)
     if failures:
         return Decision(False, reasons, rows)
+    if champion is None and refused_champion:
+        return Decision(True, [refused_champion, "the challenger passes every gate and replaces it"], rows)
     if champion is None:
         return Decision(True, ["no champion yet and the challenger passes every gate"], rows)
     losing = [

@@ -39,3 +39,11 @@ def test_markdown_table_lists_metric_champion_challenger_gate_verdict():
     assert table.splitlines()[0] == "| metric | champion | challenger | gate | verdict |"
     assert "| spam_f1 | 0.9600 | 0.9700 |" in table
     assert "+0.0100 wins" in table
+
+
+def test_a_champion_no_server_can_load_does_not_block_a_challenger_that_passes_the_gates():
+    refused = "champion v3 refused by the serving checks: model file checksum mismatch"
+    d = decide(GOOD, None, refused_champion=refused)
+    assert d.promote and d.reasons == [refused, "the challenger passes every gate and replaces it"]
+    bad = decide({**GOOD, "spam_precision": 0.5}, None, refused_champion=refused)
+    assert not bad.promote and bad.reasons[0] == refused and "spam_precision" in bad.reasons[1]

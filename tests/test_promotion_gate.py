@@ -85,3 +85,18 @@ def test_a_tampered_challenger_is_not_promoted_and_the_decision_says_why(champio
     _run(["champion_decision"], instance, lenient)
     assert _outcome(instance)["action"] == "promote"
     assert str(registry.champion().version) == "2"
+
+
+def test_a_refused_champion_is_replaced_by_a_challenger_that_passes_the_gates(champion_and_challenger, instance, resources):
+    """A champion whose file changed after promotion would strand every new server; it must not block v2."""
+    registry = champion_and_challenger
+    # Under the default policy v2 (same corpus) is not measurably better than an intact v1 ...
+    _run(["champion_decision"], instance, resources)
+    assert _outcome(instance)["action"] == "keep" and str(registry.champion().version) == "1"
+    model_file = _model_file(registry, "1")
+    model_file.write_bytes(model_file.read_bytes()[:100])  # ... but v1 can no longer be loaded by anyone
+    _run(["champion_decision"], instance, resources)
+    outcome = _outcome(instance)
+    assert (outcome["action"], outcome["champion_version_before"], outcome["champion_version_now"]) == ("promote", "1", "2")
+    assert outcome["reasons"][0].startswith("champion v1 refused by the serving checks: model file checksum mismatch")
+    assert str(registry.champion().version) == "2" and str(registry.version_for("previous-champion").version) == "1"

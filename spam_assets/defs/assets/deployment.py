@@ -56,11 +56,19 @@ def champion_decision(
     except RefusedModel as error:
         decision = Decision(False, [f"challenger v{challenger.version} refused by the serving checks: {error}"])
     else:
+        champion_metrics, refused_champion = None, None
+        if champion is not None and champion.version != challenger.version:
+            try:  # the same checks: a champion no server can load must not block its replacement
+                champion_metrics = score(reg.load_verified(champion).model)
+            except RefusedModel as error:
+                refused_champion = f"champion v{champion.version} refused by the serving checks: {error}"
+                context.log.warning(f"{refused_champion}; the challenger only has to pass the gates")
         decision = decide(
             score(challenger_model),
-            score(reg.load(champion.version)) if champion is not None else None,
+            champion_metrics,
             promotion.rules(),
             same_version=champion is not None and champion.version == challenger.version,
+            refused_champion=refused_champion,
         )
     reason = "; ".join(decision.reasons)
     previous = reg.promote(challenger.version, reason) if decision.promote else None
