@@ -21,6 +21,7 @@ import grpc
 import numpy as np
 
 from serving.generated.spam.v1 import classifier_pb2 as pb
+from serving.verdict_ids import new_verdict_id
 from serving.wire import InvalidRequest
 from spam_assets.settings import POSITIVE_LABEL
 
@@ -144,7 +145,7 @@ def classify_one(champion: LoadedChampion, request: pb.ClassifyRequest, limits: 
     if problem:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, problem)
     p = float(champion.scorer.scores([text])[0])
-    return pb.Verdict(label=label_for(p), spam_probability=p, model_version=champion.version)
+    return pb.Verdict(label=label_for(p), spam_probability=p, model_version=champion.version, verdict_id=new_verdict_id())
 
 
 def _score_isolating_failures(champion: LoadedChampion, texts: list[str], limits: Limits) -> list[float | str]:
@@ -186,7 +187,9 @@ def results_for(
             if isinstance(score, str):
                 results.append(pb.Result(id=message.id, error=pb.Status(code=INTERNAL, message=score)))
             else:
-                verdict = pb.Verdict(label=label_for(score), spam_probability=score, model_version=version)
+                verdict = pb.Verdict(
+                    label=label_for(score), spam_probability=score, model_version=version, verdict_id=new_verdict_id()
+                )
                 results.append(pb.Result(id=message.id, verdict=verdict))
         else:
             results.append(pb.Result(id=message.id, error=pb.Status(code=INVALID_ARGUMENT, message=problem)))

@@ -7,7 +7,8 @@
 
 Messages go over one ClassifyStream call in batches (--batch-size); one JSON
 line per message comes out, in input order: id, label, spam_probability,
-model_version, or id and error. Exit status 0 when every message was
+model_version and verdict_id (the server's id of the verdict, for
+`spam-classify report`), or id and error. Exit status 0 when every message was
 classified, 1 when some were rejected, 2 when the call failed.
 The token comes from --token or $SPAM_SERVING_TOKEN.
 """
@@ -223,6 +224,7 @@ def result_json(result: pb.Result) -> dict:
             "label": v.label,
             "spam_probability": round(v.spam_probability, 6),
             "model_version": v.model_version,
+            "verdict_id": v.verdict_id,
         }
     return {
         "id": result.id,

@@ -1,8 +1,10 @@
 """Plain functions behind the Open Inference Protocol (KServe v2) service.
 
 The model takes one BYTES input `text` (shape [N] or [N, 1], UTF-8 texts)
-and gives two outputs: `label` (BYTES, "ham"/"spam") and `probability`
-(FP32, P(spam)), both shape [N].
+and gives three outputs, all shape [N]: `label` (BYTES, "ham"/"spam"),
+`probability` (FP32, P(spam)) and `verdict_id` (BYTES, the server-assigned
+UUIDv7 of each verdict, see serving/verdict_ids.py). A request that names
+outputs gets those, in its order; one that names none gets all three.
 
 BYTES tensors come either typed (`contents.bytes_contents`, one entry per
 element) or raw (`raw_input_contents[i]`: per element a 4-byte little-endian
@@ -24,12 +26,14 @@ import numpy as np
 
 from serving.classify import Limits, RequestError, budget_problem, label_for, spam_probabilities, text_problem
 from serving.generated.inference import grpc_predict_v2_pb2 as pb
+from serving.verdict_ids import new_verdict_ids
 
 if TYPE_CHECKING:
     from serving.watcher import LoadedChampion
 
 INPUT = "text"
-OUTPUTS = ("label", "probability")
+OUTPUTS = ("label", "probability", "verdict_id")
+DATATYPES = {"label": "BYTES", "probability": "FP32", "verdict_id": "BYTES"}
 PLATFORM = "sklearn"
 SERVER_NAME = "spam-platform"
 
@@ -71,7 +75,7 @@ def model_metadata(model_name: str, champion: LoadedChampion | None) -> pb.Model
         versions=[champion.version] if champion else [],
         platform=PLATFORM,
         inputs=[tensor(name=INPUT, datatype="BYTES", shape=[-1])],
-        outputs=[tensor(name="label", datatype="BYTES", shape=[-1]), tensor(name="probability", datatype="FP32", shape=[-1])],
+        outputs=[tensor(name=name, datatype=DATATYPES[name], shape=[-1]) for name in OUTPUTS],
         parameters=parameters,
     )
 
@@ -182,18 +186,23 @@ def infer(request: pb.ModelInferRequest, champion: LoadedChampion, limits: Limit
     texts, raw = decode_texts(request, limits)
     probabilities = spam_probabilities(champion, texts, limits.max_batch, limits.heavy) if texts else np.empty(0)
     labels = [label_for(p) for p in probabilities.tolist()]
+    verdict_ids = new_verdict_ids(len(texts))
     response = pb.ModelInferResponse(model_name=request.model_name, model_version=champion.version, id=request.id)
     n = len(texts)
     for name in outputs:
-        datatype = "BYTES" if name == "label" else "FP32"
-        tensor = response.outputs.add(name=name, datatype=datatype, shape=[n])
-        if raw:
-            if name == "label":
+        tensor = response.outputs.add(name=name, datatype=DATATYPES[name], shape=[n])
+        if name == "probability":
+            if raw:
+                response.raw_output_contents.append(probabilities.astype("<f4").tobytes())
+            else:
+                tensor.contents.fp32_contents.extend(probabilities.tolist())
+        elif name == "label":
+            if raw:
                 response.raw_output_contents.append(b"".join(_RAW_LABELS[label] for label in labels))
             else:
-                response.raw_output_contents.append(probabilities.astype("<f4").tobytes())
-        elif name == "label":
-            tensor.contents.bytes_contents.extend(label.encode() for label in labels)
+                tensor.contents.bytes_contents.extend(label.encode() for label in labels)
+        elif raw:
+            response.raw_output_contents.append(encode_raw_bytes([v.encode() for v in verdict_ids]))
         else:
-            tensor.contents.fp32_contents.extend(probabilities.tolist())
+            tensor.contents.bytes_contents.extend(v.encode() for v in verdict_ids)
     return response

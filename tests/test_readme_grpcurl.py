@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from serving_fixtures import model_store, running_server  # noqa: F401 - fixtures
 
+from serving.verdict_ids import parse_verdict_id
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 README_ADDRESS = re.compile(r"^127\.0\.0\.1:\d+$")  # the server address the README's lines dial
 
@@ -60,6 +62,7 @@ def test_readme_grpcurl_line_works(line, server):
     elif method.endswith("/Classify"):
         verdict = json.loads(out)["verdict"]
         assert verdict["label"] == "spam" and 0.5 <= verdict["spam_probability"] <= 1 and verdict["model_version"] == "1"
+        assert parse_verdict_id(verdict["verdict_id"]), verdict
     elif method.endswith("/GetChampion"):
         assert json.loads(out)["version"] == "1"
     elif method.endswith("Health/Check"):

@@ -24,6 +24,7 @@ from serving_fixtures import (  # noqa: F401 - fixtures
 from serving.client import ClassifierClient, read_messages, stream_requests
 from serving.generated.spam.v1 import classifier_pb2 as pb
 from serving.generated.spam.v1 import classifier_pb2_grpc as pb_grpc
+from serving.verdict_ids import parse_verdict_id
 
 SPAM = "WINNER! You have won a cash prize, claim now: call 09061701461"
 HAM = "are we still on for lunch tomorrow? see you at home"
@@ -51,6 +52,8 @@ def test_classify_returns_label_probability_and_version(channel):
     assert (spam.verdict.label, ham.verdict.label) == ("spam", "ham")
     assert spam.verdict.spam_probability > 0.5 > ham.verdict.spam_probability >= 0
     assert spam.verdict.model_version == ham.verdict.model_version == "1"
+    # Server-assigned, time-ordered: the later call's id sorts after the earlier one's.
+    assert parse_verdict_id(spam.verdict.verdict_id) and spam.verdict.verdict_id < ham.verdict.verdict_id
 
 
 def test_stream_answers_every_message_in_order_with_ids(channel):
@@ -70,6 +73,8 @@ def test_stream_answers_every_message_in_order_with_ids(channel):
     assert [r.id for r in results] == [m.id for m in messages]
     assert [r.verdict.label for r in results] == ["spam", "ham"] * 300
     assert {r.verdict.model_version for r in results} == {"1"}
+    verdict_ids = [r.verdict.verdict_id for r in results]
+    assert len(set(verdict_ids)) == 600 and all(map(parse_verdict_id, verdict_ids))
 
 
 def test_stream_vectorised_scores_match_unary(channel):
@@ -216,6 +221,7 @@ def test_cli_classifies_arguments_file_and_jsonl_stdin(served, tmp_path):
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(r["id"], r["label"], r["model_version"]) for r in lines] == [("1", "spam", "1"), ("2", "ham", "1")]
+    assert all(parse_verdict_id(r["verdict_id"]) for r in lines)
 
     text_file = tmp_path / "messages.txt"
     text_file.write_text(f"{SPAM}\n\n{HAM}\n")

@@ -13,6 +13,7 @@ from serving_fixtures import channel, model_store, run_python, served  # noqa: F
 from serving.generated.inference import grpc_predict_v2_pb2 as pb
 from serving.generated.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from serving.oip import decode_raw_bytes, encode_raw_bytes
+from serving.verdict_ids import parse_verdict_id
 
 SPAM = "WINNER! You have won a cash prize, claim now: call 09061701461"
 HAM = "are we still on for lunch tomorrow? see you at home"
@@ -57,6 +58,7 @@ def test_liveness_readiness_and_metadata(channel, served):
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.outputs] == [
         ("label", "BYTES", [-1]),
         ("probability", "FP32", [-1]),
+        ("verdict_id", "BYTES", [-1]),
     ]
 
 
@@ -68,18 +70,22 @@ def test_model_infer_typed_and_raw(channel, served, raw):
     assert [(o.name, o.datatype, list(o.shape)) for o in response.outputs] == [
         ("label", "BYTES", [3]),
         ("probability", "FP32", [3]),
+        ("verdict_id", "BYTES", [3]),
     ]
     if raw:
-        assert len(response.raw_output_contents) == 2
+        assert len(response.raw_output_contents) == 3
         assert not response.outputs[0].HasField("contents")
         labels = [b.decode() for b in decode_raw_bytes(response.raw_output_contents[0], 3)]
         probabilities = np.frombuffer(response.raw_output_contents[1], dtype="<f4")
+        verdict_ids = [b.decode() for b in decode_raw_bytes(response.raw_output_contents[2], 3)]
     else:
         assert not response.raw_output_contents
         labels = [b.decode() for b in response.outputs[0].contents.bytes_contents]
         probabilities = np.array(response.outputs[1].contents.fp32_contents)
+        verdict_ids = [b.decode() for b in response.outputs[2].contents.bytes_contents]
     assert labels == ["spam", "ham", "spam"]
     assert probabilities[0] > 0.5 > probabilities[1]
+    assert all(parse_verdict_id(v) for v in verdict_ids) and sorted(set(verdict_ids)) == verdict_ids
 
 
 def test_model_infer_accepts_n_by_1_and_selected_outputs(channel, served):
@@ -175,12 +181,16 @@ texts = np.array([t.encode() for t in sys.argv[3:]], dtype=object)
 text = triton.InferInput("text", [len(texts)], "BYTES")
 text.set_data_from_numpy(texts)
 result = client.infer(model, [text], request_id="t-1",
-                      outputs=[triton.InferRequestedOutput("label"), triton.InferRequestedOutput("probability")])
+                      outputs=[triton.InferRequestedOutput("label"), triton.InferRequestedOutput("probability"),
+                               triton.InferRequestedOutput("verdict_id")])
 response = result.get_response()
 out["model_version"] = response.model_version
 out["id"] = response.id
 out["labels"] = [x.decode() for x in result.as_numpy("label").tolist()]
 out["probabilities"] = result.as_numpy("probability").astype(float).tolist()
+out["verdict_ids"] = [x.decode() for x in result.as_numpy("verdict_id").tolist()]
+default = client.infer(model, [text])  # no outputs named: all of them
+out["default_outputs"] = [o.name for o in default.get_response().outputs]
 bad = triton.InferInput("text", [1], "INT32")
 bad.set_data_from_numpy(np.array([1], dtype=np.int32))
 try:
@@ -206,5 +216,7 @@ def test_stock_tritonclient_works_unchanged(served):
     assert (out["model_version"], out["id"]) == ("1", "t-1")
     assert out["labels"] == ["spam", "ham"]
     assert out["probabilities"][0] > 0.5 > out["probabilities"][1]
+    assert len(out["verdict_ids"]) == 2 and all(parse_verdict_id(v) for v in out["verdict_ids"])
+    assert out["default_outputs"] == ["label", "probability", "verdict_id"]
     assert out["bad_status"] == "StatusCode.INVALID_ARGUMENT" and "INT32" in out["bad_message"]
     assert out["missing_status"] == "StatusCode.NOT_FOUND"

@@ -26,14 +26,16 @@ class ClassifyResponse(_message.Message):
     def __init__(self, id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ...) -> None: ...
 
 class Verdict(_message.Message):
-    __slots__ = ("label", "spam_probability", "model_version")
+    __slots__ = ("label", "spam_probability", "model_version", "verdict_id")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SPAM_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_ID_FIELD_NUMBER: _ClassVar[int]
     label: str
     spam_probability: float
     model_version: str
-    def __init__(self, label: _Optional[str] = ..., spam_probability: _Optional[float] = ..., model_version: _Optional[str] = ...) -> None: ...
+    verdict_id: str
+    def __init__(self, label: _Optional[str] = ..., spam_probability: _Optional[float] = ..., model_version: _Optional[str] = ..., verdict_id: _Optional[str] = ...) -> None: ...
 
 class Message(_message.Message):
     __slots__ = ("id", "text")
