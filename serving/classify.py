@@ -28,6 +28,10 @@ from spam_assets.settings import POSITIVE_LABEL
 if TYPE_CHECKING:
     from serving.watcher import LoadedChampion
 
+# Records one scoring call's verdicts in the prediction log:
+# (champion, client ids, texts, P(spam), labels, verdict ids). Servicers make one per call.
+VerdictLog = Callable[["LoadedChampion", Sequence[str], Sequence[str], Sequence[float], Sequence[str], Sequence[str]], object]
+
 log = logging.getLogger(__name__)
 
 THRESHOLD = 0.5
@@ -139,13 +143,18 @@ def spam_probabilities(
     return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty(0)
 
 
-def classify_one(champion: LoadedChampion, request: pb.ClassifyRequest, limits: Limits) -> pb.Verdict:
+def classify_one(
+    champion: LoadedChampion, request: pb.ClassifyRequest, limits: Limits, log: VerdictLog | None = None
+) -> pb.Verdict:
     text = request.text
     problem = budget_problem(request, limits) or text_problem(text, limits.max_text_bytes)
     if problem:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, problem)
     p = float(champion.scorer.scores([text])[0])
-    return pb.Verdict(label=label_for(p), spam_probability=p, model_version=champion.version, verdict_id=new_verdict_id())
+    label, verdict_id = label_for(p), new_verdict_id()
+    if log is not None:
+        log(champion, (request.id,), (text,), (p,), (label,), (verdict_id,))
+    return pb.Verdict(label=label, spam_probability=p, model_version=champion.version, verdict_id=verdict_id)
 
 
 def _score_isolating_failures(champion: LoadedChampion, texts: list[str], limits: Limits) -> list[float | str]:
@@ -168,10 +177,12 @@ def results_for(
     messages: Sequence[pb.Message],
     limits: Limits,
     unreadable: Sequence[str | None] | None = None,
+    log: VerdictLog | None = None,
 ) -> list[pb.Result]:
     """One Result per message, in order: a verdict, or an error status for a bad message.
 
     `unreadable[i]`, when given, is why message i could not be read (invalid UTF-8).
+    The verdicts (not the errors) go to `log` when given.
     """
     unreadable = unreadable or [None] * len(messages)
     problems = [
@@ -181,18 +192,23 @@ def results_for(
     scores = iter(_score_isolating_failures(champion, good, limits) if good else ())
     version = champion.version
     results = []
+    logged: tuple[list, ...] = ([], [], [], [], [])  # client ids, texts, P(spam), labels, verdict ids
     for message, problem in zip(messages, problems, strict=True):
         if problem is None:
             score = next(scores)
             if isinstance(score, str):
                 results.append(pb.Result(id=message.id, error=pb.Status(code=INTERNAL, message=score)))
             else:
-                verdict = pb.Verdict(
-                    label=label_for(score), spam_probability=score, model_version=version, verdict_id=new_verdict_id()
-                )
+                label, verdict_id = label_for(score), new_verdict_id()
+                verdict = pb.Verdict(label=label, spam_probability=score, model_version=version, verdict_id=verdict_id)
                 results.append(pb.Result(id=message.id, verdict=verdict))
+                if log is not None:
+                    for column, value in zip(logged, (message.id, message.text, score, label, verdict_id)):
+                        column.append(value)
         else:
             results.append(pb.Result(id=message.id, error=pb.Status(code=INVALID_ARGUMENT, message=problem)))
+    if log is not None and logged[0]:
+        log(champion, *logged)
     return results
 
 
@@ -213,13 +229,16 @@ def readable(request: pb.ClassifyStreamRequest | InvalidRequest, limits: Limits)
 
 
 def responses_for(
-    champion: LoadedChampion, requests: Sequence[pb.ClassifyStreamRequest | InvalidRequest], limits: Limits
+    champion: LoadedChampion,
+    requests: Sequence[pb.ClassifyStreamRequest | InvalidRequest],
+    limits: Limits,
+    log: VerdictLog | None = None,
 ) -> list[pb.ClassifyStreamResponse]:
     """Score every message of several stream requests together; one response per request."""
     parts = [readable(request, limits) for request in requests]
     messages = [m for part, _ in parts for m in part]
     unreadable = [why for _, part in parts for why in part]
-    results = results_for(champion, messages, limits, unreadable)
+    results = results_for(champion, messages, limits, unreadable, log)
     responses, start = [], 0
     for part, _ in parts:
         end = start + len(part)

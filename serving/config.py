@@ -73,6 +73,16 @@ class ServingConfig:
     stream_idle_timeout: float = 30.0
     # Seconds in-flight calls get to finish on SIGTERM.
     grace: float = 10.0
+    # The prediction log and feedback (serving/prediction_log.py, serving/feedback.py):
+    # a folder, "off", or None for predictions/ under the platform home.
+    prediction_log: str | None = None
+    # Whether the log (and feedback by text) keeps each message's text; its sha256 is always kept.
+    log_text: bool = True
+    # Published log segments last written longer ago than this are deleted; 0 keeps them.
+    log_retention_days: float = 30.0
+    # The segment being written is published when it reaches this size or this age.
+    log_segment_bytes: int = 64 * MIB
+    log_segment_seconds: float = 300.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
     token: str | None = None
@@ -94,6 +104,8 @@ class ServingConfig:
             raise ValueError("max_request_bytes must leave room for at least one text of max_text_bytes")
         if self.max_message_bytes < self.max_request_bytes:
             raise ValueError("max_message_bytes must be at least max_request_bytes")
+        if self.log_retention_days < 0 or self.log_segment_bytes < 1 or self.log_segment_seconds <= 0:
+            raise ValueError("log_retention_days must not be negative, log_segment_bytes and _seconds must be positive")
 
     @property
     def address(self) -> str:
@@ -111,6 +123,16 @@ class ServingConfig:
     def tls(self) -> bool:
         return self.tls_cert is not None
 
+    def prediction_log_dir(self) -> Path | None:
+        """Where the prediction log goes, or None when it is off."""
+        if self.prediction_log is not None and self.prediction_log.strip().lower() == "off":
+            return None
+        if self.prediction_log:
+            return Path(self.prediction_log).expanduser()
+        from spam_assets.settings import paths
+
+        return paths().predictions
+
     def resolved_tracking_uri(self) -> str:
         if self.tracking_uri:
             return self.tracking_uri
@@ -124,6 +146,16 @@ class ServingConfig:
         values["token"] = "***" if self.token else None
         values["max_streams"] = self.stream_slots
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
+
+
+def on_off(text: str) -> bool:
+    """on/off (also true/false, yes/no, 1/0), for switches given as flags or environment variables."""
+    value = text.strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise ValueError(f"expected on or off, got {text!r}")
 
 
 # flag name -> (field, type, help)
@@ -147,6 +179,11 @@ _OPTIONS = {
     "max_streams_per_client": (int, "open streams per client IP address; 0 for no limit"),
     "stream_idle_timeout": (float, "seconds a ClassifyStream may send nothing before it is closed; 0 for never"),
     "grace": (float, "seconds in-flight calls get on shutdown"),
+    "prediction_log": (str, "folder of the prediction log and feedback, or off (default: predictions/ under $SPAM_HOME)"),
+    "log_text": (on_off, "on: the prediction log keeps each message's text; off: only its sha256"),
+    "log_retention_days": (float, "days a published log segment is kept; 0 keeps them"),
+    "log_segment_bytes": (int, "a log segment is published at this size"),
+    "log_segment_seconds": (float, "a log segment is published at this age"),
     "tls_cert": (Path, "PEM certificate chain; enables TLS with --tls-key"),
     "tls_key": (Path, "PEM private key"),
 }

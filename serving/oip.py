@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING
 import grpc
 import numpy as np
 
-from serving.classify import Limits, RequestError, budget_problem, label_for, spam_probabilities, text_problem
+from serving.classify import (
+    Limits,
+    RequestError,
+    VerdictLog,
+    budget_problem,
+    label_for,
+    spam_probabilities,
+    text_problem,
+)
 from serving.generated.inference import grpc_predict_v2_pb2 as pb
 from serving.verdict_ids import new_verdict_ids
 
@@ -177,8 +185,13 @@ def requested_outputs(request: pb.ModelInferRequest) -> list[str]:
     return names
 
 
-def infer(request: pb.ModelInferRequest, champion: LoadedChampion, limits: Limits) -> pb.ModelInferResponse:
-    """Answer one ModelInfer request with `champion` (already checked to be the model asked for)."""
+def infer(
+    request: pb.ModelInferRequest, champion: LoadedChampion, limits: Limits, log: VerdictLog | None = None
+) -> pb.ModelInferResponse:
+    """Answer one ModelInfer request with `champion` (already checked to be the model asked for).
+
+    The verdicts go to `log` when given, each with the request's id as the client's id.
+    """
     over_budget = budget_problem(request, limits)
     if over_budget:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, over_budget)
@@ -187,6 +200,8 @@ def infer(request: pb.ModelInferRequest, champion: LoadedChampion, limits: Limit
     probabilities = spam_probabilities(champion, texts, limits.max_batch, limits.heavy) if texts else np.empty(0)
     labels = [label_for(p) for p in probabilities.tolist()]
     verdict_ids = new_verdict_ids(len(texts))
+    if log is not None and texts:
+        log(champion, [request.id] * len(texts), texts, probabilities.tolist(), labels, verdict_ids)
     response = pb.ModelInferResponse(model_name=request.model_name, model_version=champion.version, id=request.id)
     n = len(texts)
     for name in outputs:

@@ -33,6 +33,7 @@ from serving.classify import Limits
 from serving.config import ServingConfig, from_args
 from serving.generated.inference import grpc_predict_v2_pb2 as oip_pb
 from serving.generated.spam.v1 import classifier_pb2 as pb
+from serving.prediction_log import PredictionLog
 from serving.servicers import ClassifierServicer, InferenceServicer, Serving
 from serving.watcher import ChampionWatcher
 from spam_assets.model.registry import Registry
@@ -58,6 +59,7 @@ class RunningServer:
     watcher: ChampionWatcher
     health: health.HealthServicer
     serving: Serving
+    predictions: PredictionLog | None = None
 
     @property
     def target(self) -> str:
@@ -75,11 +77,32 @@ class RunningServer:
         # answers (up to MLFLOW_HTTP_REQUEST_TIMEOUT); it is a daemon thread, so do not
         # wait for it longer than a moment: shutdown stays within grace + WATCHER_JOIN_S.
         self.watcher.stop(timeout=WATCHER_JOIN_S)
+        if self.predictions is not None:  # after the last call: every verdict given is written
+            self.predictions.close()
         log.info("stopped")
 
 
-def start(config: ServingConfig, watcher: ChampionWatcher | None = None) -> RunningServer:
-    """Build and start the server; the champion loads in the background (health says when)."""
+def open_prediction_log(config: ServingConfig) -> PredictionLog | None:
+    """The started prediction log the config asks for, or None when it is off."""
+    directory = config.prediction_log_dir()
+    if directory is None:
+        return None
+    return PredictionLog(
+        directory,
+        log_text=config.log_text,
+        segment_bytes=config.log_segment_bytes,
+        segment_seconds=config.log_segment_seconds,
+        retention_days=config.log_retention_days,
+    ).start()
+
+
+def start(
+    config: ServingConfig, watcher: ChampionWatcher | None = None, predictions: PredictionLog | None = None
+) -> RunningServer:
+    """Build and start the server; the champion loads in the background (health says when).
+
+    `predictions`: a started PredictionLog to use instead of the one the config asks for.
+    """
     if watcher is None:
         registry = Registry(config.resolved_tracking_uri(), config.model_name)
         watcher = ChampionWatcher(
@@ -129,6 +152,10 @@ def start(config: ServingConfig, watcher: ChampionWatcher | None = None) -> Runn
     else:
         port = server.add_insecure_port(config.address)
 
+    # Opened once the port is bound (a failed start leaves no writer thread behind); an unwritable
+    # folder fails the start here, before any call is accepted.
+    serving.predictions = predictions if predictions is not None else open_prediction_log(config)
+
     def on_swap(champion) -> None:
         for service in HEALTH_SERVICES:
             health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -138,7 +165,7 @@ def start(config: ServingConfig, watcher: ChampionWatcher | None = None) -> Runn
     watcher.start()
     if watcher.current is not None:  # a watcher handed in already loaded
         on_swap(watcher.current)
-    running = RunningServer(server, port, config, watcher, health_servicer, serving)
+    running = RunningServer(server, port, config, watcher, health_servicer, serving, serving.predictions)
     log.info(
         "listening on %s:%d (%s%s)",
         config.host,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -13,11 +15,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from serving import classify, oip
 from serving.admission import StreamAdmission, client_of
 from serving.watcher import ChampionWatcher, LoadedChampion
-from serving.classify import Limits, RequestError
+from serving.classify import Limits, RequestError, VerdictLog
 from serving.generated.inference import grpc_predict_v2_pb2 as oip_pb
 from serving.generated.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from serving.generated.spam.v1 import classifier_pb2 as pb
 from serving.generated.spam.v1 import classifier_pb2_grpc as pb_grpc
+from serving.prediction_log import PredictionLog
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,13 @@ class Serving:
     """What both servicers share: the champion, the limits, and the shutdown signal."""
 
     def __init__(
-        self, watcher: ChampionWatcher, model_name: str, limits: Limits, batch_delay: float, admission: StreamAdmission
+        self,
+        watcher: ChampionWatcher,
+        model_name: str,
+        limits: Limits,
+        batch_delay: float,
+        admission: StreamAdmission,
+        predictions: PredictionLog | None = None,
     ):
         self.watcher = watcher
         self.model_name = model_name
@@ -55,6 +64,13 @@ class Serving:
         self.batch_delay = batch_delay
         self.closing = threading.Event()
         self.admission = admission
+        self.predictions = predictions
+
+    def verdict_log(self, api: str, started: float) -> VerdictLog | None:
+        """Records one call's verdicts in the prediction log (None when it is off); `started` is its perf_counter()."""
+        if self.predictions is None:
+            return None
+        return functools.partial(self.predictions.record, api, started)
 
     @property
     def open_streams(self) -> int:
@@ -98,10 +114,11 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         self.s = serving
 
     def Classify(self, request, context):
+        started = time.perf_counter()
         champion = self.s.champion_or_abort(context)
         _check_deadline(context)
         try:
-            verdict = classify.classify_one(champion, request, self.s.limits)
+            verdict = classify.classify_one(champion, request, self.s.limits, self.s.verdict_log("Classify", started))
         except RequestError as error:
             _abort(context, error)
         return pb.ClassifyResponse(id=request.id, verdict=verdict)
@@ -120,8 +137,10 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
             )
             try:
                 for group in groups:
+                    started = time.perf_counter()
                     champion = self.s.watcher.current  # once per batch: a swap lands between batches
-                    yield from classify.responses_for(champion, group, self.s.limits)
+                    log = self.s.verdict_log("ClassifyStream", started)
+                    yield from classify.responses_for(champion, group, self.s.limits, log)
             except classify.StreamIdle as idle:
                 context.abort(grpc.StatusCode.UNAVAILABLE, str(idle))
         finally:
@@ -187,6 +206,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         return oip.model_metadata(self.s.model_name, champion)
 
     def ModelInfer(self, request, context):
+        started = time.perf_counter()
         champion = self.s.watcher.current
         try:
             oip.check_model(request.model_name, request.model_version, self.s.model_name, champion)
@@ -195,6 +215,6 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         champion = self.s.champion_or_abort(context) if champion is None else champion
         _check_deadline(context)
         try:
-            return oip.infer(request, champion, self.s.limits)
+            return oip.infer(request, champion, self.s.limits, self.s.verdict_log("ModelInfer", started))
         except RequestError as error:
             _abort(context, error)

@@ -64,6 +64,11 @@ class Paths:
         return self.home / "inbox"
 
     @property
+    def predictions(self) -> Path:
+        """The server's prediction log and feedback (serving/prediction_log.py)."""
+        return self.home / "predictions"
+
+    @property
     def dagster_home(self) -> Path:
         return self.home / "dagster"
 

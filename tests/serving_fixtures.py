@@ -187,6 +187,8 @@ def running_server(store: ModelStore, model_name: str, wait_for: str | None = No
     from serving.server import start
 
     settings = dict(host="127.0.0.1", port=0, tracking_uri=store.uri, model_name=model_name, poll_interval=0.2, grace=1.0)
+    # Each server's prediction log in a folder of its own under the store's temp folder, never the user's home.
+    settings["prediction_log"] = str(store.root / store.unique_name("predictions"))
     settings.update(overrides)
     running = start(ServingConfig(**settings))
     try:

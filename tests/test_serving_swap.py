@@ -263,7 +263,8 @@ def test_sigterm_drains_and_exits_cleanly(model_store):
     registry = model_store.clone("sigterm", [model_store.good[0]])
     registry.promote("1", "sigterm test")
     port = free_port()
-    env = {**os.environ, "SPAM_SERVING_TRACKING_URI": model_store.uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = {**os.environ, "SPAM_SERVING_TRACKING_URI": model_store.uri, "MLFLOW_DISABLE_TELEMETRY": "true",
+           "SPAM_SERVING_PREDICTION_LOG": str(model_store.root / model_store.unique_name("predictions"))}
     process = subprocess.Popen(
         [PYTHON, "-m", "serving.server", "--port", str(port), "--model-name", registry.model_name, "--grace", "5",
          "--poll-interval", "0.2"],

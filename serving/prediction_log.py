@@ -1,0 +1,534 @@
+"""The prediction log: every verdict the server gives, written off the hot path to rotating JSONL segments.
+
+The request thread hands each scoring call's verdicts to `PredictionLog.record`,
+which only appends them to a bounded in-memory queue (never blocks: when the
+queue is full the verdicts are dropped and counted in `dropped`). One writer
+thread per process takes everything queued, turns it into JSON lines and
+appends them to the segment it is filling, a hidden `.part` file; when the
+segment is big or old enough it is fsynced and renamed into place. A reader
+(pandas, the next Dagster asset, `read_predictions`) only ever sees published
+segments, and a published segment is complete: it is never written again.
+
+Why JSONL, not Parquet: a line is complete or it is not, so the segment being
+filled can be appended to a batch at a time and, after a crash, cut back to
+its last complete line and published; Parquet can only be written whole
+(one file per flush, or a footer lost to a SIGKILL). pandas reads JSONL
+directly (`pd.read_json(path, lines=True)`), and a day's segments compact
+into Parquet later if size matters.
+
+Layout of the log folder, which replicas may share (names are unique per
+process: a time-ordered segment id, the host name and the pid):
+
+    predictions-<segment id>-<host>-<pid>.jsonl          published segments
+    .predictions-<segment id>-<host>-<pid>.jsonl.part    being filled by a live writer
+    feedback/                                            reports (serving/feedback.py)
+
+A writer killed with SIGKILL leaves its `.part` file behind, never a
+half-written published segment. The next writer to start on the same host
+(or any writer, once the file is older than `2 x segment_seconds + 60 s`, for
+replicas that never come back under the same name) claims it by renaming it,
+cuts it to its last complete line and publishes it: recovered, not lost.
+Published segments older than the retention period are deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from serving.verdict_ids import new_verdict_id, parse_verdict_id, verdict_time
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from serving.watcher import LoadedChampion
+
+log = logging.getLogger(__name__)
+
+# Columns of a record, in order. `time` is when the verdict was given (UTC,
+# ISO 8601, ms); `latency_ms` the server time of the call (unary, ModelInfer)
+# or of the stream's micro-batch, scoring included; `text` is null when the
+# server runs with --log-text off.
+FIELDS = (
+    "verdict_id", "client_id", "api", "time", "model_name", "model_version", "scorer",
+    "spam_probability", "label", "latency_ms", "text_sha256", "text",
+)  # fmt: skip
+
+PREFIX = "predictions-"
+SUFFIX = ".jsonl"
+PART = ".part"
+CLAIMED = ".recovering-"
+_NAME = re.compile(r"^predictions-(?P<segment>[0-9a-f-]{36})-(?P<host>.+)-(?P<pid>\d+)\.jsonl$")
+# Fixed record overhead counted against the queue's byte bound, besides the text.
+RECORD_BYTES = 320
+# Seconds between retention sweeps and orphan checks by the writer.
+HOUSEKEEPING_S = 60.0
+# A reader looks for a verdict in files written to at most this long before the verdict's time (clock skew).
+CLOCK_SLACK_S = 5.0
+
+_encode = json.encoder.encode_basestring  # C-accelerated, keeps non-ASCII as UTF-8
+
+
+def host_name() -> str:
+    """This machine's name, made safe for a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "host"
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """One scoring call's verdicts, as the request thread hands them over (serialised by the writer)."""
+
+    api: str
+    when: float  # time.time()
+    latency_s: float
+    champion: LoadedChampion
+    client_ids: Sequence[str]
+    texts: Sequence[str]
+    probabilities: Sequence[float]
+    labels: Sequence[str]
+    verdict_ids: Sequence[str]
+
+
+def _lines(batch: _Batch, log_text: bool) -> str:
+    card = batch.champion.card
+    when = datetime.datetime.fromtimestamp(batch.when, tz=datetime.UTC).isoformat(timespec="milliseconds")
+    common = (
+        f'"api":{_encode(batch.api)},"time":"{when}","model_name":{_encode(card.name)},'
+        f'"model_version":{_encode(batch.champion.version)},"scorer":{_encode(batch.champion.scorer.name)},'
+    )
+    latency = f"{batch.latency_s * 1000:.3f}"
+    out = []
+    for verdict_id, client_id, text, p, label in zip(
+        batch.verdict_ids, batch.client_ids, batch.texts, batch.probabilities, batch.labels, strict=True
+    ):
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        out.append(
+            f'{{"verdict_id":"{verdict_id}","client_id":{_encode(client_id)},{common}'
+            f'"spam_probability":{repr(float(p)) if math.isfinite(p) else "null"},"label":{_encode(label)},'
+            f'"latency_ms":{latency},"text_sha256":"{digest}","text":{_encode(text) if log_text else "null"}}}\n'
+        )
+    return "".join(out)
+
+
+class _Pending:
+    """The bounded queue between request threads and the writer: bounded in records and in text bytes."""
+
+    def __init__(self, max_records: int, max_bytes: int):
+        self.max_records, self.max_bytes = max_records, max_bytes
+        self.ready = threading.Condition(threading.Lock())
+        self.items: list[tuple[_Batch, int, int]] = []
+        self.records = self.bytes = 0
+        self.dropped = 0
+        self.enqueued = 0  # records accepted so far (a sequence number for flush)
+
+    def put(self, batch: _Batch, count: int, size: int) -> bool:
+        with self.ready:
+            if self.records + count > self.max_records or self.bytes + size > self.max_bytes:
+                self.dropped += count
+                return False
+            self.items.append((batch, count, size))
+            self.records += count
+            self.bytes += size
+            self.enqueued += count
+            self.ready.notify()
+        return True
+
+    def take(self, timeout: float) -> list[tuple[_Batch, int, int]]:
+        """Everything queued (waiting up to `timeout` for something); the space is freed when written."""
+        with self.ready:
+            if not self.items:
+                self.ready.wait(timeout)
+            items, self.items = self.items, []
+            return items
+
+    def release(self, items: list[tuple[_Batch, int, int]]) -> None:
+        with self.ready:
+            self.records -= sum(count for _, count, _ in items)
+            self.bytes -= sum(size for _, _, size in items)
+
+
+class PredictionLog:
+    """Records verdicts without blocking; one writer thread appends them to segment files in `directory`.
+
+    `write_delay` (seconds slept before each write) exists for tests that need
+    a slow writer to fill the queue; the server never sets it.
+    """
+
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        log_text: bool = True,
+        max_records: int = 65536,
+        max_bytes: int = 64 * 1024 * 1024,
+        segment_bytes: int = 64 * 1024 * 1024,
+        segment_seconds: float = 300.0,
+        retention_days: float = 30.0,
+        write_delay: float = 0.0,
+    ):
+        self.directory = Path(directory)
+        self.log_text = log_text
+        self.segment_bytes = segment_bytes
+        self.segment_seconds = segment_seconds
+        self.retention_s = retention_days * 86400.0
+        self.write_delay = write_delay
+        self.host, self.pid = host_name(), os.getpid()
+        self._pending = _Pending(max_records, max_bytes)
+        self._written = 0  # records written to a segment file (visible to `find`)
+        self._progress = threading.Condition(threading.Lock())
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._fd: int | None = None
+        self._part: Path | None = None
+        self._opened = 0.0
+        self._size = 0
+        self.published = 0  # segments published by this writer
+        self.write_errors = 0
+
+    # --- the request threads' side -------------------------------------------------------------
+
+    def record(
+        self,
+        api: str,
+        started: float,
+        champion: LoadedChampion,
+        client_ids: Sequence[str],
+        texts: Sequence[str],
+        probabilities: Sequence[float],
+        labels: Sequence[str],
+        verdict_ids: Sequence[str],
+    ) -> bool:
+        """Queue one call's verdicts (`started`: the call's time.perf_counter()); False when dropped."""
+        count = len(verdict_ids)
+        if not count:
+            return True
+        batch = _Batch(
+            api, time.time(), time.perf_counter() - started, champion, client_ids, texts, probabilities, labels,
+            verdict_ids,
+        )  # fmt: skip
+        size = count * RECORD_BYTES + (sum(map(len, texts)) if self.log_text else 0)
+        return self._pending.put(batch, count, size)
+
+    def depth(self) -> int:
+        """Records queued, not yet written."""
+        return self._pending.records
+
+    @property
+    def dropped(self) -> int:
+        """Records dropped because the queue was full."""
+        return self._pending.dropped
+
+    @property
+    def written(self) -> int:
+        return self._written
+
+    # --- life cycle --------------------------------------------------------------------------------
+
+    def start(self) -> PredictionLog:
+        """Create the folder (failing now, not at the first verdict), recover orphans, start the writer."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        probe = self.directory / f".write-test-{self.host}-{self.pid}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        self._housekeeping()
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+        return self
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every record queued before this call is in a segment file; False on timeout."""
+        target = self._pending.enqueued
+        deadline = time.monotonic() + timeout
+        with self._progress:
+            while self._written < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._thread is None or not self._thread.is_alive():
+                    return False
+                self._progress.wait(min(remaining, 0.1))
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, publish the open segment and stop the writer."""
+        self._stop.set()
+        with self._pending.ready:
+            self._pending.ready.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("prediction log writer still busy after %.1fs; its open segment is left to recovery", timeout)
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def find(self, verdict_id: str) -> dict | None:
+        """The record of `verdict_id` (this process's queue flushed first), in any replica's segments."""
+        self.flush(timeout=2.0)
+        return find(self.directory, verdict_id)
+
+    # --- the writer thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+        while True:
+            stopping = self._stop.is_set()
+            items = self._pending.take(timeout=0.5)
+            if items:
+                if self.write_delay:
+                    time.sleep(self.write_delay)
+                self._write(items)
+            if self._fd is not None and (
+                self._size >= self.segment_bytes or time.time() - self._opened >= self.segment_seconds
+            ):
+                self._publish()
+            if stopping and not items:
+                break
+            if time.monotonic() >= next_housekeeping:
+                next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+                self._housekeeping()
+        if self._fd is not None:
+            self._publish()
+
+    def _write(self, items: list[tuple[_Batch, int, int]]) -> None:
+        count = sum(n for _, n, _ in items)
+        try:
+            data = "".join(_lines(batch, self.log_text) for batch, _, _ in items).encode("utf-8", "surrogatepass")
+            if self._fd is None:
+                self._open()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            self._size += len(data)
+        except Exception:  # noqa: BLE001 - a full disk must not stop the writer or the server
+            self.write_errors += 1
+            with self._pending.ready:
+                self._pending.dropped += count
+            log.exception("prediction log: could not write %d records; counted as dropped", count)
+        finally:
+            self._pending.release(items)
+            with self._progress:
+                self._written += count
+                self._progress.notify_all()
+
+    def _open(self) -> None:
+        name = f"{PREFIX}{new_verdict_id()}-{self.host}-{self.pid}{SUFFIX}"
+        self._part = self.directory / f".{name}{PART}"
+        self._fd = os.open(self._part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        self._opened = time.time()
+        self._size = 0
+
+    def _publish(self) -> None:
+        fd, part = self._fd, self._part
+        self._fd = self._part = None
+        try:
+            os.fsync(fd)
+            os.close(fd)
+            os.rename(part, published_name(part))
+            _fsync_dir(self.directory)
+            self.published += 1
+        except OSError:
+            self.write_errors += 1
+            log.exception("prediction log: could not publish %s; left for recovery", part)
+
+    def _housekeeping(self) -> None:
+        try:
+            recover_orphans(self.directory, self.host, self.pid, stale_after=2 * self.segment_seconds + 60, own=self._part)
+            if self.retention_s > 0:
+                delete_expired(self.directory, self.retention_s)
+        except OSError:
+            log.exception("prediction log: housekeeping in %s failed", self.directory)
+
+
+# --- files: naming, recovery, retention ------------------------------------------------------------
+
+
+def published_name(part: Path) -> Path:
+    """`.predictions-X.jsonl.part` (or `.recovering-...`) -> `predictions-X.jsonl`."""
+    name = part.name.removeprefix(".")
+    return part.with_name(name[: name.index(SUFFIX) + len(SUFFIX)])
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not every file system lets a folder be fsynced
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def complete_length(data: bytes) -> int:
+    """Bytes of `data` up to the end of its last complete, valid JSON line (a crash can cut the last)."""
+    end = 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            json.loads(line)
+        except ValueError:
+            break
+        end += len(line)
+    return end
+
+
+def recover_orphans(directory: Path, host: str, pid: int, stale_after: float, own: Path | None = None) -> list[Path]:
+    """Publish the complete lines of segments their writers left behind; return the published paths.
+
+    An orphan is a `.part` file of this host whose pid is not alive (or is
+    ours: a restarted container often has the same pid), or any `.part` or
+    claimed file untouched for `stale_after` seconds. It is claimed by a
+    rename (only one process wins), cut to its last complete line, fsynced
+    and renamed into place; one with no complete line is removed.
+    """
+    recovered = []
+    now = time.time()
+    for path in directory.glob(f".{PREFIX}*{SUFFIX}*"):
+        if own is not None and path == own:
+            continue
+        try:
+            age = now - path.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        match = _NAME.match(published_name(path).name)
+        if match is None:
+            continue
+        ours = path.name.endswith(PART) and match["host"] == host and (
+            int(match["pid"]) == pid or not _pid_alive(int(match["pid"]))
+        )
+        if not ours and age < stale_after:
+            continue
+        claim = path.with_name(f".{published_name(path).name}{CLAIMED}{host}-{pid}")
+        try:
+            os.rename(path, claim)
+        except FileNotFoundError:  # another process claimed it first
+            continue
+        with open(claim, "r+b") as file:
+            keep = complete_length(file.read())
+            file.truncate(keep)
+            file.flush()
+            os.fsync(file.fileno())
+        if keep == 0:
+            claim.unlink()
+            continue
+        target = published_name(claim)
+        os.rename(claim, target)
+        log.warning("prediction log: recovered %s (%d bytes) left by a writer that stopped", target.name, keep)
+        recovered.append(target)
+    if recovered:
+        _fsync_dir(directory)
+    return recovered
+
+
+def delete_expired(directory: Path, retention_s: float) -> list[Path]:
+    """Delete published segments last written more than `retention_s` seconds ago."""
+    cutoff = time.time() - retention_s
+    deleted = []
+    for path in segments(directory):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                deleted.append(path)
+        except FileNotFoundError:
+            continue
+    return deleted
+
+
+def segments(directory: Path | str) -> list[Path]:
+    """Published segments, oldest first (their names start with a time-ordered id)."""
+    return sorted(Path(directory).glob(f"{PREFIX}*{SUFFIX}"), key=lambda p: p.name)
+
+
+def _open_segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob(f".{PREFIX}*{SUFFIX}*"), key=lambda p: p.name)
+
+
+def _complete_records(path: Path) -> Iterator[dict]:
+    """The records of a file's complete lines (a segment being written may end mid-line)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:  # published or recovered meanwhile
+        return
+    for line in data[: complete_length(data)].splitlines():
+        yield json.loads(line)
+
+
+def read_predictions(directory: Path | str, include_open: bool = False) -> pd.DataFrame:
+    """Every published record under `directory` as a DataFrame (columns FIELDS, `time` as UTC datetimes).
+
+    `include_open` adds the complete lines of segments still being written
+    (by live writers, or left by dead ones and not yet recovered).
+    """
+    import pandas as pd
+
+    directory = Path(directory)
+    frames = [pd.read_json(path, lines=True, dtype=False, convert_dates=False) for path in segments(directory)]
+    frames = [f for f in frames if len(f)]
+    if include_open:
+        rows = [r for path in _open_segments(directory) for r in _complete_records(path)]
+        if rows:
+            frames.append(pd.DataFrame.from_records(rows))
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(FIELDS))
+    frame = frame.reindex(columns=list(FIELDS))
+    frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601")
+    for column in ("verdict_id", "client_id", "api", "model_name", "model_version", "scorer", "label", "text_sha256"):
+        frame[column] = frame[column].astype("string")
+    return frame
+
+
+def find(directory: Path | str, verdict_id: str) -> dict | None:
+    """The record of `verdict_id` in `directory` (published and open segments of every replica), or None.
+
+    Only files written to since shortly before the verdict's time (its id
+    says when) are read, oldest first.
+    """
+    value = parse_verdict_id(verdict_id)
+    if value is None:
+        return None
+    directory = Path(directory)
+    key = b'{"verdict_id":"' + str(value).encode() + b'"'
+    since = verdict_time(value).timestamp() - CLOCK_SLACK_S
+    for _ in range(2):  # a segment published between listing and reading: list again
+        # Open segments listed before published ones: one published meanwhile is in the second list.
+        candidates, vanished = [], False
+        for path in [*_open_segments(directory), *segments(directory)]:
+            try:
+                mtime = path.stat().st_mtime
+            except FileNotFoundError:
+                vanished = True
+                continue
+            if mtime >= since:
+                candidates.append((mtime, path))
+        for _, path in sorted(candidates):
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                vanished = True
+                continue
+            at = data.find(key)
+            end = data.find(b"\n", at) if at >= 0 else -1
+            if end >= 0:  # (no newline yet: the line is still being written)
+                return json.loads(data[at:end])
+        if not vanished:
+            break
+    return None
