@@ -12,6 +12,9 @@ loaded model's `Scorer`. Modules, in the order a reader needs them:
 - `admission`  who may open a stream: slots in total and per client, refusals that say when to retry.
 - `wire`       request parsing that answers invalid UTF-8 with INVALID_ARGUMENT naming the field,
                and service registration with it.
+- `verdict_ids`    the UUIDv7 every verdict carries.
+- `prediction_log` every verdict to rotating, crash-safe JSONL segments, off the hot path; read them with pandas.
+- `feedback`   users' true labels for verdicts (the Report RPC), stored durably beside the log.
 - `auth`       the bearer-token server interceptor.
 - `server`     start-up, options and shutdown in one function; `spam-serve`.
 - `client`     `spam-classify` and a small Python client.

@@ -4,6 +4,8 @@
     spam-classify --file messages.txt              # one message per line
     spam-classify < messages.jsonl                 # {"id": ..., "text": ...} per line
     spam-classify --target host:50051 --tls-ca ca.pem --file big.txt > verdicts.jsonl
+    spam-classify report VERDICT_ID spam --reporter alice --reason "phishing"
+    spam-classify report --text "the message" ham  # a message without a verdict id
 
 Messages go over one ClassifyStream call in batches (--batch-size); one JSON
 line per message comes out, in input order: id, label, spam_probability,
@@ -11,11 +13,18 @@ model_version and verdict_id (the server's id of the verdict, for
 `spam-classify report`), or id and error. Exit status 0 when every message was
 classified, 1 when some were rejected, 2 when the call failed.
 The token comes from --token or $SPAM_SERVING_TOKEN.
+
+`report` sends feedback (spam.v1.Classifier/Report) and prints one JSON
+line: report_id and created (false: this reporter had reported it before).
+Exit status 0 when stored (or already stored), 1 when the server refused it
+(the reason on stderr), 2 when the call failed. To classify the single word
+"report", put `--` before it.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import itertools
 import json
 import os
@@ -159,6 +168,19 @@ class ClassifierClient:
 
     def classify(self, text: str, message_id: str = "", timeout: float | None = None) -> pb.ClassifyResponse:
         return self.stub.Classify(pb.ClassifyRequest(text=text, id=message_id), timeout=timeout, metadata=self.metadata)
+
+    def report(
+        self,
+        label: str,
+        reporter: str,
+        verdict_id: str = "",
+        text: str = "",
+        reason: str = "",
+        timeout: float | None = None,
+    ) -> pb.ReportResponse:
+        """Feedback on a verdict (by its id) or on a message (by its text): its true label."""
+        request = pb.ReportRequest(verdict_id=verdict_id, text=text, label=label, reporter=reporter, reason=reason)
+        return self.stub.Report(request, timeout=timeout, metadata=self.metadata)
 
     def classify_stream(
         self,
@@ -350,17 +372,64 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="*", help="messages to classify (default: read --file or stdin)")
     p.add_argument("--file", "-f", help="read messages from this file ('-' for stdin), one per line")
     p.add_argument("--format", choices=("auto", "text", "jsonl"), default="auto", help="input format (default: auto)")
-    p.add_argument("--target", default=DEFAULT_TARGET, help="server address (default: %(default)s, env SPAM_SERVING_TARGET)")
-    p.add_argument("--token", default=None, help=f"bearer token (default: ${TOKEN_ENV})")
-    p.add_argument("--tls-ca", type=Path, default=None, help="PEM root certificate to trust; enables TLS")
-    p.add_argument("--tls", action="store_true", help="use TLS with the system's root certificates")
+    _connection_flags(p)
     p.add_argument("--batch-size", type=int, default=256, help="messages per stream request (default: %(default)s)")
     p.add_argument("--deadline", type=float, default=None, help="seconds the whole call may take (default: none)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     return p
 
 
+def _connection_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default=DEFAULT_TARGET, help="server address (default: %(default)s, env SPAM_SERVING_TARGET)")
+    p.add_argument("--token", default=None, help=f"bearer token (default: ${TOKEN_ENV})")
+    p.add_argument("--tls-ca", type=Path, default=None, help="PEM root certificate to trust; enables TLS")
+    p.add_argument("--tls", action="store_true", help="use TLS with the system's root certificates")
+
+
+def _default_reporter() -> str:
+    try:
+        return os.environ.get("SPAM_REPORTER") or getpass.getuser()
+    except (KeyError, OSError):  # no user name in a bare container
+        return ""
+
+
+def report_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="spam-classify report",
+        usage="spam-classify report VERDICT_ID {ham,spam} [options]\n       spam-classify report --text TEXT {ham,spam} [options]",
+        description="Report the true label of a classified message (by its verdict_id) or of any message (--text).",
+    )
+    p.add_argument("args", nargs="+", metavar="ARG", help="the verdict id (unless --text), then the label: ham or spam")
+    p.add_argument("--text", default="", help="the message's text, for a message without a verdict id")
+    p.add_argument("--reporter", default=_default_reporter(), help="who reports (default: $SPAM_REPORTER, else your user name)")
+    p.add_argument("--reason", default="", help="why (optional)")
+    _connection_flags(p)
+    p.add_argument("--deadline", type=float, default=10.0, help="seconds the call may take (default: %(default)s)")
+    return p
+
+
+def report_main(argv: list[str]) -> int:
+    p = report_parser()
+    args = p.parse_args(argv)
+    if len(args.args) != (1 if args.text else 2):
+        p.error("give VERDICT_ID LABEL, or --text TEXT LABEL")
+    verdict_id, label = ("", args.args[0]) if args.text else args.args
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    try:
+        with ClassifierClient(args.target, token, args.tls_ca, args.tls) as client:
+            stored = client.report(label, args.reporter, verdict_id, args.text, args.reason, timeout=args.deadline)
+    except grpc.RpcError as error:
+        print(f"spam-classify: {error.code().name}: {error.details()}", file=sys.stderr)
+        refused = error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
+        return 1 if refused else 2
+    print(json.dumps({"report_id": stored.report_id, "created": stored.created}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "report":
+        return report_main(argv[1:])
     args = parser().parse_args(argv)
     if args.batch_size < 1:
         print("spam-classify: --batch-size must be at least 1", file=sys.stderr)

@@ -32,6 +32,7 @@ from serving.auth import BearerTokenInterceptor
 from serving.classify import Limits
 from serving.config import ServingConfig, from_args
 from serving.generated.inference import grpc_predict_v2_pb2 as oip_pb
+from serving.feedback import FeedbackStore
 from serving.generated.spam.v1 import classifier_pb2 as pb
 from serving.prediction_log import PredictionLog
 from serving.servicers import ClassifierServicer, InferenceServicer, Serving
@@ -79,6 +80,8 @@ class RunningServer:
         self.watcher.stop(timeout=WATCHER_JOIN_S)
         if self.predictions is not None:  # after the last call: every verdict given is written
             self.predictions.close()
+        if self.serving.feedback is not None:
+            self.serving.feedback.close()
         log.info("stopped")
 
 
@@ -155,6 +158,10 @@ def start(
     # Opened once the port is bound (a failed start leaves no writer thread behind); an unwritable
     # folder fails the start here, before any call is accepted.
     serving.predictions = predictions if predictions is not None else open_prediction_log(config)
+    if serving.predictions is not None:  # feedback is kept beside the log, and finds verdicts in it
+        serving.feedback = FeedbackStore(
+            serving.predictions, log_text=config.log_text, max_text_bytes=config.max_text_bytes
+        ).start()
 
     def on_swap(champion) -> None:
         for service in HEALTH_SERVICES:

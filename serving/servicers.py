@@ -16,6 +16,7 @@ from serving import classify, oip
 from serving.admission import StreamAdmission, client_of
 from serving.watcher import ChampionWatcher, LoadedChampion
 from serving.classify import Limits, RequestError, VerdictLog
+from serving.feedback import FeedbackStore, InvalidReport
 from serving.generated.inference import grpc_predict_v2_pb2 as oip_pb
 from serving.generated.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from serving.generated.spam.v1 import classifier_pb2 as pb
@@ -57,6 +58,7 @@ class Serving:
         batch_delay: float,
         admission: StreamAdmission,
         predictions: PredictionLog | None = None,
+        feedback: FeedbackStore | None = None,
     ):
         self.watcher = watcher
         self.model_name = model_name
@@ -65,6 +67,7 @@ class Serving:
         self.closing = threading.Event()
         self.admission = admission
         self.predictions = predictions
+        self.feedback = feedback
 
     def verdict_log(self, api: str, started: float) -> VerdictLog | None:
         """Records one call's verdicts in the prediction log (None when it is off); `started` is its perf_counter()."""
@@ -171,6 +174,22 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         finally:
             unsubscribe()
             self.s.release_stream_slot(client)
+
+
+    def Report(self, request, context):
+        if self.s.feedback is None:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this server keeps no feedback: it runs with the prediction log off (--prediction-log off)",
+            )
+        try:
+            stored = self.s.feedback.report(request.verdict_id, request.text, request.label, request.reporter, request.reason)
+        except InvalidReport as error:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except OSError as error:  # a full or read-only disk: not stored, the client may retry elsewhere or later
+            log.exception("could not store a report")
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"could not store the report: {error.strerror or error}")
+        return pb.ReportResponse(report_id=stored.report_id, created=stored.created)
 
 
 class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):

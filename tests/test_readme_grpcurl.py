@@ -65,6 +65,9 @@ def test_readme_grpcurl_line_works(line, server):
         assert parse_verdict_id(verdict["verdict_id"]), verdict
     elif method.endswith("/GetChampion"):
         assert json.loads(out)["version"] == "1"
+    elif method.endswith("/Report"):  # the first report of this text by this reporter on this server
+        report = json.loads(out)
+        assert parse_verdict_id(report["report_id"]) and report["created"] is True, report
     elif method.endswith("Health/Check"):
         assert json.loads(out) == {"status": "SERVING"}
     else:

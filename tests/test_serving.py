@@ -209,7 +209,7 @@ def test_reflection_lists_the_services_and_describes_them(channel):
     } <= services
     file = database.FindFileContainingSymbol("spam.v1.Classifier")
     (service,) = [s for s in file.service if s.name == "Classifier"]
-    assert [m.name for m in service.method] == ["Classify", "ClassifyStream", "GetChampion", "WatchChampion"]
+    assert [m.name for m in service.method] == ["Classify", "ClassifyStream", "GetChampion", "WatchChampion", "Report"]
 
 
 # --- CLI ----------------------------------------------------------------------------------------

@@ -75,6 +75,28 @@ class Status(_message.Message):
     message: str
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
+class ReportRequest(_message.Message):
+    __slots__ = ("verdict_id", "text", "label", "reporter", "reason")
+    VERDICT_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    REPORTER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    verdict_id: str
+    text: str
+    label: str
+    reporter: str
+    reason: str
+    def __init__(self, verdict_id: _Optional[str] = ..., text: _Optional[str] = ..., label: _Optional[str] = ..., reporter: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReportResponse(_message.Message):
+    __slots__ = ("report_id", "created")
+    REPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    report_id: str
+    created: bool
+    def __init__(self, report_id: _Optional[str] = ..., created: _Optional[bool] = ...) -> None: ...
+
 class GetChampionRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

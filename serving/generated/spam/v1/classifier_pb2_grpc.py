@@ -73,6 +73,11 @@ class ClassifierStub:
                 request_serializer=spam_dot_v1_dot_classifier__pb2.WatchChampionRequest.SerializeToString,
                 response_deserializer=spam_dot_v1_dot_classifier__pb2.Champion.FromString,
                 _registered_method=True)
+        self.Report = channel.unary_unary(
+                '/spam.v1.Classifier/Report',
+                request_serializer=spam_dot_v1_dot_classifier__pb2.ReportRequest.SerializeToString,
+                response_deserializer=spam_dot_v1_dot_classifier__pb2.ReportResponse.FromString,
+                _registered_method=True)
 
 
 class ClassifierServicer:
@@ -139,6 +144,29 @@ class ClassifierServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Report(self, request, context):
+        """Feedback on a verdict: the true label of a message, from a user ("report
+        spam" / "not spam") or a moderator. Names the message by the
+        `verdict_id` of its verdict or, for a message this service never
+        scored (or whose verdict is no longer in the prediction log), by its
+        text. The verdict may come from any replica sharing the prediction log
+        folder, once its log writer has written it (normally within
+        milliseconds). Idempotent per (verdict, reporter), or (text, reporter): a
+        repeated report is answered with the first report's id and
+        `created = false`, and the first one stands. Stored durably beside the
+        prediction log (written and fsynced before the reply), so a report
+        that was answered survives a crash right after. INVALID_ARGUMENT, with
+        the reason, for: a verdict id that is not one (not a UUIDv7), an
+        unknown verdict id without text, text that does not match the
+        verdict's, a label other than "ham" or "spam", an empty reporter, a
+        text or reason over the limits. FAILED_PRECONDITION when the server
+        runs with the prediction log off (--prediction-log off), so has nowhere
+        to keep reports.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClassifierServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +189,11 @@ def add_ClassifierServicer_to_server(servicer, server):
                     servicer.WatchChampion,
                     request_deserializer=spam_dot_v1_dot_classifier__pb2.WatchChampionRequest.FromString,
                     response_serializer=spam_dot_v1_dot_classifier__pb2.Champion.SerializeToString,
+            ),
+            'Report': grpc.unary_unary_rpc_method_handler(
+                    servicer.Report,
+                    request_deserializer=spam_dot_v1_dot_classifier__pb2.ReportRequest.FromString,
+                    response_serializer=spam_dot_v1_dot_classifier__pb2.ReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -290,6 +323,33 @@ class Classifier:
             '/spam.v1.Classifier/WatchChampion',
             spam_dot_v1_dot_classifier__pb2.WatchChampionRequest.SerializeToString,
             spam_dot_v1_dot_classifier__pb2.Champion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Report(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spam.v1.Classifier/Report',
+            spam_dot_v1_dot_classifier__pb2.ReportRequest.SerializeToString,
+            spam_dot_v1_dot_classifier__pb2.ReportResponse.FromString,
             options,
             channel_credentials,
             insecure,
