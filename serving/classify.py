@@ -192,7 +192,7 @@ def results_for(
     scores = iter(_score_isolating_failures(champion, good, limits) if good else ())
     version = champion.version
     results = []
-    logged: tuple[list, ...] = ([], [], [], [], [])  # client ids, texts, P(spam), labels, verdict ids
+    logged = []  # (client id, text, P(spam), label, verdict id) per verdict
     for message, problem in zip(messages, problems, strict=True):
         if problem is None:
             score = next(scores)
@@ -203,12 +203,11 @@ def results_for(
                 verdict = pb.Verdict(label=label, spam_probability=score, model_version=version, verdict_id=verdict_id)
                 results.append(pb.Result(id=message.id, verdict=verdict))
                 if log is not None:
-                    for column, value in zip(logged, (message.id, message.text, score, label, verdict_id)):
-                        column.append(value)
+                    logged.append((message.id, message.text, score, label, verdict_id))
         else:
             results.append(pb.Result(id=message.id, error=pb.Status(code=INVALID_ARGUMENT, message=problem)))
-    if log is not None and logged[0]:
-        log(champion, *logged)
+    if log is not None and logged:
+        log(champion, *zip(*logged, strict=True))
     return results
 
 

@@ -50,6 +50,8 @@ HEALTH_SERVICES = ("", CLASSIFIER_SERVICE, INFERENCE_SERVICE)
 
 # Longest wait for the champion watcher's thread on shutdown, in seconds.
 WATCHER_JOIN_S = 1.0
+# Longest wait for the prediction log's last write on shutdown; what is left is recovered at the next start.
+LOG_CLOSE_S = 1.0
 
 
 @dataclass
@@ -68,7 +70,7 @@ class RunningServer:
         return f"{host}:{self.port}"
 
     def shutdown(self, grace: float | None = None) -> None:
-        """Health to NOT_SERVING, refuse new calls, give in-flight calls `grace` seconds, stop polling."""
+        """Health to NOT_SERVING, refuse new calls, give in-flight calls `grace` seconds, stop polling, close the log."""
         grace = self.config.grace if grace is None else grace
         log.info("shutting down: health NOT_SERVING, finishing in-flight calls (grace %.1fs)", grace)
         self.health.enter_graceful_shutdown()
@@ -76,10 +78,10 @@ class RunningServer:
         self.server.stop(grace).wait()
         # The watcher's thread may be inside a registry request to a server that never
         # answers (up to MLFLOW_HTTP_REQUEST_TIMEOUT); it is a daemon thread, so do not
-        # wait for it longer than a moment: shutdown stays within grace + WATCHER_JOIN_S.
+        # wait for it longer than a moment: shutdown stays within grace + WATCHER_JOIN_S + LOG_CLOSE_S.
         self.watcher.stop(timeout=WATCHER_JOIN_S)
         if self.predictions is not None:  # after the last call: every verdict given is written
-            self.predictions.close()
+            self.predictions.close(timeout=LOG_CLOSE_S)
         if self.serving.feedback is not None:
             self.serving.feedback.close()
         log.info("stopped")

@@ -183,6 +183,18 @@ def test_only_one_of_two_recovering_processes_claims_an_orphan(tmp_path):
     assert len(first) == 1 and second == [] and len(segments(tmp_path)) == 1
 
 
+def test_a_second_log_of_the_same_process_leaves_the_first_ones_segment_alone(tmp_path):
+    first = PredictionLog(tmp_path).start()
+    ids = _record(first, 2)
+    assert first.flush()
+    (part,) = _parts(tmp_path)  # same host, same pid: only knowing it is open here protects it
+    second = PredictionLog(tmp_path).start()
+    assert part.exists() and not segments(tmp_path)
+    first.close()
+    second.close()
+    assert sorted(read_predictions(tmp_path)["verdict_id"]) == ids
+
+
 def test_retention_deletes_old_segments_only(tmp_path):
     log = PredictionLog(tmp_path).start()
     _record(log, 2)
@@ -281,6 +293,7 @@ def test_a_slow_writer_drops_log_records_and_no_request_fails(model_store, tmp_p
         assert slow.dropped > 0
     finally:
         server.shutdown(grace=0.5)
+        slow.close()  # the server gives a slow writer 1 s; wait for the rest here
     assert len(read_predictions(tmp_path / "predictions")) == 150 - slow.dropped
 
 
