@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 # Records one scoring call's verdicts in the prediction log:
 # (champion, client ids, texts, P(spam), labels, verdict ids). Servicers make one per call.
-VerdictLog = Callable[["LoadedChampion", Sequence[str], Sequence[str], Sequence[float], Sequence[str], Sequence[str]], object]
+VerdictLog = Callable[
+    ["LoadedChampion", Sequence[str], Sequence[str], Sequence[float], Sequence[str], Sequence[str]], object
+]
 
 log = logging.getLogger(__name__)
 

@@ -288,7 +288,7 @@ class PredictionLog:
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
-                log.warning("prediction log writer still busy after %.1fs; its open segment is left to recovery", timeout)
+                log.warning("prediction log writer busy after %.1fs; its open segment is left to recovery", timeout)
 
     # --- reading ----------------------------------------------------------------------------------
 

@@ -183,7 +183,8 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
                 "this server keeps no feedback: it runs with the prediction log off (--prediction-log off)",
             )
         try:
-            stored = self.s.feedback.report(request.verdict_id, request.text, request.label, request.reporter, request.reason)
+            r = request
+            stored = self.s.feedback.report(r.verdict_id, r.text, r.label, r.reporter, r.reason)
         except InvalidReport as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except OSError as error:  # a full or read-only disk: not stored, the client may retry elsewhere or later
