@@ -21,6 +21,8 @@ the same messages:
   7. unary Classify, sequential, while another client keeps the server busy with
      maximal requests (the per-request byte budget of 64 KiB texts of random,
      never-seen words)                               goal: p99 within a few ms of (5)
+     The server scores those in its heavy-request worker process (`--heavy-workers`,
+     default 1; pass --server-arg=--heavy-workers=0 to score them in process).
 
 With 2+ cores the server process is pinned to CPU 0 and this client to CPU 1
 (--no-pin to disable), so neither steals the other's core. In-process
@@ -51,6 +53,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 
 from serving.generated.inference import grpc_predict_v2_pb2 as oip_pb  # noqa: E402
 from serving.generated.inference import grpc_predict_v2_pb2_grpc as oip_grpc  # noqa: E402
@@ -457,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_ready(target)
             pin(client_cpu)
             rounds = []
+            server_process = psutil.Process(server.pid)
             for i in range(args.rounds):
                 rounds.append(
                     measure_round(champion, texts, f"127.0.0.1:{echo_port}", target, registry.model_name, sizes, only)
@@ -464,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
                 summary = ", ".join(f"({k}) {v['msgs_per_s']:,.0f}" for k, v in rounds[-1].items())
                 p99 = ", ".join(f"({k}) {rounds[-1][k]['p99']:.2f}" for k in ("5", "7") if k in rounds[-1])
                 log(f"round {i + 1}: {summary} msgs/s; unary p99 {p99 or '-'} ms")
+            # After the rounds: the workers have loaded the model and scored maximal requests (if row 7 ran).
+            rss_mb = {p.pid: p.memory_info().rss / 2**20 for p in [server_process, *server_process.children(recursive=True)]}
         finally:
             stop_process(echo)
             stop_process(server)
@@ -488,13 +494,15 @@ def main(argv: list[str] | None = None) -> int:
         gap = rows["7"]["p99"] - rows["5"]["p99"]
         rows["7"]["goal"] = f"p99 ≤ (5) + 5 ms: {'met' if gap <= 5.0 else 'MISSED'} (+{gap:.2f} ms)"
     errors = sum(r["errors"] for r in rows.values())
+    worker_rss = [f"{mb:,.0f}" for pid, mb in rss_mb.items() if pid != server.pid]
     load_after = os.getloadavg()
     print()
     print(
         f"model: {champion.card.candidate} (version {champion.version}); {len(texts)} SMS messages; "
         f"{'server on CPU 0, client on CPU 1' if pinned else 'not pinned'} of {os.cpu_count()}; "
         f"median of {args.rounds} rounds; per-message errors: {errors}; "
-        f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
+        f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; "
+        f"RSS: server {rss_mb[server.pid]:,.0f} MB, heavy-request workers {', '.join(worker_rss) or 'none'} MB"
     )
     print(table([{"id": k, **rows[k]} for k in NAMES if k in rows]))
     print()

@@ -21,6 +21,7 @@ import grpc
 import numpy as np
 
 from serving.generated.spam.v1 import classifier_pb2 as pb
+from serving.heavy_pool import Job, ScoringPool, WorkerFailed, WorkerLost, WorkerRefused, score_in_chunks
 from serving.verdict_ids import new_verdict_id
 from serving.wire import InvalidRequest
 from spam_assets.settings import POSITIVE_LABEL
@@ -51,25 +52,53 @@ class RequestError(Exception):
 
 
 class HeavyLane:
-    """Scoring calls over `min_bytes` of text take turns, `concurrency` at a time; lighter ones never wait.
+    """Scoring calls over `min_bytes` of text go to the scoring workers (`pool`), or with none take turns in process.
 
-    Why: scoring holds the GIL, and a one-message call gets its share of it
-    between the heavy call's switch intervals; with many heavy calls at once
-    it would queue behind each of them in turn.
+    Why: scoring holds the GIL, so a heavy call in this process slows every
+    light call beside it; in a worker process it does not (`serving.heavy_pool`).
+    Without workers, heavy calls take turns, `concurrency` at a time, so a
+    light call queues behind one heavy call's switch intervals, not many.
+    Lighter calls never wait for either.
     """
 
-    def __init__(self, min_bytes: int = 64 * 1024, concurrency: int = 1):
+    def __init__(self, min_bytes: int = 64 * 1024, concurrency: int = 1, pool: ScoringPool | None = None):
         self.min_bytes = min_bytes
+        self.pool = pool
         self._turns = threading.BoundedSemaphore(concurrency)
+
+    def is_heavy(self, texts: Sequence[str]) -> bool:
+        # Characters, not bytes: a lower bound that costs nothing to compute.
+        return sum(map(len, texts)) >= self.min_bytes
 
     @contextlib.contextmanager
     def turn(self, texts: Sequence[str]):
-        # Characters, not bytes: a lower bound that costs nothing to compute.
-        if sum(map(len, texts)) < self.min_bytes:
+        if not self.is_heavy(texts):
             yield
             return
         with self._turns:
             yield
+
+    def scores(self, champion: LoadedChampion, texts: Sequence[str], max_batch: int) -> np.ndarray:
+        """P(spam) per text: heavy calls in a worker when there are workers, else in process.
+
+        A worker that dies while scoring is RequestError(UNAVAILABLE); the
+        model failing in a worker raises as it would in process.
+        """
+        if self.pool is not None and champion.model_dir is not None and self.is_heavy(texts):
+            job = Job(
+                champion.version, str(champion.model_dir), champion.model_sha256, champion.scorer.name,
+                champion.probes, list(texts), max_batch,
+            )  # fmt: skip
+            try:
+                return self.pool.scores(job)
+            except WorkerLost as lost:
+                raise RequestError(grpc.StatusCode.UNAVAILABLE, str(lost)) from None
+            except WorkerFailed as failed:
+                raise RuntimeError(f"model failed in the scoring worker: {failed}") from None
+            except WorkerRefused as refused:  # cannot happen to files this process verified; answer anyway
+                log.error("scoring worker refused %s; scoring in process: %s", champion.version, refused)
+        with self.turn(texts):
+            return score_in_chunks(champion.scorer.scores, texts, max_batch)
 
 
 @dataclass(frozen=True)
@@ -117,32 +146,13 @@ def label_for(probability: float) -> str:
     return POSITIVE_LABEL if probability >= THRESHOLD else "ham"
 
 
-# Texts per scorer call are also bounded by their total length: the scorer's
-# batch path makes one numpy or C call over all the n-grams of a call, which
-# holds the GIL throughout (about 20 ms for 15 texts of 64 KiB), while one
-# call per 64 KiB keeps each such step to a millisecond or two.
-CHUNK_CHARS = 64 * 1024
-
-
-def _chunks(texts: Sequence[str], max_batch: int) -> Iterator[Sequence[str]]:
-    start, size = 0, 0
-    for end, text in enumerate(texts):
-        if end > start and (end - start >= max_batch or size + len(text) > CHUNK_CHARS):
-            yield texts[start:end]
-            start, size = end, 0
-        size += len(text)
-    if start < len(texts):
-        yield texts[start:]
-
-
 def spam_probabilities(
     champion: LoadedChampion, texts: Sequence[str], max_batch: int, heavy: HeavyLane | None = None
 ) -> np.ndarray:
-    """P(spam) per text, one scorer call per chunk (`max_batch` texts, `CHUNK_CHARS`); heavy calls take turns."""
-    scores = champion.scorer.scores
-    with heavy.turn(texts) if heavy is not None else contextlib.nullcontext():
-        parts = [scores(chunk) for chunk in _chunks(texts, max_batch)]
-    return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty(0)
+    """P(spam) per text, one scorer call per chunk (`heavy_pool.score_in_chunks`); heavy calls as `heavy` says."""
+    if heavy is not None:
+        return heavy.scores(champion, texts, max_batch)
+    return score_in_chunks(champion.scorer.scores, texts, max_batch)
 
 
 def classify_one(
@@ -159,10 +169,17 @@ def classify_one(
     return pb.Verdict(label=label, spam_probability=p, model_version=champion.version, verdict_id=verdict_id)
 
 
-def _score_isolating_failures(champion: LoadedChampion, texts: list[str], limits: Limits) -> list[float | str]:
-    """Scores, or for a text the model fails on, the error message (the rest still get scores)."""
+def _score_isolating_failures(
+    champion: LoadedChampion, texts: list[str], limits: Limits
+) -> list[float | str] | RequestError:
+    """Scores, or for a text the model fails on, the error message (the rest still get scores).
+
+    A RequestError (the scoring worker died) stands for every text: none was scored.
+    """
     try:
         return spam_probabilities(champion, texts, limits.max_batch, limits.heavy).tolist()
+    except RequestError as error:
+        return error
     except Exception:  # noqa: BLE001 - find the text that broke the batch, answer the others
         log.exception("model failed on a batch of %d texts; scoring one by one", len(texts))
     scores: list[float | str] = []
@@ -191,12 +208,17 @@ def results_for(
         bad or text_problem(m.text, limits.max_text_bytes) for m, bad in zip(messages, unreadable, strict=True)
     ]
     good = [m.text for m, problem in zip(messages, problems, strict=True) if problem is None]
-    scores = iter(_score_isolating_failures(champion, good, limits) if good else ())
+    scored = _score_isolating_failures(champion, good, limits) if good else []
+    lost = scored if isinstance(scored, RequestError) else None
+    scores = iter(scored if lost is None else ())
     version = champion.version
     results = []
     logged = []  # (client id, text, P(spam), label, verdict id) per verdict
     for message, problem in zip(messages, problems, strict=True):
-        if problem is None:
+        if problem is None and lost is not None:
+            status = pb.Status(code=lost.code.value[0], message=lost.message)
+            results.append(pb.Result(id=message.id, error=status))
+        elif problem is None:
             score = next(scores)
             if isinstance(score, str):
                 results.append(pb.Result(id=message.id, error=pb.Status(code=INTERNAL, message=score)))

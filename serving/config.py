@@ -71,6 +71,10 @@ class ServingConfig:
     # A ClassifyStream that sends no request for this long, with every earlier
     # one answered, is closed with UNAVAILABLE to free its slot (seconds; 0: never).
     stream_idle_timeout: float = 30.0
+    # Processes that score heavy requests (over 64 KiB of text), so they do not
+    # hold this process's GIL while light calls wait (serving.heavy_pool);
+    # 0 scores them in process, taking turns.
+    heavy_workers: int = 1
     # Seconds in-flight calls get to finish on SIGTERM.
     grace: float = 10.0
     # The prediction log and feedback (serving/prediction_log.py, serving/feedback.py):
@@ -100,6 +104,8 @@ class ServingConfig:
             raise ValueError("max_concurrent_rpcs must exceed max_streams, or streams leave no room for unary calls")
         if self.max_streams_per_client < 0 or self.stream_idle_timeout < 0:
             raise ValueError("max_streams_per_client and stream_idle_timeout must not be negative (0 turns them off)")
+        if self.heavy_workers < 0:
+            raise ValueError("heavy_workers must be 0 (score heavy requests in process) or more")
         if self.max_request_bytes < self.max_text_bytes + 1024:
             raise ValueError("max_request_bytes must leave room for at least one text of max_text_bytes")
         if self.max_message_bytes < self.max_request_bytes:
@@ -178,6 +184,7 @@ _OPTIONS = {
     "max_streams": (int, "open streams for all clients together, at most workers - 2 (default: 3/4 of workers)"),
     "max_streams_per_client": (int, "open streams per client IP address; 0 for no limit"),
     "stream_idle_timeout": (float, "seconds a ClassifyStream may send nothing before it is closed; 0 for never"),
+    "heavy_workers": (int, "processes scoring requests over 64 KiB of text; 0 scores them in process"),
     "grace": (float, "seconds in-flight calls get on shutdown"),
     "prediction_log": (str, "folder of the prediction log and feedback, or off (default: predictions/ under $SPAM_HOME)"),
     "log_text": (on_off, "on: the prediction log keeps each message's text; off: only its sha256"),

@@ -29,11 +29,12 @@ from grpc_reflection.v1alpha import reflection
 from serving import wire
 from serving.admission import StreamAdmission
 from serving.auth import BearerTokenInterceptor
-from serving.classify import Limits
+from serving.classify import HeavyLane, Limits
 from serving.config import ServingConfig, from_args
 from serving.generated.inference import grpc_predict_v2_pb2 as oip_pb
 from serving.feedback import FeedbackStore
 from serving.generated.spam.v1 import classifier_pb2 as pb
+from serving.heavy_pool import ScoringPool
 from serving.prediction_log import PredictionLog
 from serving.servicers import ClassifierServicer, InferenceServicer, Serving
 from serving.watcher import ChampionWatcher
@@ -63,6 +64,7 @@ class RunningServer:
     health: health.HealthServicer
     serving: Serving
     predictions: PredictionLog | None = None
+    heavy_pool: ScoringPool | None = None
 
     @property
     def target(self) -> str:
@@ -76,6 +78,8 @@ class RunningServer:
         self.health.enter_graceful_shutdown()
         self.serving.closing.set()  # WatchChampion streams end cleanly instead of holding the grace period
         self.server.stop(grace).wait()
+        if self.heavy_pool is not None:
+            self.heavy_pool.close()
         # The watcher's thread may be inside a registry request to a server that never
         # answers (up to MLFLOW_HTTP_REQUEST_TIMEOUT); it is a daemon thread, so do not
         # wait for it longer than a moment: shutdown stays within grace + WATCHER_JOIN_S + LOG_CLOSE_S.
@@ -131,10 +135,11 @@ def start(
         interceptors=interceptors,
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
+    heavy = HeavyLane(concurrency=max(1, config.heavy_workers))
     serving = Serving(
         watcher,
         config.model_name,
-        Limits(config.max_text_bytes, config.max_batch, config.max_request_bytes),
+        Limits(config.max_text_bytes, config.max_batch, config.max_request_bytes, heavy),
         batch_delay=config.batch_delay,
         admission=StreamAdmission(config.stream_slots, config.max_streams_per_client, config.stream_idle_timeout),
     )
@@ -170,11 +175,15 @@ def start(
             health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
 
     watcher.subscribe(on_swap)
+    if config.heavy_workers:  # after the port is bound: a server that cannot start leaves no workers
+        heavy.pool = ScoringPool(config.heavy_workers)
     server.start()
     watcher.start()
     if watcher.current is not None:  # a watcher handed in already loaded
         on_swap(watcher.current)
-    running = RunningServer(server, port, config, watcher, health_servicer, serving, serving.predictions)
+    running = RunningServer(
+        server, port, config, watcher, health_servicer, serving, predictions=serving.predictions, heavy_pool=heavy.pool
+    )
     log.info(
         "listening on %s:%d (%s%s)",
         config.host,

@@ -22,11 +22,15 @@ then earlier champions, newest first). Either way the champion's
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from spam_assets.model.artifact import RefusedModel
@@ -39,6 +43,23 @@ from spam_assets.settings import CHAMPION_ALIAS, MAX_FALLBACKS
 log = logging.getLogger(__name__)
 
 
+class ModelFolder:
+    """A temporary folder holding a downloaded, verified model, removed once nothing refers to it.
+
+    Kept (not removed right after loading) so heavy-request scoring workers
+    (`serving.heavy_pool`) load the very files the server verified; every
+    `LoadedChampion` of the version refers to it, so a request in flight on
+    a version swapped out still finds its files.
+    """
+
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="spam-serving-model-"))
+        self._remove = weakref.finalize(self, shutil.rmtree, self.path, True)
+
+    def remove(self) -> None:
+        self._remove()
+
+
 @dataclass(frozen=True)
 class LoadedChampion:
     """One verified model version, its lineage and when it loaded; never mutated after creation."""
@@ -48,6 +69,11 @@ class LoadedChampion:
     loaded_at: datetime
     # What the alias names and why this version serves; the watcher sets it when it publishes.
     resolution: Resolution = Resolution()
+    # The verified model folder on disk (MLmodel, model file), for scoring workers; None: in process only.
+    model_dir: Path | None = None
+    folder: ModelFolder | None = field(default=None, compare=False, repr=False)
+    # The probe messages it passed; a scoring worker verifies its copy with the same ones.
+    probes: tuple[tuple[str, str], ...] = DEFAULT_PROBES
 
     @property
     def version(self) -> str:
@@ -66,9 +92,21 @@ class LoadedChampion:
 def load_version(
     registry: Registry, version: Any, probes: Sequence[tuple[str, str]] = DEFAULT_PROBES
 ) -> LoadedChampion:
-    """One registered version (an MLflow ModelVersion) through the contract's gate; raises RefusedModel."""
-    verified = registry.load_verified(version, probes)
-    return LoadedChampion(card=registry.card(version), verified=verified, loaded_at=datetime.now(UTC))
+    """One registered version (an MLflow ModelVersion) through the contract's gate; raises RefusedModel.
+
+    The verified folder stays on disk while the champion is referred to, for the scoring workers.
+    """
+    folder = ModelFolder()
+    try:
+        model_dir, verified = registry.download_verified(version, folder.path, probes)
+        card = registry.card(version)
+    except BaseException:
+        folder.remove()
+        raise
+    return LoadedChampion(
+        card=card, verified=verified, loaded_at=datetime.now(UTC), model_dir=model_dir, folder=folder,
+        probes=tuple(probes),
+    )
 
 
 @dataclass

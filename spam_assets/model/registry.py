@@ -116,14 +116,24 @@ class Registry:
         a failed download included. The server runs this for every version it
         may serve, `champion_decision` on the challenger before promoting it.
         """
+        with tempfile.TemporaryDirectory(prefix="spam-model-") as folder:
+            return self.download_verified(version, Path(folder), probes)[1]
+
+    def download_verified(
+        self, version: ModelVersion | str | int, dst: Path, probes: Sequence[tuple[str, str]] = DEFAULT_PROBES
+    ) -> tuple[Path, VerifiedModel]:
+        """`load_verified`, keeping the downloaded model folder in `dst`: its path and the verified model.
+
+        For a server whose scoring worker processes load the same verified
+        files (`serving.heavy_pool`) rather than download them again.
+        """
         if not isinstance(version, ModelVersion):
             version = self.client.get_model_version(self.model_name, str(version))
-        with tempfile.TemporaryDirectory(prefix="spam-model-") as folder:
-            try:
-                local = self.download(version.version, Path(folder))
-            except Exception as error:  # noqa: BLE001 - unreachable store, missing files: refuse, saying so
-                raise RefusedModel(f"could not download version {version.version} of {self.model_name}: {error!r}") from error
-            return load_verified(local, version.tags.get(TAG_MODEL_SHA256), probes)
+        try:
+            local = self.download(version.version, dst)
+        except Exception as error:  # noqa: BLE001 - unreachable store, missing files: refuse, saying so
+            raise RefusedModel(f"could not download version {version.version} of {self.model_name}: {error!r}") from error
+        return local, load_verified(local, version.tags.get(TAG_MODEL_SHA256), probes)
 
     def last_good_candidates(self, excluding: str | None, limit: int) -> list[ModelVersion]:
         """Versions that may serve instead when `excluding` (the alias's version) cannot, best first; at most `limit`.
