@@ -52,6 +52,11 @@ log = logging.getLogger(__name__)
 # call per 64 KiB keeps each such step to a millisecond or two.
 CHUNK_CHARS = 64 * 1024
 
+# Workers run at a lower CPU priority than the server: where they share a core
+# (a one-CPU container), the scheduler then runs a light call's thread as soon
+# as it wakes instead of sharing the core evenly with a heavy request.
+WORKER_NICE = 10
+
 # How long a heavy request waits for a free worker (one that is starting
 # included) before it is answered UNAVAILABLE.
 CHECKOUT_TIMEOUT_S = 60.0
@@ -121,6 +126,7 @@ def _load(job: Job):
 def worker_main(sock_fd: int, lifeline_fd: int) -> None:
     # Ctrl-C reaches the whole process group: the server handles it and stops its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(WORKER_NICE)
     threading.Thread(target=_exit_with_parent, args=(lifeline_fd,), name="lifeline", daemon=True).start()
     conn = Connection(sock_fd)
     loaded: tuple[tuple[str, str], object] | None = None  # ((version, sha256), scorer)

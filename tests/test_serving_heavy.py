@@ -194,3 +194,13 @@ def test_no_worker_outlives_a_spam_serve_process(model_store, tmp_path, signum):
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_heavy_workers_is_a_flag_and_an_environment_variable_and_never_negative():
+    from serving.config import ServingConfig, from_args
+
+    assert ServingConfig().heavy_workers == 1
+    assert from_args(["--heavy-workers", "0"], environ={})[0].heavy_workers == 0
+    assert from_args([], environ={"SPAM_SERVING_HEAVY_WORKERS": "3"})[0].heavy_workers == 3
+    with pytest.raises(ValueError, match="heavy_workers must be 0"):
+        ServingConfig(heavy_workers=-1)
