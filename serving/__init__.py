@@ -7,6 +7,7 @@ loaded model's `Scorer`. Modules, in the order a reader needs them:
 - `servicers`  thin gRPC servicers: read the champion once, call `classify` or `oip`, map errors to statuses.
 - `classify`   request handling for spam.v1.Classifier: validate texts, batch, call the scorer, build results.
 - `oip`        request handling for the Open Inference Protocol: tensors in, the scorer, tensors out.
+- `heavy_pool` worker processes that score requests over 64 KiB of text outside the server's GIL.
 - `watcher`    follows the registry alias and hot-swaps the champion; each version passes the
                model contract's gate (`spam_assets.model.verify.load_verified`) first. No gRPC.
 - `admission`  who may open a stream: slots in total and per client, refusals that say when to retry.
