@@ -181,10 +181,11 @@ class _Worker:
 class ScoringPool:
     """`size` worker processes; `scores` runs a job on a free one, waiting for one if all are busy."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, checkout_timeout: float = CHECKOUT_TIMEOUT_S):
         if size < 1:
             raise ValueError("a scoring pool needs at least one worker")
         self.size = size
+        self.checkout_timeout = checkout_timeout
         # Only this process holds the write end (os.pipe fds are not inherited): when
         # this process ends, however it ends, every worker reads end-of-file and exits.
         self._lifeline_read, self._lifeline_write = os.pipe()
@@ -215,9 +216,9 @@ class ScoringPool:
 
     def _checkout(self) -> _Worker:
         try:
-            worker = self._idle.get(timeout=CHECKOUT_TIMEOUT_S)
+            worker = self._idle.get(timeout=self.checkout_timeout)
         except queue.Empty:
-            raise WorkerLost(f"no heavy-request scoring worker free for {CHECKOUT_TIMEOUT_S:g} s; retry later") from None
+            raise WorkerLost(f"no heavy-request scoring worker free for {self.checkout_timeout:g} s; retry later") from None
         if worker.process.poll() is not None:  # died while idle: nothing was lost yet, replace it
             log.warning("heavy-request scoring worker %d had exited (%s); starting another", worker.pid, worker.process.returncode)
             self._forget(worker)

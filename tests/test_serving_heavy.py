@@ -204,3 +204,59 @@ def test_heavy_workers_is_a_flag_and_an_environment_variable_and_never_negative(
     assert from_args([], environ={"SPAM_SERVING_HEAVY_WORKERS": "3"})[0].heavy_workers == 3
     with pytest.raises(ValueError, match="heavy_workers must be 0"):
         ServingConfig(heavy_workers=-1)
+
+
+# --- the pool on its own, with real workers and a real verified model --------------------------------
+
+
+@pytest.fixture()
+def champion(model_store):
+    from serving.watcher import load_version
+
+    registry = model_store.clone("heavy-pool", [model_store.good[0]])
+    return load_version(registry, registry.client.get_model_version(registry.model_name, "1"))
+
+
+@pytest.fixture()
+def lane():
+    from serving.classify import HeavyLane
+    from serving.heavy_pool import ScoringPool
+
+    pool = ScoringPool(1, checkout_timeout=0.5)
+    try:
+        yield HeavyLane(pool=pool)
+    finally:
+        pool.close()
+
+
+def test_a_worker_that_cannot_verify_its_copy_is_bypassed_and_the_server_scores_in_process(champion, lane, caplog):
+    assert champion.folder.path in champion.model_dir.parents  # the server's own copy, not the store's files
+    model_file = next(p for p in champion.model_dir.iterdir() if p.suffix == ".skops")
+    model_file.write_bytes(model_file.read_bytes() + b"tampered after the server verified it")
+    texts = heavy_texts(4)
+    scores = lane.scores(champion, texts, 256).tolist()
+    assert scores == score_in_chunks(champion.scorer.scores, texts, 256).tolist()
+    assert lane.pool.jobs_scored == 0
+    assert "scoring worker refused 1" in caplog.text and "checksum mismatch" in caplog.text
+
+
+def test_a_worker_that_died_while_idle_is_replaced_before_the_request_is_sent(champion, lane):
+    (pid,) = lane.pool.pids
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    texts = heavy_texts(5)
+    assert lane.scores(champion, texts, 256).tolist() == score_in_chunks(champion.scorer.scores, texts, 256).tolist()
+    assert lane.pool.jobs_scored == 1 and pid not in lane.pool.pids
+
+
+def test_no_free_worker_within_the_checkout_timeout_is_unavailable(champion, lane):
+    from serving.classify import RequestError
+
+    taken = lane.pool._idle.get()  # as if a long heavy request held the only worker
+    try:
+        with pytest.raises(RequestError) as info:
+            lane.scores(champion, heavy_texts(6), 256)
+    finally:
+        lane.pool._idle.put(taken)
+    assert info.value.code == UNAVAILABLE
+    assert info.value.message == "no heavy-request scoring worker free for 0.5 s; retry later"
