@@ -153,6 +153,15 @@ def worker_main(sock_fd: int, lifeline_fd: int) -> None:
 # --- the serving process's side ---------------------------------------------------------------------
 
 
+def _ended(returncode: int | None) -> str:
+    if returncode is not None and returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            pass
+    return f"exited with status {returncode}"
+
+
 class _Worker:
     def __init__(self, lifeline_fd: int):
         ours, theirs = socket.socketpair()
@@ -220,7 +229,7 @@ class ScoringPool:
         except queue.Empty:
             raise WorkerLost(f"no heavy-request scoring worker free for {self.checkout_timeout:g} s; retry later") from None
         if worker.process.poll() is not None:  # died while idle: nothing was lost yet, replace it
-            log.warning("heavy-request scoring worker %d had exited (%s); starting another", worker.pid, worker.process.returncode)
+            log.warning("heavy-request scoring worker %d %s while idle; starting another", worker.pid, _ended(worker.process.returncode))
             self._forget(worker)
             worker = self._spawn()
         return worker
@@ -243,13 +252,14 @@ class ScoringPool:
             worker.busy = False
             self._lost(worker)
             raise WorkerLost(
-                f"the heavy-request scoring worker (pid {worker.pid}) exited with status {worker.process.returncode} "
+                f"the heavy-request scoring worker (pid {worker.pid}) {_ended(worker.process.returncode)} "
                 "while scoring this request; a new worker is starting: retry"
             ) from None
         worker.busy = False
         self._idle.put(worker)
         if kind == "scores":
-            self.jobs_scored += 1
+            with self._lock:
+                self.jobs_scored += 1
             return value
         raise (WorkerRefused if kind == "refused" else WorkerFailed)(value)
 
@@ -260,7 +270,7 @@ class ScoringPool:
             worker.process.kill()
             worker.process.wait()
         self._forget(worker)
-        log.error("heavy-request scoring worker %d died (status %s) while scoring", worker.pid, worker.process.returncode)
+        log.error("heavy-request scoring worker %d %s while scoring", worker.pid, _ended(worker.process.returncode))
         if not self._closed:
             self._idle.put(self._spawn())
 
