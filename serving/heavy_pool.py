@@ -227,9 +227,11 @@ class ScoringPool:
         try:
             worker = self._idle.get(timeout=self.checkout_timeout)
         except queue.Empty:
-            raise WorkerLost(f"no heavy-request scoring worker free for {self.checkout_timeout:g} s; retry later") from None
+            free_for = f"{self.checkout_timeout:g} s"
+            raise WorkerLost(f"no heavy-request scoring worker free for {free_for}; retry later") from None
         if worker.process.poll() is not None:  # died while idle: nothing was lost yet, replace it
-            log.warning("heavy-request scoring worker %d %s while idle; starting another", worker.pid, _ended(worker.process.returncode))
+            ended = _ended(worker.process.returncode)
+            log.warning("heavy-request scoring worker %d %s while idle; starting another", worker.pid, ended)
             self._forget(worker)
             worker = self._spawn()
         return worker
