@@ -95,7 +95,7 @@ class HeavyLane:
                 raise RequestError(grpc.StatusCode.UNAVAILABLE, str(lost)) from None
             except WorkerFailed as failed:
                 raise RuntimeError(f"model failed in the scoring worker: {failed}") from None
-            except WorkerRefused as refused:  # cannot happen to files this process verified; answer anyway
+            except WorkerRefused as refused:  # its files changed since this process verified them: answer anyway
                 log.error("scoring worker refused %s; scoring in process: %s", champion.version, refused)
         with self.turn(texts):
             return score_in_chunks(champion.scorer.scores, texts, max_batch)
