@@ -150,15 +150,18 @@ def _readable_source(raw: str) -> Path:
 
 
 def cmd_ingest(args) -> int:
-    from spam_assets.intake import PreconditionFailed, register, require_registry, stage
+    from spam_assets.intake import PreconditionFailed, register, require_disk_space, require_registry, stage
 
     spec = _source_spec(args)
     source = _readable_source(args.path)
     prepare_home()
     try:
         require_registry(tracking_uri())  # before staging: an unjudged batch in the corpus helps nobody
+        require_disk_space(source, tracking_uri())  # nor one that fills the disk halfway through
     except PreconditionFailed as error:
         raise UserError(str(error), ExitCode.UNAVAILABLE) from error
+    except ValueError as error:  # a malformed SPAM_MIN_FREE_BYTES
+        raise UserError(str(error)) from error
     from spam_assets.defs.resources import PlatformStore
 
     batch_id = stage(source, PlatformStore().batches(), spec)

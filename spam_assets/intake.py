@@ -2,8 +2,10 @@
 
 The one path every source takes (CLI, inbox sensor, feed schedule, tests),
 so "received" always means the same thing. What must hold before anything
-is staged is checked here too (`require_registry`): a batch accepted while
-the registry is down would sit in the corpus, never judged.
+is staged is checked here too: the registry answers (`require_registry`: a
+batch accepted while it is down would sit in the corpus, never judged), and
+the disk has room for the batch and a model (`require_disk_space`: a full
+disk found in training wastes the run and leaves partial files).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from spam_assets import disk
 from spam_assets.batches import BatchStore
 from spam_assets.loaders import SourceSpec
+from spam_assets.settings import paths
 
 # The dynamic partitions of raw_sample (defs/partitions.py defines them from this name).
 BATCH_PARTITIONS = "batches"
@@ -51,6 +55,24 @@ def require_registry(uri: str, timeout: float | None = None) -> None:
     """Raise PreconditionFailed, saying what to do, when the registry cannot be reached."""
     if (problem := registry_problem(uri, timeout)) is not None:
         raise PreconditionFailed(f"{problem}; nothing was staged: start it (or fix MLFLOW_TRACKING_URI) and try again")
+
+
+def disk_problem(home: Path | str | None, source_size: int, model_bytes: int | None) -> str | None:
+    """Why the platform home's disk cannot take a batch of `source_size` bytes and a model, in one line; None when it can.
+
+    `model_bytes`: disk.stored_model_bytes(tracking URI), asked once by a caller that checks many files.
+    """
+    where = paths(home)
+    need = disk.estimate(source_size, disk.corpus_snapshot_bytes(where.corpus), model_bytes)
+    return disk.space_problem(where.home, need)
+
+
+def require_disk_space(source: Path | str, uri: str, home: Path | str | None = None) -> None:
+    """Raise PreconditionFailed, saying what to do, when the disk has no room for `source` and a model."""
+    if (problem := disk_problem(home, disk.source_bytes(source), disk.stored_model_bytes(uri))) is not None:
+        raise PreconditionFailed(
+            f"{problem}; nothing was staged: free some space (or lower {disk.MIN_FREE_ENV}) and try again"
+        )
 
 
 def stage(source: Path | str, store: BatchStore, spec: SourceSpec = SourceSpec(), name: str | None = None) -> str:

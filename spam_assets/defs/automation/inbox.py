@@ -15,6 +15,10 @@ so it survives daemon restarts):
    Symlinks, FIFOs, devices and sockets are moved to rejected/ unread, with
    the reason; so is a file over a size limit or one that fails to stage
    (a full disk), and partial staging folders are removed.
+   Before staging, the registry must answer and the disk must have room for
+   the file and a model (intake.disk_problem): otherwise the file, which is
+   fine, waits in the inbox, unstaged, and the skip reason says why; a
+   later tick takes it once the registry is back or space is freed.
 
 Exactly once: a staged file sits in the cursor's `pending` until moved, and
 the run key (batch id + earlier runs of that partition) stops the daemon
@@ -22,6 +26,7 @@ from launching a duplicate if a tick is evaluated twice.
 """
 
 import dataclasses
+import functools
 import json
 import os
 import stat
@@ -36,7 +41,8 @@ from spam_assets.defs.keys import RAW_SAMPLE
 from spam_assets.defs.run_tags import INBOX_FILE_TAG, TRIGGER_TAG
 from spam_assets.defs.partitions import batch_partitions
 from spam_assets.defs.resources import ModelRegistry, PlatformStore
-from spam_assets.intake import registry_problem, stage
+from spam_assets.disk import stored_model_bytes
+from spam_assets.intake import disk_problem, registry_problem, stage
 from spam_assets.loaders import BatchFormatError, RefusedEntryError
 from spam_assets.loaders.files import check_entry
 
@@ -210,7 +216,9 @@ def inbox_sensor(context: dg.SensorEvaluationContext, store: PlatformStore, regi
 
     now, settle, seen = time.time(), settle_seconds(), {}
     unreachable: str | None = None
+    no_room: str | None = None
     checked = False
+    champion_bytes = functools.cache(lambda: stored_model_bytes(registry.uri()))  # asked once a tick, if at all
     for path in candidates(inbox):
         if path.name in cursor.pending:
             continue
@@ -225,9 +233,12 @@ def inbox_sensor(context: dg.SensorEvaluationContext, store: PlatformStore, regi
             if not checked:  # asked once a tick, and only when there is a file to take
                 unreachable, checked = registry_problem(registry.uri()), True
             if unreachable is None:
-                _take(context.instance, cursor, inbox, batches, path, current, plan)
-                continue
-        # Settling, or complete but the registry is down: it waits in the inbox, unstaged.
+                # Each file against the free space now: the ones staged before it this tick took theirs.
+                if (full := disk_problem(store.home, current[0], champion_bytes())) is None:
+                    _take(context.instance, cursor, inbox, batches, path, current, plan)
+                    continue
+                no_room = f"{path.name}: {full}"
+        # Settling, or complete but the registry is down or the disk too full: it waits in the inbox, unstaged.
         seen[path.name] = current
     cursor.seen = seen
     for line in plan.moved:
@@ -237,6 +248,9 @@ def inbox_sensor(context: dg.SensorEvaluationContext, store: PlatformStore, regi
     if unreachable is not None:
         context.log.warning(f"inbox: files wait, unstaged: {unreachable}")
         skip = f"files wait in {inbox}, unstaged, until the registry is back: {unreachable} ({summary})"
+    elif no_room is not None:
+        context.log.warning(f"inbox: files wait, unstaged: {no_room}")
+        skip = f"files wait in {inbox}, unstaged, until there is disk space: {no_room} ({summary})"
     else:
         skip = f"no new complete file in {inbox} ({summary})"
     return dg.SensorResult(
