@@ -1,12 +1,16 @@
 """Log a trained challenger to MLflow and register it.
 
 Called inside an active MLflow run (the dagster-mlflow resource starts one
-per Dagster run, tagged with the Dagster run id).
+per Dagster run, tagged with the Dagster run id). The model is registered
+only once its files are stored and hashed: a write that fails (a full disk)
+registers nothing, and the half-written model is marked FAILED in MLflow
+with its files deleted, so neither a version nor stray bytes are left.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
@@ -14,13 +18,19 @@ from pathlib import Path
 import mlflow
 import mlflow.sklearn
 import pandas as pd
+from mlflow.entities import LoggedModelStatus
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import infer_signature
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
+from spam_assets import faults
 from spam_assets.model.pipelines import SKOPS_TRUSTED_TYPES
 from spam_assets.model.registry import Registry
 from spam_assets.model.tags import TAG_CANDIDATE, TAG_CORPUS_VERSION, TAG_DAGSTER_RUN, TAG_MODEL_SHA256
 from spam_assets.modeling import METRIC_NAMES, TrainingResult
+
+log = logging.getLogger(__name__)
+
 
 def pip_requirements() -> list[str]:
     """Stated, not inferred: inference imports the model in a subprocess (~5 s per log)."""
@@ -65,23 +75,32 @@ def log_challenger(
 
     example = pd.DataFrame({"text": INPUT_EXAMPLE})
     signature = infer_signature(example, result.model.predict(example))
-    info = mlflow.sklearn.log_model(
-        result.model,
-        name="model",
-        signature=signature,
-        input_example=example,
-        registered_model_name=registry.model_name,
-        pyfunc_predict_fn="predict",
-        serialization_format="skops",
-        pip_requirements=pip_requirements(),
-        skops_trusted_types=SKOPS_TRUSTED_TYPES,
-    )
-    version = registry.client.get_model_version(registry.model_name, str(info.registered_model_version))
+    before = _logged_models(run.info.run_id)
+    try:
+        info = mlflow.sklearn.log_model(
+            result.model,
+            name="model",
+            signature=signature,
+            input_example=example,
+            pyfunc_predict_fn="predict",
+            serialization_format="skops",
+            pip_requirements=pip_requirements(),
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        )
+        artifacts = mlflow.get_logged_model(info.model_id).artifact_location
+        faults.model_written(_local_file(f"{artifacts}/{SKOPS_FILE}"))  # test-only: a full disk, when armed
+        sha256 = _stored_model_sha256(artifacts)
+    except OSError:
+        for model_id in _logged_models(run.info.run_id) - before:
+            _discard_partial_model(model_id)
+        raise
+    registered = mlflow.register_model(info.model_uri, registry.model_name)
+    version = registry.client.get_model_version(registry.model_name, str(registered.version))
     for key, value in {
         TAG_DAGSTER_RUN: dagster_run_id,
         TAG_CORPUS_VERSION: corpus_version,
         TAG_CANDIDATE: result.name,
-        TAG_MODEL_SHA256: _stored_model_sha256(mlflow.get_logged_model(info.model_id).artifact_location),
+        TAG_MODEL_SHA256: sha256,
     }.items():
         registry.client.set_model_version_tag(registry.model_name, version.version, key, value)
     registry.set_challenger(version.version)
@@ -93,3 +112,28 @@ def _stored_model_sha256(artifact_location: str) -> str:
     with tempfile.TemporaryDirectory() as folder:
         local = mlflow.artifacts.download_artifacts(artifact_uri=f"{artifact_location}/{SKOPS_FILE}", dst_path=folder)
         return hashlib.sha256(Path(local).read_bytes()).hexdigest()
+
+
+def _local_file(uri: str) -> Path | None:
+    """The path of a file:// artifact URI (the embedded store); None for a tracking server's."""
+    return Path(uri.removeprefix("file://")) if uri.startswith("file://") else None
+
+
+def _logged_models(run_id: str) -> set[str]:
+    """Ids of the models logged in an MLflow run (MLflow records each as an output of the run as it creates it)."""
+    outputs = mlflow.MlflowClient().get_run(run_id).outputs
+    return {output.model_id for output in (outputs.model_outputs if outputs else [])}
+
+
+def _discard_partial_model(model_id: str) -> None:
+    """A model a failed write left half-stored: its files deleted, its MLflow entry marked FAILED.
+
+    Best effort: the write's own error is what the run reports, whatever happens here.
+    """
+    client = mlflow.MlflowClient()
+    try:
+        get_artifact_repository(client.get_logged_model(model_id).artifact_location).delete_artifacts()
+        client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
+        log.warning(f"model {model_id}: the write failed; its partial files were deleted and it is marked FAILED")
+    except Exception as error:  # noqa: BLE001 - e.g. no room even to update the store
+        log.warning(f"model {model_id}: the write failed and its partial files could not be removed: {error}")
