@@ -205,6 +205,37 @@ def test_a_model_write_that_finds_the_disk_full_registers_nothing_and_leaves_no_
     registry.load("1")  # passes the checks a server makes
 
 
+def test_the_mlflow_run_a_full_disk_failed_gets_the_reason(instance, home):
+    """dagster-mlflow ends the MLflow run of a failed step FAILED, with no reason: the release sensor adds it."""
+    from mlflow import MlflowClient
+
+    from spam_assets.defs.automation.recovery import release_dead_training
+    from spam_assets.defs.resources import ModelRegistry
+    from spam_assets.model.registry import ensure_experiment
+    from spam_assets.settings import EXPERIMENT_NAME, tracking_uri
+    from spam_assets.training_runs import FAILURE_REASON_TAG
+    from tests.test_faults_dead_training import dying_training
+
+    uri = tracking_uri()
+    ensure_experiment(uri, home / "mlflow" / "artifacts")
+    context = lambda cursor=None: dg.build_sensor_context(  # noqa: E731
+        instance=instance, cursor=cursor, resources={"registry": ModelRegistry()}
+    )
+    cursor = release_dead_training.evaluate_tick(context()).cursor
+    run_id = dying_training(instance, "c1")  # trained_model: OSError ENOSPC
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id
+    ended = client.create_run(experiment, tags={"dagster_run_id": run_id}).info.run_id
+    client.set_terminated(ended, "FAILED")  # what dagster-mlflow's cleanup_on_error leaves
+    finished = client.create_run(experiment, tags={"dagster_run_id": run_id}).info.run_id
+    client.set_terminated(finished, "FINISHED")
+
+    release_dead_training.evaluate_tick(context(cursor))
+    assert "No space left on device" in client.get_run(ended).data.tags[FAILURE_REASON_TAG]
+    assert client.get_run(ended).info.status == "FAILED"
+    assert FAILURE_REASON_TAG not in client.get_run(finished).data.tags  # only runs that failed
+
+
 # --- a full disk during training, under the real daemon -------------------------------------------
 
 BACKOFF = 10  # seconds; SPAM_RETRY_BACKOFF_SECONDS for this daemon
@@ -297,8 +328,12 @@ def test_a_full_disk_during_training_is_retried_once_and_the_loop_goes_on(tmp_pa
             # The dead training's MLflow run ended FAILED, and its half-written model is gone.
             client = MlflowClient(uri)
             experiment = client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id
-            (dead,) = client.search_runs([experiment], filter_string=f"tags.dagster_run_id = '{victim.run_id}'")
-            assert dead.info.status == "FAILED"
+            def dead_run():  # with its reason once release_dead_training has ticked
+                runs = client.search_runs([experiment], filter_string=f"tags.dagster_run_id = '{victim.run_id}'")
+                return runs if all("spam/failure_reason" in run.data.tags for run in runs) else None
+
+            (dead,) = _wait_for("the dead training's MLflow run to get its reason", dead_run, platform, 120)
+            assert dead.info.status == "FAILED" and "No space left on device" in dead.data.tags["spam/failure_reason"]
             (partial,) = [m for m in client.search_logged_models([experiment]) if m.source_run_id == dead.info.run_id]
             assert partial.status == LoggedModelStatus.FAILED
             assert not Path(partial.artifact_location.removeprefix("file://")).exists()
