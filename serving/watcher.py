@@ -130,6 +130,7 @@ class ChampionWatcher:
     loader: Callable[..., LoadedChampion] = load_version
 
     _current: LoadedChampion | None = field(default=None, init=False, repr=False)
+    _settled: LoadedChampion | None = field(default=None, init=False, repr=False)  # published and announced
     refused: dict[str, Refusal] = field(default_factory=dict, init=False)
     _listeners: list[Callable[[LoadedChampion], None]] = field(default_factory=list, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -252,26 +253,28 @@ class ChampionWatcher:
         return reason
 
     def _swap(self, champion: LoadedChampion, started: float) -> None:
-        self._publish(champion)
         scorer = champion.scorer
         # A model the lean compiler does not know serves through its pipeline, several times slower: say so loudly.
-        log.log(
-            logging.INFO if scorer.name == "lean" else logging.WARNING,
-            "now serving %s version %s (loaded and verified in %.2fs, sha256 %s); scorer %s: %s",
-            self.registry.model_name,
-            champion.version,
-            time.perf_counter() - started,
-            champion.model_sha256[:12],
-            scorer.name,
-            scorer.reason,
+        self._publish(
+            champion,
+            lambda: log.log(
+                logging.INFO if scorer.name == "lean" else logging.WARNING,
+                "now serving %s version %s (loaded and verified in %.2fs, sha256 %s); scorer %s: %s",
+                self.registry.model_name,
+                champion.version,
+                time.perf_counter() - started,
+                champion.model_sha256[:12],
+                scorer.name,
+                scorer.reason,
+            ),
         )
 
-    def _publish(self, champion: LoadedChampion) -> None:
-        """Replace the one reference every request reads, then tell the listeners (a swap, or news of the alias)."""
+    def _publish(self, champion: LoadedChampion, announce: Callable[[], None] | None = None) -> None:
+        """Replace the one reference every request reads, tell the listeners (a swap, or news of the alias),
+        say so, and only then wake `wait_for`: whoever waited sees the swap whole (health, log, metrics)."""
         with self._changed:
             self._current = champion
             self.refused.pop(champion.version, None)
-            self._changed.notify_all()
         with self._lock:
             listeners = list(self._listeners)
         for listener in listeners:
@@ -279,17 +282,22 @@ class ChampionWatcher:
                 listener(champion)
             except Exception:  # noqa: BLE001 - a listener must not stop the watcher
                 log.exception("champion listener failed")
+        if announce is not None:
+            announce()
+        with self._changed:
+            self._settled = champion
+            self._changed.notify_all()
 
     def wait_for(self, version: str | None = None, timeout: float = 30.0) -> LoadedChampion | None:
         """Block until a champion (of `version`, if given) serves; None on timeout."""
 
         def ready() -> bool:
-            current = self._current
-            return current is not None and (version is None or current.version == str(version))
+            settled = self._settled
+            return settled is not None and (version is None or settled.version == str(version))
 
         with self._changed:
             self._changed.wait_for(ready, timeout)
-        return self._current if ready() else None
+        return self._settled if ready() else None
 
     def start(self) -> None:
         """Poll now and then every poll_interval seconds, in a daemon thread."""
