@@ -90,7 +90,9 @@ class HeavyLane:
                 champion.probes, list(texts), max_batch,
             )  # fmt: skip
             try:
-                return self.pool.scores(job)
+                p = self.pool.scores(job)
+                observe = getattr(champion.scorer, "observe", None)  # serving.metrics counts what workers score too
+                return observe(p) if observe is not None else p
             except WorkerLost as lost:
                 raise RequestError(grpc.StatusCode.UNAVAILABLE, str(lost)) from None
             except WorkerFailed as failed:

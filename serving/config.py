@@ -89,6 +89,10 @@ class ServingConfig:
     log_segment_seconds: float = 300.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Prometheus metrics over HTTP at /metrics: None (unset) serves none, 0 picks a free port.
+    metrics_port: int | None = None
+    # Address of the metrics endpoint; None: the same as `host`.
+    metrics_host: str | None = None
     token: str | None = None
 
     def __post_init__(self) -> None:
@@ -112,6 +116,8 @@ class ServingConfig:
             raise ValueError("max_message_bytes must be at least max_request_bytes")
         if self.log_retention_days < 0 or self.log_segment_bytes < 1 or self.log_segment_seconds <= 0:
             raise ValueError("log_retention_days must not be negative, log_segment_bytes and _seconds must be positive")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be between 0 and 65535 (0 picks a free port), not {self.metrics_port}")
 
     @property
     def address(self) -> str:
@@ -124,6 +130,11 @@ class ServingConfig:
         if self.max_streams is not None:
             return self.max_streams
         return max(1, self.workers - max(2, self.workers // 4))
+
+    @property
+    def metrics_address(self) -> str:
+        """Where /metrics listens (host only; the port is `metrics_port`)."""
+        return self.metrics_host or self.host
 
     @property
     def tls(self) -> bool:
@@ -193,6 +204,8 @@ _OPTIONS = {
     "log_segment_seconds": (float, "a log segment is published at this age"),
     "tls_cert": (Path, "PEM certificate chain; enables TLS with --tls-key"),
     "tls_key": (Path, "PEM private key"),
+    "metrics_port": (int, "serve Prometheus metrics over HTTP at /metrics on this port; 0 picks a free one; unset: no metrics"),
+    "metrics_host": (str, "address of the metrics endpoint (default: the same as --host)"),
 }
 
 

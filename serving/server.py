@@ -3,6 +3,7 @@
     spam-serve                           # 127.0.0.1:50051, champion from the embedded store
     spam-serve --host 0.0.0.0 --port 50051 --tls-cert cert.pem --tls-key key.pem
     SPAM_SERVING_TOKEN=... spam-serve    # require `authorization: Bearer ...`
+    spam-serve --metrics-port 9464       # Prometheus metrics at http://127.0.0.1:9464/metrics
 
 Services: spam.v1.Classifier, inference.GRPCInferenceService (Open Inference
 Protocol), grpc.health.v1.Health (NOT_SERVING until a champion is loaded) and
@@ -35,6 +36,7 @@ from serving.generated.inference import grpc_predict_v2_pb2 as oip_pb
 from serving.feedback import FeedbackStore
 from serving.generated.spam.v1 import classifier_pb2 as pb
 from serving.heavy_pool import ScoringPool
+from serving.metrics import Metrics
 from serving.prediction_log import PredictionLog
 from serving.servicers import ClassifierServicer, InferenceServicer, Serving
 from serving.watcher import ChampionWatcher
@@ -65,6 +67,9 @@ class RunningServer:
     serving: Serving
     predictions: PredictionLog | None = None
     heavy_pool: ScoringPool | None = None
+    # The Prometheus endpoint and its port, or None when --metrics-port is not set.
+    metrics: Metrics | None = None
+    metrics_port: int | None = None
 
     @property
     def target(self) -> str:
@@ -88,6 +93,8 @@ class RunningServer:
             self.predictions.close(timeout=LOG_CLOSE_S)
         if self.serving.feedback is not None:
             self.serving.feedback.close()
+        if self.metrics is not None:  # last, so a scrape during the grace period still answers
+            self.metrics.stop()
         log.info("stopped")
 
 
@@ -128,7 +135,11 @@ def start(
         # silently share it; fail loudly instead.
         ("grpc.so_reuseport", 0),
     ]
+    metrics = Metrics() if config.metrics_port is not None else None
     interceptors = [BearerTokenInterceptor(config.token)] if config.token else []
+    if metrics is not None:
+        interceptors.insert(0, metrics.interceptor)  # outermost: calls the token check refuses are counted too
+        watcher.loader = metrics.observing(watcher.loader)  # every version loaded from now on counts its verdicts
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="grpc-worker"),
         options=options,
@@ -156,15 +167,33 @@ def start(
     reflection.enable_server_reflection(
         (CLASSIFIER_SERVICE, INFERENCE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    if config.tls:
-        credentials = grpc.ssl_server_credentials([(config.tls_key.read_bytes(), config.tls_cert.read_bytes())])
-        port = server.add_secure_port(config.address, credentials)
-    else:
-        port = server.add_insecure_port(config.address)
+    metrics_port = None
+    if metrics is not None:
+        metrics.watch_server(watcher, serving.admission)
+        # Before the gRPC port: a gRPC server that never started keeps its port bound even after stop().
+        metrics_port = metrics.serve(config.metrics_address, config.metrics_port)
+    try:
+        if config.tls:
+            credentials = grpc.ssl_server_credentials([(config.tls_key.read_bytes(), config.tls_cert.read_bytes())])
+            port = server.add_secure_port(config.address, credentials)
+        else:
+            port = server.add_insecure_port(config.address)
+    except BaseException:
+        if metrics is not None:
+            metrics.stop()
+        raise
 
     # Opened once the port is bound (a failed start leaves no writer thread behind); an unwritable
     # folder fails the start here, before any call is accepted.
-    serving.predictions = predictions if predictions is not None else open_prediction_log(config)
+    try:
+        serving.predictions = predictions if predictions is not None else open_prediction_log(config)
+    except BaseException:
+        if metrics is not None:
+            metrics.stop()
+        raise
+    if serving.predictions is not None and metrics is not None:
+        log_ = serving.predictions
+        metrics.watch_prediction_log(log_.depth, lambda: log_.dropped)
     if serving.predictions is not None:  # feedback is kept beside the log, and finds verdicts in it
         serving.feedback = FeedbackStore(
             serving.predictions, log_text=config.log_text, max_text_bytes=config.max_text_bytes
@@ -182,14 +211,16 @@ def start(
     if watcher.current is not None:  # a watcher handed in already loaded
         on_swap(watcher.current)
     running = RunningServer(
-        server, port, config, watcher, health_servicer, serving, predictions=serving.predictions, heavy_pool=heavy.pool
+        server, port, config, watcher, health_servicer, serving,
+        predictions=serving.predictions, heavy_pool=heavy.pool, metrics=metrics, metrics_port=metrics_port,
     )
     log.info(
-        "listening on %s:%d (%s%s)",
+        "listening on %s:%d (%s%s)%s",
         config.host,
         port,
         "TLS" if config.tls else "plaintext",
         ", bearer token required" if config.token else "",
+        f"; metrics at http://{config.metrics_address}:{metrics_port}/metrics" if metrics is not None else "",
     )
     return running
 
@@ -247,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, OSError) as error:  # the port is taken, a TLS file is missing
         log.error("cannot start: %s", error)
         return 1
-    print(f"spam-serve listening on {config.host}:{running.port}", file=sys.stderr, flush=True)
+    metrics = f", metrics on {config.metrics_address}:{running.metrics_port}" if running.metrics is not None else ""
+    print(f"spam-serve listening on {config.host}:{running.port}{metrics}", file=sys.stderr, flush=True)
     while not stop.wait(1.0):
         pass
     running.shutdown()

@@ -132,6 +132,9 @@ class ChampionWatcher:
     _current: LoadedChampion | None = field(default=None, init=False, repr=False)
     _settled: LoadedChampion | None = field(default=None, init=False, repr=False)  # published and announced
     refused: dict[str, Refusal] = field(default_factory=dict, init=False)
+    # Versions swapped in (the first load included) and failed loads, for serving.metrics.
+    swaps: int = field(default=0, init=False)
+    refusals: int = field(default=0, init=False)
     _listeners: list[Callable[[LoadedChampion], None]] = field(default_factory=list, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _changed: threading.Condition = field(default_factory=threading.Condition, init=False, repr=False)
@@ -237,6 +240,7 @@ class ChampionWatcher:
     def _refuse(self, version: str, error: BaseException) -> str:
         previous = self.refused.get(version)
         attempts = previous.attempts + 1 if previous else 1
+        self.refusals += 1
         delay = min(self.refuse_backoff * 2 ** (attempts - 1), max(self.refuse_backoff, 3600.0))
         reason = str(error) if isinstance(error, RefusedModel) else f"unexpected error: {error!r}"
         self.refused[version] = Refusal(reason, attempts, time.monotonic() + delay)
@@ -253,6 +257,7 @@ class ChampionWatcher:
         return reason
 
     def _swap(self, champion: LoadedChampion, started: float) -> None:
+        self.swaps += 1  # before publishing: whoever sees the new version sees it counted
         scorer = champion.scorer
         # A model the lean compiler does not know serves through its pipeline, several times slower: say so loudly.
         self._publish(

@@ -1,0 +1,456 @@
+"""Prometheus metrics of one server, served over HTTP at `/metrics` (`--metrics-port`).
+
+Three sources, each measured where it costs least:
+
+- every RPC, by `MetricsInterceptor` (a grpc.ServerInterceptor, outermost, so
+  a call the token check refuses is counted too): started, handled by status
+  code, handling time, and for streams each message received and sent;
+- every scorer call, by `ObservedScorer`, which wraps the scorer of each
+  version as it loads (`Metrics.observing(loader)`): texts per call, verdicts
+  by label and version, P(spam). One numpy pass per batch, no per-text loop;
+- the server's state, read only when scraped (`_StateCollector`): the model
+  serving (an info metric), swaps and refusals, stream slots, and the
+  prediction log's queue (`Metrics.watch_prediction_log`).
+
+Each server has its own CollectorRegistry, so several servers in one process
+(tests) keep separate counts. Label children are resolved once per method,
+code or version and kept; nothing here allocates per text.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.utils import floatToGoString
+
+from serving.classify import THRESHOLD, message_count
+from serving.wire import InvalidRequest
+
+if TYPE_CHECKING:
+    from serving.admission import StreamAdmission
+    from serving.watcher import ChampionWatcher, LoadedChampion
+
+log = logging.getLogger(__name__)
+
+PREFIX = "spam_serving"
+# Handling time: a one-text unary call takes about 1 ms, a 256-text batch 15-30 ms,
+# a maximal request about a second; streams last as long as their client keeps them.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+# Texts per request and per scorer call: powers of two up to past --max-batch (256).
+COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+# P(spam) is bimodal for a good model: finer at both ends, where most verdicts fall.
+PROBABILITY_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
+
+
+def _parsed(request: Any) -> Any:
+    """The request message (an InvalidRequest's repaired one), or None when nothing parsed."""
+    return request.request if isinstance(request, InvalidRequest) else request
+
+
+def _infer_texts(request: Any) -> int:
+    """Texts a ModelInfer request carries, by its input's declared shape (0 when it has none)."""
+    request = _parsed(request)
+    if request is None or len(request.inputs) != 1 or not request.inputs[0].shape:
+        return 0
+    return max(0, request.inputs[0].shape[0])
+
+
+# Texts per request, for the methods that score texts (full method name -> count).
+TEXTS_PER_REQUEST: dict[str, Callable[[Any], int]] = {
+    "/spam.v1.Classifier/Classify": lambda request: 1,
+    "/spam.v1.Classifier/ClassifyStream": message_count,
+    "/inference.GRPCInferenceService/ModelInfer": _infer_texts,
+}
+
+
+def _rpc_type(handler: grpc.RpcMethodHandler) -> str:
+    if handler.request_streaming:
+        return "bidi_stream" if handler.response_streaming else "client_stream"
+    return "server_stream" if handler.response_streaming else "unary"
+
+
+def _failed_code(context: grpc.ServicerContext) -> grpc.StatusCode:
+    """The status of a call whose handler raised: what it aborted with, else UNKNOWN (what gRPC answers)."""
+    return context.code() or grpc.StatusCode.UNKNOWN
+
+
+def _returned_code(context: grpc.ServicerContext) -> grpc.StatusCode:
+    """The status of a call whose handler returned: the code it set, else OK, or CANCELLED if the client left.
+
+    A deadline that passed also reads as CANCELLED here: the server's side of the call cannot tell them apart.
+    """
+    code = context.code()
+    if code is not None:
+        return code
+    return grpc.StatusCode.OK if context.is_active() else grpc.StatusCode.CANCELLED
+
+
+class _MethodMetrics:
+    """One method's children of the RPC metrics, resolved once."""
+
+    def __init__(self, metrics: Metrics, full_method: str, handler: grpc.RpcMethodHandler):
+        service, _, method = full_method.lstrip("/").rpartition("/")
+        self._labels = (service, method, _rpc_type(handler))
+        self.started = metrics.rpcs_started.labels(*self._labels)
+        self.duration = metrics.rpc_duration.labels(*self._labels)
+        self._handled = metrics.rpcs_handled
+        self._by_code: dict[grpc.StatusCode, Any] = {}
+        self.received = metrics.stream_received.labels(service, method) if handler.request_streaming else None
+        self.sent = metrics.stream_sent.labels(service, method) if handler.response_streaming else None
+        count = TEXTS_PER_REQUEST.get(full_method)
+        self.count_texts = count
+        self.texts = metrics.request_texts.labels(method) if count else None
+
+    def finish(self, started: float, code: grpc.StatusCode) -> None:
+        self.duration.observe(time.perf_counter() - started)
+        child = self._by_code.get(code)
+        if child is None:  # a race here resolves the same child twice: harmless
+            child = self._by_code[code] = self._handled.labels(*self._labels, code.name)
+        child.inc()
+
+    def requests(self, requests: Iterator) -> Iterator:
+        received, count, texts = self.received, self.count_texts, self.texts
+        for request in requests:
+            received.inc()
+            if count is not None:
+                texts.observe(count(request))
+            yield request
+
+    def responses(self, responses: Iterator, context: grpc.ServicerContext, started: float) -> Iterator:
+        sent, code = self.sent, None
+        try:
+            for response in responses:
+                sent.inc()
+                yield response
+        except GeneratorExit:  # gRPC dropped the stream (the client went away): end the handler's generator too
+            code = grpc.StatusCode.CANCELLED
+            close = getattr(responses, "close", None)
+            if close is not None:
+                close()
+            raise
+        except BaseException:
+            code = _failed_code(context)
+            raise
+        finally:
+            self.finish(started, code or _returned_code(context))
+
+
+class MetricsInterceptor(grpc.ServerInterceptor):
+    """Counts and times every RPC a service handles; methods no service knows (UNIMPLEMENTED) are not counted,
+    so a client cannot add label values at will."""
+
+    def __init__(self, metrics: Metrics):
+        self._metrics = metrics
+        self._methods: dict[str, _MethodMetrics] = {}
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        m = self._methods.get(method)
+        if m is None:
+            m = self._methods[method] = _MethodMetrics(self._metrics, method, handler)
+        if handler.request_streaming and handler.response_streaming:
+            return handler._replace(stream_stream=_observed(handler.stream_stream, m, True, True))
+        if handler.request_streaming:
+            return handler._replace(stream_unary=_observed(handler.stream_unary, m, True, False))
+        if handler.response_streaming:
+            return handler._replace(unary_stream=_observed(handler.unary_stream, m, False, True))
+        return handler._replace(unary_unary=_observed(handler.unary_unary, m, False, False))
+
+
+def _observed(behaviour: Callable, m: _MethodMetrics, request_streaming: bool, response_streaming: bool) -> Callable:
+    def handle(request, context):
+        m.started.inc()
+        if request_streaming:
+            request = m.requests(request)
+        elif m.count_texts is not None:
+            m.texts.observe(m.count_texts(request))
+        started = time.perf_counter()
+        try:
+            result = behaviour(request, context)
+        except BaseException:
+            m.finish(started, _failed_code(context))
+            raise
+        if response_streaming:
+            return m.responses(result, context, started)
+        m.finish(started, _returned_code(context))
+        return result
+
+    return handle
+
+
+class BulkHistogram:
+    """A histogram that takes a whole numpy array per observation: one searchsorted and bincount per batch.
+
+    prometheus_client's Histogram observes one value at a time, a Python loop
+    over the buckets each time: for P(spam) of a 256-text batch that would
+    cost about as much as scoring it.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float], labelnames: Sequence[str]):
+        self.name, self.documentation = name, documentation
+        self._bounds = [float(b) for b in buckets]
+        self._edges = np.asarray(self._bounds)
+        self._labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], _BulkChild] = {}
+        self._lock = threading.Lock()
+
+    def labels(self, *values: str) -> _BulkChild:
+        with self._lock:
+            child = self._children.get(values)
+            if child is None:
+                child = self._children[values] = _BulkChild(self._bounds, self._edges)
+            return child
+
+    def collect(self):
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self._labelnames)
+        with self._lock:
+            children = list(self._children.items())
+        les = [floatToGoString(b) for b in self._bounds] + ["+Inf"]
+        for values, child in children:
+            counts, total = child.snapshot()
+            family.add_metric(list(values), list(zip(les, np.cumsum(counts).tolist(), strict=True)), total)
+        yield family
+
+
+class _BulkChild:
+    def __init__(self, bounds: list[float], edges: np.ndarray):
+        self._bounds, self._edges = bounds, edges
+        self._counts = np.zeros(len(bounds) + 1, dtype=np.int64)  # the last is +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, value: float) -> None:
+        index = bisect.bisect_left(self._bounds, value)  # the first bucket whose `le` is >= value
+        with self._lock:
+            self._counts[index] += 1
+            self._sum += value
+
+    def observe_many(self, values: np.ndarray) -> None:
+        add = np.bincount(np.searchsorted(self._edges, values, side="left"), minlength=len(self._counts))
+        total = float(values.sum())
+        with self._lock:
+            self._counts += add
+            self._sum += total
+
+    def snapshot(self) -> tuple[np.ndarray, float]:
+        with self._lock:
+            return self._counts.copy(), self._sum
+
+
+class ObservedScorer:
+    """A version's scorer, counting what it scores; everything else (`name`, `reason`, ...) is the scorer's own."""
+
+    def __init__(self, scorer: Any, metrics: Metrics, version: str):
+        self._scorer = scorer
+        self._score = scorer.scores
+        self._batch = metrics.scored_batch
+        self._spam = metrics.verdicts.labels("spam", version)
+        self._ham = metrics.verdicts.labels("ham", version)
+        self._probability = metrics.probability.labels(version)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._scorer, name)
+
+    @property
+    def name(self) -> str:
+        return self._scorer.name
+
+    @property
+    def reason(self) -> str:
+        return self._scorer.reason
+
+    def scores(self, texts: Sequence[str]) -> np.ndarray:
+        return self.observe(self._score(texts))
+
+    def observe(self, p: np.ndarray) -> np.ndarray:
+        """Count one scored batch (also what a scoring worker scored for this version: `HeavyLane`)."""
+        n = len(p)
+        if n == 0:
+            return p
+        self._batch.observe(n)
+        if n == 1:  # a unary call: skip numpy's per-call overhead
+            value = float(p[0])
+            spam = int(value >= THRESHOLD)
+            self._probability.observe(value)
+        else:
+            spam = int(np.count_nonzero(p >= THRESHOLD))
+            self._probability.observe_many(p)
+        if spam:
+            self._spam.inc(spam)
+        if n - spam:
+            self._ham.inc(n - spam)
+        return p
+
+
+class _StateCollector:
+    """What the server is doing right now, read at scrape time: no cost between scrapes."""
+
+    def __init__(self):
+        self.watcher: ChampionWatcher | None = None
+        self.admission: StreamAdmission | None = None
+        self.prediction_log: tuple[Callable[[], int], Callable[[], int]] | None = None
+
+    def collect(self):
+        if self.watcher is not None:
+            yield from self._champion(self.watcher)
+        if self.admission is not None:
+            yield GaugeMetricFamily(
+                f"{PREFIX}_stream_slots_in_use",
+                "Open ClassifyStream and WatchChampion streams, all clients together",
+                value=self.admission.open_streams,
+            )
+            yield GaugeMetricFamily(
+                f"{PREFIX}_stream_slots", "Stream slots of this server (--max-streams)", value=self.admission.max_streams
+            )
+        if self.prediction_log is not None:
+            yield from self._prediction_log(*self.prediction_log)
+
+    @staticmethod
+    def _champion(watcher: ChampionWatcher):
+        champion = watcher.current
+        info = InfoMetricFamily(
+            f"{PREFIX}_model",
+            "The model serving: registered name, version, scorer, and the version the alias names "
+            "(different when a last good model serves)",
+        )
+        loaded = GaugeMetricFamily(
+            f"{PREFIX}_model_loaded_timestamp_seconds", "When the serving version was loaded (Unix time)"
+        )
+        if champion is not None:
+            info.add_metric(
+                [],
+                {
+                    "model_name": champion.card.name,
+                    "version": champion.version,
+                    "scorer": champion.scorer.name,
+                    "alias_version": champion.resolution.alias_version or champion.version,
+                },
+            )
+            loaded.add_metric([], champion.loaded_at.timestamp())
+        yield info
+        yield loaded
+        yield CounterMetricFamily(
+            f"{PREFIX}_model_swaps", "Versions swapped in, the first load of this server included", value=watcher.swaps
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_model_refusals", "Failed attempts to load and verify a version", value=watcher.refusals
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_model_refused_versions",
+            "Versions refused and not to be tried again before their backoff ends",
+            value=len(watcher.refused),
+        )
+
+    @staticmethod
+    def _prediction_log(depth: Callable[[], int], dropped: Callable[[], int]):
+        # A broken callback must not break the scrape: leave its metric out and say why in the log.
+        for make, name, documentation, read in (
+            (GaugeMetricFamily, "prediction_log_queue_depth", "Prediction-log records waiting to be written", depth),
+            (CounterMetricFamily, "prediction_log_dropped", "Prediction-log records dropped (queue full)", dropped),
+        ):
+            try:
+                value = read()
+            except Exception:  # noqa: BLE001
+                log.exception("reading %s_%s for /metrics failed", PREFIX, name)
+                continue
+            yield make(f"{PREFIX}_{name}", documentation, value=value)
+
+
+class Metrics:
+    """Every metric of one server, in its own registry; `interceptor` and `observing` attach it to the server."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        rpc = ("grpc_service", "grpc_method", "grpc_type")
+        self.rpcs_started = Counter(f"{PREFIX}_rpcs_started", "RPCs started", rpc, registry=r)
+        self.rpcs_handled = Counter(
+            f"{PREFIX}_rpcs_handled", "RPCs finished, by gRPC status code", (*rpc, "grpc_code"), registry=r
+        )
+        self.rpc_duration = Histogram(
+            f"{PREFIX}_rpc_duration_seconds",
+            "Time in the RPC's handler, from the request (or stream) received to the response (or stream's end)",
+            rpc,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        stream = ("grpc_service", "grpc_method")
+        self.stream_received = Counter(
+            f"{PREFIX}_stream_messages_received", "Messages received on request streams", stream, registry=r
+        )
+        self.stream_sent = Counter(f"{PREFIX}_stream_messages_sent", "Messages sent on response streams", stream, registry=r)
+        self.request_texts = Histogram(
+            f"{PREFIX}_request_texts", "Texts per request (a stream: per stream message)", ("grpc_method",),
+            buckets=COUNT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.scored_batch = Histogram(
+            f"{PREFIX}_scored_batch_texts", "Texts per scorer call (what was scored together)",
+            buckets=COUNT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.verdicts = Counter(f"{PREFIX}_verdicts", "Texts scored, by label", ("label", "model_version"), registry=r)
+        self.probability = BulkHistogram(
+            f"{PREFIX}_spam_probability", "P(spam) of every text scored", PROBABILITY_BUCKETS, ("model_version",)
+        )
+        r.register(self.probability)
+        self._state = _StateCollector()
+        r.register(self._state)
+        # The process itself (CPU, memory, open files, GC): what the global registry would have had.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.interceptor = MetricsInterceptor(self)
+        self._http: tuple[Any, threading.Thread] | None = None
+
+    def observing(self, loader: Callable[..., LoadedChampion]) -> Callable[..., LoadedChampion]:
+        """A champion loader (`ChampionWatcher.loader`) whose versions count what they score."""
+
+        def load(*args, **kwargs) -> LoadedChampion:
+            champion = loader(*args, **kwargs)
+            scorer = ObservedScorer(champion.verified.scorer, self, champion.version)
+            return replace(champion, verified=replace(champion.verified, scorer=scorer))
+
+        return load
+
+    def watch_server(self, watcher: ChampionWatcher, admission: StreamAdmission) -> None:
+        """Report the serving model, swaps, refusals and stream slots at every scrape."""
+        self._state.watcher, self._state.admission = watcher, admission
+
+    def watch_prediction_log(self, depth: Callable[[], int], dropped: Callable[[], int]) -> None:
+        """Report the prediction log's queue depth and its count of dropped records at every scrape."""
+        self._state.prediction_log = (depth, dropped)
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve /metrics on host:port (0: a free port) in a daemon thread; the port bound."""
+        try:
+            server, thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as error:
+            raise OSError(error.errno, f"cannot serve metrics on {host}:{port} (--metrics-port): {error.strerror}") from error
+        self._http = (server, thread)
+        return server.server_port
+
+    def stop(self) -> None:
+        if self._http is not None:
+            server, thread = self._http
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+            self._http = None

@@ -1,0 +1,355 @@
+"""Prometheus metrics (`--metrics-port`): a real server, known traffic, /metrics scraped over HTTP and parsed."""
+
+from __future__ import annotations
+
+import bisect
+import math
+import queue
+import socket
+import threading
+import urllib.request
+
+import grpc
+import numpy as np
+import psutil
+import pytest
+from prometheus_client import Histogram
+from prometheus_client.parser import text_string_to_metric_families
+from serving_fixtures import model_store, running_server, wait_until  # noqa: F401
+
+from serving.config import ServingConfig, from_args
+from serving.generated.inference import grpc_predict_v2_pb2 as oip_pb
+from serving.generated.inference import grpc_predict_v2_pb2_grpc as oip_grpc
+from serving.generated.spam.v1 import classifier_pb2 as pb
+from serving.generated.spam.v1 import classifier_pb2_grpc as pb_grpc
+from serving.metrics import PROBABILITY_BUCKETS, BulkHistogram
+from serving.server import start
+
+SPAM = "WINNER! You have won a cash prize, claim now: call 09061701461"
+HAM = "are we still on for lunch tomorrow? see you at home"
+TOKEN = "metrics-test-token"
+AUTH = (("authorization", f"Bearer {TOKEN}"),)
+CLASSIFIER = {"grpc_service": "spam.v1.Classifier"}
+INFERENCE = {"grpc_service": "inference.GRPCInferenceService"}
+
+
+class Scrape:
+    """One GET of /metrics, parsed by prometheus_client's own parser."""
+
+    def __init__(self, port: int):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            assert response.status == 200
+            text = response.read().decode()
+        self.samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+    def all(self, name: str, **labels: str) -> list:
+        return [s for s in self.samples if s.name == name and labels.items() <= s.labels.items()]
+
+    def value(self, name: str, default: float | None = None, **labels: str) -> float:
+        """The one sample of `name` with these labels (and maybe others); `default` when there is none."""
+        found = self.all(name, **labels)
+        if not found and default is not None:
+            return default
+        assert len(found) == 1, f"{name}{labels}: {found}"
+        return found[0].value
+
+    def buckets(self, name: str, **labels: str) -> dict[float, float]:
+        return {float(s.labels["le"]): s.value for s in self.all(name + "_bucket", **labels)}
+
+
+def _listening_ports() -> set[int]:
+    """TCP ports this test process listens on (its own sockets only)."""
+    return {c.laddr.port for c in psutil.Process().net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
+
+
+def _expected_buckets(values: list[float], bounds) -> dict[float, float]:
+    """Cumulative `le` counts as Prometheus defines them (value <= le)."""
+    counts = [0] * (len(bounds) + 1)
+    for value in values:
+        counts[bisect.bisect_left(bounds, value)] += 1
+    cumulative = np.cumsum(counts).tolist()
+    return {**{float(b): float(c) for b, c in zip(bounds, cumulative)}, math.inf: float(cumulative[-1])}
+
+
+def _infer_request(model_name: str, texts: list[str]) -> oip_pb.ModelInferRequest:
+    request = oip_pb.ModelInferRequest(model_name=model_name)
+    tensor = request.inputs.add(name="text", datatype="BYTES", shape=[len(texts)])
+    tensor.contents.bytes_contents.extend(t.encode() for t in texts)
+    return request
+
+
+def test_metrics_count_the_traffic_sent(model_store):
+    """Unary, a stream, OIP, one INVALID_ARGUMENT and one UNAUTHENTICATED call: each counted where it belongs."""
+    registry = model_store.clone("metrics", [model_store.good[0]])
+    registry.promote("1", "metrics test")
+    with running_server(model_store, registry.model_name, wait_for="1", metrics_port=0, token=TOKEN) as srv:
+        assert srv.metrics_port and srv.metrics_port != srv.port
+        before = Scrape(srv.metrics_port)
+        assert before.value("spam_serving_rpcs_handled_total", default=0.0, grpc_method="Classify") == 0.0
+        probabilities: list[float] = []
+        labels: list[str] = []
+        with grpc.insecure_channel(srv.target) as channel:
+            stub = pb_grpc.ClassifierStub(channel)
+            for i in range(5):
+                verdict = stub.Classify(pb.ClassifyRequest(text=(SPAM, HAM)[i % 2]), metadata=AUTH, timeout=10).verdict
+                probabilities.append(verdict.spam_probability)
+                labels.append(verdict.label)
+            assert labels[:2] == ["spam", "ham"]
+
+            # One stream of three requests (1, 4 and 2 messages), each sent after the previous one is
+            # answered, so each is scored on its own; mid-stream, the stream holds a slot.
+            sizes, answered = (1, 4, 2), queue.Queue()
+
+            def requests():
+                for n, size in enumerate(sizes):
+                    if n:
+                        answered.get(timeout=10)
+                    yield pb.ClassifyStreamRequest(
+                        messages=[pb.Message(id=f"{n}.{j}", text=(SPAM, HAM)[j % 2]) for j in range(size)]
+                    )
+
+            responses = 0
+            for response in stub.ClassifyStream(requests(), metadata=AUTH, timeout=30):
+                responses += 1
+                probabilities += [r.verdict.spam_probability for r in response.results]
+                labels += [r.verdict.label for r in response.results]
+                if responses == 1:
+                    live = Scrape(srv.metrics_port)
+                    assert live.value("spam_serving_stream_slots_in_use") == 1
+                    assert live.value("spam_serving_rpcs_started_total", grpc_method="ClassifyStream") == 1
+                    assert live.all("spam_serving_rpcs_handled_total", grpc_method="ClassifyStream") == []
+                answered.put(None)
+            assert responses == 3
+
+            oip = oip_grpc.GRPCInferenceServiceStub(channel)
+            texts = [SPAM, HAM, SPAM, HAM, HAM, SPAM]
+            result = oip.ModelInfer(_infer_request(registry.model_name, texts), metadata=AUTH, timeout=10)
+            tensors = {t.name: i for i, t in enumerate(result.outputs)}
+            probabilities += list(result.outputs[tensors["probability"]].contents.fp32_contents)
+            labels += [b.decode() for b in result.outputs[tensors["label"]].contents.bytes_contents]
+
+            with pytest.raises(grpc.RpcError) as invalid:
+                stub.Classify(pb.ClassifyRequest(text="   "), metadata=AUTH, timeout=10)
+            assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Classify(pb.ClassifyRequest(text=HAM), timeout=10)  # no token
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        m = Scrape(srv.metrics_port)
+        handled = "spam_serving_rpcs_handled_total"
+        assert m.value(handled, grpc_method="Classify", grpc_code="OK", grpc_type="unary", **CLASSIFIER) == 5
+        assert m.value(handled, grpc_method="Classify", grpc_code="INVALID_ARGUMENT") == 1
+        assert m.value(handled, grpc_method="Classify", grpc_code="UNAUTHENTICATED") == 1
+        assert m.value(handled, grpc_method="ClassifyStream", grpc_code="OK", grpc_type="bidi_stream") == 1
+        assert m.value(handled, grpc_method="ModelInfer", grpc_code="OK", **INFERENCE) == 1
+        codes = {(s.labels["grpc_method"], s.labels["grpc_code"]) for s in m.all(handled) if s.value}
+        assert codes == {("Classify", "OK"), ("Classify", "INVALID_ARGUMENT"), ("Classify", "UNAUTHENTICATED"),
+                         ("ClassifyStream", "OK"), ("ModelInfer", "OK")}  # fmt: skip
+        assert m.value("spam_serving_rpcs_started_total", grpc_method="Classify") == 7
+
+        # Latency: one observation per call, buckets cumulative up to the count.
+        for method, calls in (("Classify", 7), ("ClassifyStream", 1), ("ModelInfer", 1)):
+            buckets = m.buckets("spam_serving_rpc_duration_seconds", grpc_method=method)
+            assert len(buckets) == 21 and buckets[math.inf] == calls, (method, buckets)
+            assert list(buckets.values()) == sorted(buckets.values())
+            assert m.value("spam_serving_rpc_duration_seconds_count", grpc_method=method) == calls
+            assert m.value("spam_serving_rpc_duration_seconds_sum", grpc_method=method) > 0
+
+        assert m.value("spam_serving_stream_messages_received_total", grpc_method="ClassifyStream") == 3
+        assert m.value("spam_serving_stream_messages_sent_total", grpc_method="ClassifyStream") == 3
+        assert m.value("spam_serving_stream_slots_in_use") == 0
+        assert m.value("spam_serving_stream_slots") == ServingConfig().stream_slots
+
+        texts_per_request = {
+            method: (m.value("spam_serving_request_texts_count", grpc_method=method),
+                     m.value("spam_serving_request_texts_sum", grpc_method=method))
+            for method in ("Classify", "ClassifyStream", "ModelInfer")
+        }  # fmt: skip
+        assert texts_per_request == {"Classify": (7, 7), "ClassifyStream": (3, 7), "ModelInfer": (1, 6)}
+        assert m.buckets("spam_serving_request_texts", grpc_method="ClassifyStream")[2] == 2  # the 1 and the 2
+
+        # Scorer calls: five single texts, three stream batches (1, 4, 2), one OIP batch of 6.
+        assert m.buckets("spam_serving_scored_batch_texts") == _expected_buckets(
+            [1] * 5 + [1, 4, 2] + [6], [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
+        )
+        assert m.value("spam_serving_scored_batch_texts_sum") == 18
+
+        assert len(labels) == 18
+        assert m.value("spam_serving_verdicts_total", label="spam", model_version="1") == labels.count("spam")
+        assert m.value("spam_serving_verdicts_total", label="ham", model_version="1") == labels.count("ham")
+        assert 0 < labels.count("spam") < 18
+        assert m.buckets("spam_serving_spam_probability", model_version="1") == _expected_buckets(
+            probabilities, PROBABILITY_BUCKETS
+        )
+        assert m.value("spam_serving_spam_probability_sum", model_version="1") == pytest.approx(sum(probabilities), rel=1e-6)
+
+        info = m.all("spam_serving_model_info")
+        assert [s.labels for s in info] == [
+            {"model_name": registry.model_name, "version": "1", "scorer": "lean", "alias_version": "1"}
+        ]
+        assert m.value("spam_serving_model_swaps_total") == 1
+        assert m.value("spam_serving_model_refusals_total") == 0
+        assert m.value("process_resident_memory_bytes") > 0
+
+
+def test_a_hot_swap_changes_the_info_metric_and_counts_refusals(model_store):
+    registry = model_store.clone("metrics-swap", [model_store.good[0], model_store.inverted, model_store.good[1]])
+    registry.promote("1", "first")
+    with running_server(model_store, registry.model_name, wait_for="1", metrics_port=0, poll_interval=0.1) as srv:
+        with grpc.insecure_channel(srv.target) as channel:
+            stub = pb_grpc.ClassifierStub(channel)
+            stub.Classify(pb.ClassifyRequest(text=SPAM), timeout=10)
+
+            registry.promote("2", "inverted labels: refused")
+            m = wait_until(
+                lambda: (m := Scrape(srv.metrics_port)).all("spam_serving_model_info", alias_version="2") and m,
+                message="the info metric naming the refused version 2",
+            )
+            assert m.value("spam_serving_model_refusals_total") == 1
+            assert m.value("spam_serving_model_refused_versions") == 1
+            (info,) = m.all("spam_serving_model_info")
+            assert info.labels["version"] == "1" and info.labels["alias_version"] == "2"  # the alias names 2; 1 serves
+            assert m.value("spam_serving_model_swaps_total") == 1
+
+            registry.promote("3", "a good one")
+            assert srv.watcher.wait_for("3", timeout=30)
+            assert stub.Classify(pb.ClassifyRequest(text=HAM), timeout=10).verdict.model_version == "3"
+
+        m = Scrape(srv.metrics_port)
+        (info,) = m.all("spam_serving_model_info")
+        assert info.labels == {"model_name": registry.model_name, "version": "3", "scorer": "lean", "alias_version": "3"}
+        assert m.value("spam_serving_model_swaps_total") == 2
+        assert m.value("spam_serving_model_refused_versions") == 1  # 2, until its backoff ends
+        assert m.value("spam_serving_model_refusals_total") == 1  # the alias moved on: 2 was not tried again
+        assert m.value("spam_serving_model_loaded_timestamp_seconds") > 0
+        # Each verdict is counted under the version that gave it.
+        assert m.value("spam_serving_verdicts_total", label="spam", model_version="1") == 1
+        assert m.value("spam_serving_verdicts_total", label="ham", model_version="3") == 1
+        assert m.all("spam_serving_verdicts_total", model_version="2") == []
+
+
+def test_a_cancelled_stream_is_counted_cancelled_and_frees_its_slot(model_store):
+    registry = model_store.clone("metrics-cancel", [model_store.good[0]])
+    registry.promote("1", "cancel test")
+    with running_server(model_store, registry.model_name, wait_for="1", metrics_port=0) as srv:
+        with grpc.insecure_channel(srv.target) as channel:
+            stub = pb_grpc.ClassifierStub(channel)
+            hold = threading.Event()
+
+            def requests():
+                yield pb.ClassifyStreamRequest(messages=[pb.Message(id="1", text=HAM)])
+                hold.wait(10)
+
+            call = stub.ClassifyStream(requests(), timeout=30)
+            next(call)
+            assert Scrape(srv.metrics_port).value("spam_serving_stream_slots_in_use") == 1
+            call.cancel()
+            hold.set()
+            handled = "spam_serving_rpcs_handled_total"
+            wait_until(
+                lambda: Scrape(srv.metrics_port).value(handled, default=0.0, grpc_method="ClassifyStream") == 1,
+                message="the cancelled stream counted",
+            )
+        m = Scrape(srv.metrics_port)
+        assert m.value(handled, grpc_method="ClassifyStream", grpc_code="CANCELLED") == 1
+        assert m.value("spam_serving_stream_slots_in_use") == 0
+        assert m.value("spam_serving_stream_messages_sent_total", grpc_method="ClassifyStream") == 1
+
+
+def test_prediction_log_hook_reports_depth_and_drops_and_survives_a_broken_callback(model_store):
+    registry = model_store.clone("metrics-log", [model_store.good[0]])
+    with running_server(model_store, registry.model_name, metrics_port=0) as srv:
+        m = Scrape(srv.metrics_port)
+        assert m.all("spam_serving_prediction_log_queue_depth") == []  # no log wired: no metric
+        assert m.all("spam_serving_model_info") == []  # no champion yet: the info metric has no sample
+        assert m.value("spam_serving_model_swaps_total") == 0
+
+        depth = [3]
+        srv.metrics.watch_prediction_log(lambda: depth[0], lambda: 7)
+        m = Scrape(srv.metrics_port)
+        assert m.value("spam_serving_prediction_log_queue_depth") == 3
+        assert m.value("spam_serving_prediction_log_dropped_total") == 7
+        depth[0] = 0
+        assert Scrape(srv.metrics_port).value("spam_serving_prediction_log_queue_depth") == 0
+
+        def broken() -> int:
+            raise RuntimeError("the log is gone")
+
+        srv.metrics.watch_prediction_log(broken, lambda: 9)
+        m = Scrape(srv.metrics_port)  # still answers 200
+        assert m.all("spam_serving_prediction_log_queue_depth") == []
+        assert m.value("spam_serving_prediction_log_dropped_total") == 9
+        assert m.value("spam_serving_stream_slots") > 0
+
+
+def test_metrics_off_nothing_more_listens_and_on_one_port_more(model_store):
+    registry = model_store.clone("metrics-off", [model_store.good[0]])
+    before = _listening_ports()
+    with running_server(model_store, registry.model_name) as srv:
+        assert srv.metrics is None and srv.metrics_port is None
+        assert _listening_ports() - before == {srv.port}
+    with running_server(model_store, registry.model_name, metrics_port=0) as srv:
+        assert _listening_ports() - before == {srv.port, srv.metrics_port}
+        port = srv.metrics_port
+    assert port not in _listening_ports(), "the metrics endpoint stops with the server"
+
+
+def test_a_taken_metrics_port_is_a_clear_error_and_leaves_nothing_listening(model_store):
+    registry = model_store.clone("metrics-taken", [model_store.good[0]])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        before = _listening_ports()
+        config = ServingConfig(host="127.0.0.1", port=0, tracking_uri=model_store.uri, model_name=registry.model_name,
+                               metrics_port=port)  # fmt: skip
+        with pytest.raises(OSError, match=rf"cannot serve metrics on 127\.0\.0\.1:{port} \(--metrics-port\)"):
+            start(config)
+        assert _listening_ports() == before, "the gRPC port was released"
+
+
+def test_metrics_settings_come_from_flags_and_environment():
+    config, _ = from_args([], environ={})
+    assert config.metrics_port is None  # off unless asked for
+    config, _ = from_args([], environ={"SPAM_SERVING_METRICS_PORT": "9464", "SPAM_SERVING_HOST": "0.0.0.0"})
+    assert config.metrics_port == 9464 and config.metrics_address == "0.0.0.0"  # metrics follow --host by default
+    config, _ = from_args(["--metrics-port", "0", "--metrics-host", "127.0.0.1"], environ={"SPAM_SERVING_HOST": "0.0.0.0"})
+    assert config.metrics_port == 0 and config.metrics_address == "127.0.0.1"
+    with pytest.raises(ValueError, match="metrics_port must be between 0 and 65535"):
+        from_args(["--metrics-port", "70000"], environ={})
+
+
+def test_bulk_histogram_matches_prometheus_histogram_on_the_same_values():
+    """The batch observation gives what one observe() per value would, edges included (le: value <= bound)."""
+    from prometheus_client import CollectorRegistry
+
+    values = np.array([0.0, 0.001, 0.0010001, 0.5, 0.4999, 0.99, 1.0, 0.3, 0.3, 0.75], dtype=float)
+    reference = Histogram("reference", "reference", buckets=PROBABILITY_BUCKETS, registry=CollectorRegistry())
+    for value in values:
+        reference.observe(float(value))
+    bulk = BulkHistogram("bulk", "bulk", PROBABILITY_BUCKETS, ("model_version",))
+    bulk.labels("1").observe_many(values[:6])
+    for value in values[6:]:
+        bulk.labels("1").observe(float(value))
+
+    def samples(collected):
+        return {
+            (s.name.split("_", 1)[1], s.labels.get("le")): s.value
+            for family in collected for s in family.samples if not s.name.endswith("_created")
+        }  # fmt: skip
+
+    assert samples(bulk.collect()) == pytest.approx(samples(reference.collect()))
+
+
+def test_a_taken_grpc_port_also_stops_the_metrics_endpoint(model_store):
+    registry = model_store.clone("metrics-grpc-taken", [model_store.good[0]])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        before = _listening_ports()
+        config = ServingConfig(host="127.0.0.1", port=port, tracking_uri=model_store.uri, model_name=registry.model_name,
+                               metrics_port=0)  # fmt: skip
+        with pytest.raises(RuntimeError):
+            start(config)
+        assert _listening_ports() == before, "the metrics endpoint was stopped"
