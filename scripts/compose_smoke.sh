@@ -97,7 +97,7 @@ dotenv() { sed -n "s/^$1=//p" .env | tail -n 1 | sed -e 's/^"\(.*\)"$/\1/' -e "s
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 export HOST_BIND=127.0.0.1
-for var in DAGSTER_UI_PORT MLFLOW_UI_PORT SERVING_PORT; do
+for var in DAGSTER_UI_PORT MLFLOW_UI_PORT SERVING_PORT SERVING_METRICS_PORT; do
   value=$(dotenv "$var"); export "$var=${value:-$(free_port)}"
 done
 if [ -n "$(dotenv SPAM_INBOX)" ]; then

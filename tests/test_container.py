@@ -73,7 +73,9 @@ def test_every_app_service_names_its_role_and_checks_it_by_environment_alone():
             host_var, port_var = ADDRESS_ENV[role]
             assert service["environment"][host_var] == "0.0.0.0", f"{name}: {host_var}"
             published = {mapping.rsplit(":", 1)[1] for mapping in service.get("ports", [])}
-            assert not published or published == {service["environment"][port_var]}, f"{name}: {published}"
+            # spam-serve also publishes its Prometheus endpoint, set the same way.
+            metrics = {service["environment"]["SPAM_SERVING_METRICS_PORT"]} if role == "serving" else set()
+            assert not published or published == {service["environment"][port_var]} | metrics, f"{name}: {published}"
 
 
 def test_every_service_declares_its_health_check_in_compose():
@@ -104,9 +106,9 @@ def test_the_serving_check_reads_the_compose_environment_as_spam_serve_does():
     assert service["command"] == ["spam-serve"], "every serving setting belongs in the environment"
     environment = {k: v for k, v in service["environment"].items() if "${" not in v}  # drop .env secrets
     config, _ = from_args([], environ=environment)
-    (published,) = service["ports"]
-    container_port = published.rsplit(":", 1)[1]
+    container_port, metrics_port = (published.rsplit(":", 1)[1] for published in service["ports"])
     assert config.host == "0.0.0.0" and str(config.port) == container_port
+    assert config.metrics_address == "0.0.0.0" and str(config.metrics_port) == metrics_port
     spec = importlib.util.spec_from_file_location("spam_healthcheck", ROOT / "deploy" / "healthcheck.py")
     healthcheck = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(healthcheck)

@@ -248,6 +248,7 @@ def test_a_cancelled_stream_is_counted_cancelled_and_frees_its_slot(model_store)
             handled = "spam_serving_rpcs_handled_total"
             wait_until(
                 lambda: Scrape(srv.metrics_port).value(handled, default=0.0, grpc_method="ClassifyStream") == 1,
+                timeout=60,
                 message="the cancelled stream counted",
             )
         m = Scrape(srv.metrics_port)
@@ -320,7 +321,7 @@ def test_metrics_settings_come_from_flags_and_environment():
 
 
 def test_bulk_histogram_matches_prometheus_histogram_on_the_same_values():
-    """The batch observation gives what one observe() per value would, edges included (le: value <= bound)."""
+    """Batch observations give what one observe() per value would, edges included (le: value <= bound)."""
     from prometheus_client import CollectorRegistry
 
     values = np.array([0.0, 0.001, 0.0010001, 0.5, 0.4999, 0.99, 1.0, 0.3, 0.3, 0.75], dtype=float)
@@ -328,9 +329,11 @@ def test_bulk_histogram_matches_prometheus_histogram_on_the_same_values():
     for value in values:
         reference.observe(float(value))
     bulk = BulkHistogram("bulk", "bulk", PROBABILITY_BUCKETS, ("model_version",))
-    bulk.labels("1").observe_many(values[:6])
-    for value in values[6:]:
-        bulk.labels("1").observe(float(value))
+    child = bulk.labels("1")
+    child.observe_array(values[:4])  # the three ways in: an array, a list, one value
+    child.observe_list(values[4:8].tolist())
+    for value in values[8:]:
+        child.observe(float(value))
 
     def samples(collected):
         return {
