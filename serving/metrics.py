@@ -3,8 +3,8 @@
 Three sources, each measured where it costs least:
 
 - every RPC, by `MetricsInterceptor` (a grpc.ServerInterceptor, outermost, so
-  a call the token check refuses is counted too): started, handled by status
-  code, handling time, and for streams each message received and sent;
+  a call the token check refuses is counted too): handled by status code,
+  handling time, and for streams each message received and sent;
 - every scorer call, by `ObservedScorer`, which wraps the scorer of each
   version as it loads (`Metrics.observing(loader)`): texts per call, verdicts
   by label and version, P(spam). One numpy pass per batch, no per-text loop;
@@ -116,7 +116,7 @@ class _MethodMetrics:
     def __init__(self, metrics: Metrics, full_method: str, handler: grpc.RpcMethodHandler):
         service, _, method = full_method.lstrip("/").rpartition("/")
         self._labels = (service, method, _rpc_type(handler))
-        self.started = metrics.rpcs_started.labels(*self._labels)
+        self.cached: tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler] | None = None  # (handler, wrapped)
         self.duration = metrics.rpc_duration.labels(*self._labels)
         self._handled = metrics.rpcs_handled
         self._by_code: dict[grpc.StatusCode, Any] = {}
@@ -196,13 +196,18 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         m = self._methods.get(method)
         if m is None:
             m = self._methods[method] = _MethodMetrics(self._metrics, method, handler)
+        cached = m.cached
+        if cached is not None and cached[0] is handler:  # a registered method's handler is the same every call
+            return cached[1]
         streaming = (handler.request_streaming, handler.response_streaming)
         make, behaviour = _HANDLERS[streaming]
-        return make(
+        wrapped = make(
             _observed(getattr(handler, behaviour), m, *streaming),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+        m.cached = (handler, wrapped)  # one slot: the token check's refusals, new each call, only replace it
+        return wrapped
 
 
 # (request streaming, response streaming) -> how to make a handler, and which of its attributes is the behaviour.
@@ -216,7 +221,6 @@ _HANDLERS = {
 
 def _observed(behaviour: Callable, m: _MethodMetrics, request_streaming: bool, response_streaming: bool) -> Callable:
     def handle(request, context):
-        m.started.inc()
         if request_streaming:
             request = m.requests(request)
         elif m.count_texts is not None:
@@ -349,7 +353,12 @@ class ObservedScorer:
         if n == 0:
             return p
         self._batch.observe(n)
-        if n <= SMALL_BATCH:  # a unary call, a stream's micro-batch: plain Python is cheaper
+        if n == 1:  # a unary call
+            value = float(p[0])
+            self._probability.observe(value)
+            (self._spam if value >= THRESHOLD else self._ham).inc()
+            return p
+        if n <= SMALL_BATCH:  # a stream's micro-batch  # a unary call, a stream's micro-batch: plain Python is cheaper
             values = p.tolist()
             spam = sum(value >= THRESHOLD for value in values)
             self._probability.observe_list(values)
@@ -444,7 +453,6 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         rpc = ("grpc_service", "grpc_method", "grpc_type")
-        self.rpcs_started = Counter(f"{PREFIX}_rpcs_started", "RPCs started", rpc, registry=r)
         self.rpcs_handled = Counter(
             f"{PREFIX}_rpcs_handled", "RPCs finished, by gRPC status code", (*rpc, "grpc_code"), registry=r
         )
