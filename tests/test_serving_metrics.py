@@ -244,13 +244,13 @@ def test_a_cancelled_stream_is_counted_cancelled_and_frees_its_slot(model_store)
             call.cancel()
             hold.set()
             handled = "spam_serving_rpcs_handled_total"
-            wait_until(
-                lambda: Scrape(srv.metrics_port).value(handled, default=0.0, grpc_method="ClassifyStream") == 1,
+            m = wait_until(
+                lambda: (m := Scrape(srv.metrics_port)).all(handled, grpc_method="ClassifyStream") and m,
                 timeout=60,
                 message="the cancelled stream counted",
             )
-        m = Scrape(srv.metrics_port)
-        assert m.value(handled, grpc_method="ClassifyStream", grpc_code="CANCELLED") == 1
+        codes = [(s.labels["grpc_code"], s.value) for s in m.all(handled, grpc_method="ClassifyStream")]
+        assert codes == [("CANCELLED", 1.0)]
         assert m.value("spam_serving_stream_slots_in_use") == 0
         assert m.value("spam_serving_stream_messages_sent_total", grpc_method="ClassifyStream") == 1
 
