@@ -32,7 +32,7 @@ ceilings are measured in this process, on one core, like the server.
 
 measures rows (3)-(6) on two servers of the same model, one with everything
 `observability_flags()` turns on (Prometheus metrics, scraped every
-SCRAPE_INTERVAL_S) and one without, alternating rounds between them, and
+SCRAPE_INTERVAL_S, and the prediction log with texts) and one without (`--prediction-log off`), alternating rounds between them, and
 reports on/off: the goal is at most 5% less throughput and at most 0.2 ms
 more unary p50. Each row also reports the server process's CPU seconds on/off
 for the same work, which a busy machine disturbs less than wall time.
@@ -161,11 +161,22 @@ def start_process(args: list[str], cpu: int | None, env: dict | None = None) -> 
 
 
 def start_server(uri: str, port: int, cpu: int | None, extra: list[str]) -> subprocess.Popen:
-    return start_process(
-        ["-m", "serving.server", "--port", str(port), "--tracking-uri", uri, *extra],
-        cpu,
-        env={"SPAM_SERVING_LOG_LEVEL": "WARNING"},
-    )
+    """spam-serve as configured by default, except that its prediction log (on by default) goes to a
+    temporary folder instead of the platform home, unless `extra` says where (or off)."""
+    env = {"SPAM_SERVING_LOG_LEVEL": "WARNING"}
+    if not any(arg.startswith("--prediction-log") for arg in extra):
+        env["SPAM_SERVING_PREDICTION_LOG"] = scratch_folder("spam-bench-predictions-")
+    return start_process(["-m", "serving.server", "--port", str(port), "--tracking-uri", uri, *extra], cpu, env=env)
+
+
+def scratch_folder(prefix: str) -> str:
+    """A temporary folder removed when the benchmark exits."""
+    import atexit
+    import shutil
+
+    folder = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def stop_process(process: subprocess.Popen) -> None:
@@ -352,8 +363,13 @@ SCRAPE_INTERVAL_S = 5.0
 
 
 def observability_flags(metrics_port: int) -> list[str]:
-    """spam-serve flags that turn on everything whose cost --compare-observability measures."""
-    return ["--metrics-port", str(metrics_port)]
+    """spam-serve flags that turn on everything whose cost --compare-observability measures:
+    metrics, and the prediction log (with texts) in a temporary folder."""
+    return ["--metrics-port", str(metrics_port), "--prediction-log", scratch_folder("spam-bench-predictions-"), "--log-text", "on"]
+
+
+# The "off" server of --compare-observability: no metrics (the default) and no prediction log.
+OBSERVABILITY_OFF = ["--prediction-log", "off"]
 
 
 def scrape(port: int) -> str:
@@ -446,7 +462,7 @@ def compare_observability(args, frame, texts, sizes, server_cpu, client_cpu, pin
         champion = load_version(registry, registry.champion())
         off_port, on_port, metrics_port = free_port(), free_port(), free_port()
         servers = {
-            "off": start_server(uri, off_port, server_cpu, args.server_arg),
+            "off": start_server(uri, off_port, server_cpu, [*args.server_arg, *OBSERVABILITY_OFF]),
             "on": start_server(uri, on_port, server_cpu, [*args.server_arg, *observability_flags(metrics_port)]),
         }
         targets = {"off": f"127.0.0.1:{off_port}", "on": f"127.0.0.1:{on_port}"}
