@@ -257,7 +257,7 @@ def test_a_cancelled_stream_is_counted_cancelled_and_frees_its_slot(model_store)
 
 def test_prediction_log_hook_reports_depth_and_drops_and_survives_a_broken_callback(model_store):
     registry = model_store.clone("metrics-log", [model_store.good[0]])
-    with running_server(model_store, registry.model_name, metrics_port=0) as srv:
+    with running_server(model_store, registry.model_name, metrics_port=0, prediction_log="off") as srv:
         m = Scrape(srv.metrics_port)
         assert m.all("spam_serving_prediction_log_queue_depth") == []  # no log wired: no metric
         assert m.all("spam_serving_model_info") == []  # no champion yet: the info metric has no sample
@@ -354,3 +354,18 @@ def test_a_taken_grpc_port_also_stops_the_metrics_endpoint(model_store):
         with pytest.raises(RuntimeError):
             start(config)
         assert _listening_ports() == before, "the metrics endpoint was stopped"
+
+
+def test_the_servers_own_prediction_log_is_watched(model_store):
+    """With the log on (the default), its queue depth and drops are exported: the real log, not a stand-in."""
+    registry = model_store.clone("metrics-real-log", [model_store.good[0]])
+    registry.promote("1", "metrics test")
+    with running_server(model_store, registry.model_name, wait_for="1", metrics_port=0) as srv:
+        stub = pb_grpc.ClassifierStub(grpc.insecure_channel(srv.target))
+        for i in range(5):
+            stub.Classify(pb.ClassifyRequest(id=str(i), text=HAM), timeout=10)
+        srv.predictions.flush(timeout=10)
+        m = Scrape(srv.metrics_port)
+        assert m.value("spam_serving_prediction_log_queue_depth") == 0  # all written
+        assert m.value("spam_serving_prediction_log_dropped_total") == srv.predictions.dropped == 0
+        assert m.value("spam_serving_verdicts_total", label="ham", model_version="1") == 5
