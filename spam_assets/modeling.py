@@ -7,6 +7,7 @@ are the model contract's (`spam_assets.model.pipelines`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,10 +26,10 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
-from sklearn.utils.parallel import Parallel, delayed
 
 from spam_assets.model.pipelines import candidate_pipelines
 from spam_assets.settings import LABELS, POSITIVE_LABEL
+from spam_assets.workers import process_pool
 
 METRIC_NAMES = ("accuracy", "spam_precision", "spam_recall", "spam_f1", "mcc", "roc_auc")
 
@@ -95,9 +96,7 @@ def select_and_fit(
     # Every candidate's folds in one pool: no idle worker between candidates,
     # and the workers' start-up and memo (char_ngrams) serve all of them.
     tasks = [(name, train, test) for name in candidates for train, test in splits]
-    results = Parallel(n_jobs=n_jobs)(
-        delayed(_fold_score)(candidates[name], texts, labels, train, test, scorer) for name, train, test in tasks
-    )
+    results = _map_folds([(candidates[name], texts, labels, train, test, scorer) for name, train, test in tasks], n_jobs)
     cv_scores = {}
     for name in candidates:
         scores = np.array([score for (task, _, _), score in zip(tasks, results, strict=True) if task == name])
@@ -113,6 +112,15 @@ def select_and_fit(
         holdout_metrics=evaluate(holdout["label"], scores),
         holdout_confusion=confusion(holdout["label"], scores),
     )
+
+
+def _map_folds(arguments: list[tuple], n_jobs: int) -> list[float]:
+    """_fold_score over `arguments`, in `n_jobs` worker processes that end with this call (or with this process)."""
+    workers = min(len(arguments), n_jobs if n_jobs >= 1 else os.cpu_count() or 1)  # n_jobs -1: every core
+    if workers <= 1:
+        return [_fold_score(*args) for args in arguments]
+    with process_pool(workers) as pool:
+        return list(pool.map(_fold_score, *zip(*arguments)))
 
 
 def _fold_score(pipeline: Pipeline, texts: list[str], labels: np.ndarray, train, test, scorer) -> float:
