@@ -2,7 +2,8 @@
 
     spam-platform up              ingest the default source, materialise the graph, then run the
                                   Dagster UI and daemon, the MLflow UI and spam-serve until stopped
-    spam-platform ingest FILE     stage a batch and run the graph on it
+    spam-platform ingest FILE     stage a batch, refresh the corpus and judge drift; train only on
+                                  drift, decay or no champion yet (--retrain: train anyway)
     spam-platform status          champion, challenger, what a server would serve, and batches
     spam-platform rollback        make previous-champion the champion again
 
@@ -95,15 +96,32 @@ class _CtrlC:
             signal.signal(signum, handler)
 
 
-def _run_graph(batch_ids: list[str], args, ctrl_c: _CtrlC) -> int:
-    """Materialise the batches and what follows; print one line per finding; the exit status."""
+def _run_graph(batch_ids: list[str], args, ctrl_c: _CtrlC, retrain: bool = False) -> int:
+    """Materialise the batches and what follows; print one line per finding; the exit status.
+
+    The run after the batches trains as the inbox's refresh run does, only on
+    drift, decay or no champion yet, unless `retrain` says train anyway.
+    """
     from spam_assets.defs.resources import PlatformStore, build_resources
-    from spam_assets.runner import blocked_by_checks, interrupted, materialize_batches, summarize
+    from spam_assets.runner import (
+        FORCED_TAGS,
+        REFRESH_TAGS,
+        blocked_by_checks,
+        interrupted,
+        materialize_batches,
+        summarize,
+        training_outcome,
+    )
 
     started = time.perf_counter()
     instance = _instance()
     results = materialize_batches(
-        batch_ids, instance, build_resources(), log_level=_dagster_log_level(args), stop=ctrl_c.pressed
+        batch_ids,
+        instance,
+        build_resources(),
+        log_level=_dagster_log_level(args),
+        stop=ctrl_c.pressed,
+        downstream_tags=FORCED_TAGS if retrain else REFRESH_TAGS,
     )
     seconds = time.perf_counter() - started
     batch_runs, downstream = results[: len(batch_ids)], results[len(batch_ids) :]
@@ -120,6 +138,8 @@ def _run_graph(batch_ids: list[str], args, ctrl_c: _CtrlC) -> int:
         raise UserError(f"batch {batch_id} rejected: {verdict.get('reason') or 'a blocking check failed'}", ExitCode.REJECTED)
     if not all(r.success for r in results):
         raise UserError(f"the graph failed after {seconds:.1f} s: see the lines above", ExitCode.FAILED)
+    if downstream and (outcome := training_outcome(downstream[0], instance)) is not None:
+        print(outcome.line if outcome.trained else f"{outcome.line}; use --retrain to train anyway")
     print(f"graph materialised in {seconds:.1f} s")
     return ExitCode.OK
 
@@ -168,7 +188,7 @@ def cmd_ingest(args) -> int:
     with _CtrlC() as ctrl_c:
         register(_instance(), batch_id)
         print(f"batch {batch_id} staged from {args.path}")
-        return ExitCode.OK if args.no_run else _run_graph([batch_id], args, ctrl_c)
+        return ExitCode.OK if args.no_run else _run_graph([batch_id], args, ctrl_c, retrain=args.retrain)
 
 
 def cmd_status(_args) -> int:
@@ -371,12 +391,23 @@ def _parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
 
     listed = {"parents": [shared], "epilog": EXIT_CODES_HELP, "formatter_class": argparse.RawDescriptionHelpFormatter}
-    ingest = sub.add_parser("ingest", help="stage a batch file/folder and run the graph on it", **listed)
+    ingest = sub.add_parser(
+        "ingest",
+        help="stage a batch file/folder and run the graph on it",
+        description="Stage the batch, refresh the corpus and judge drift and decay against the champion, as the "
+        "inbox does; train (and decide) only on drift, decay or no champion yet, unless --retrain. The last "
+        "lines say whether it trained, and why.",
+        **listed,
+    )
     ingest.add_argument("path")
     ingest.add_argument("--format", default="auto", help="auto | sms | csv | tsv | jsonl | email | mbox")
     ingest.add_argument("--text-column", default="text")
     ingest.add_argument("--label-column", default="label")
     ingest.add_argument("--no-run", action="store_true", help="only stage and register the partition")
+    ingest.add_argument(
+        "--retrain", action="store_true",
+        help="train a challenger (and decide) whatever the drift verdict, even on a corpus already trained on",
+    )  # fmt: skip
     ingest.set_defaults(func=cmd_ingest)
 
     status = sub.add_parser("status", parents=[shared], help="champion, challenger, what a server would serve, batches")

@@ -11,6 +11,7 @@ whose DEBUG events and stack traces are for `--verbose`/`--debug`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Sequence
 
@@ -18,7 +19,18 @@ import dagster as dg
 
 from spam_assets.cli_errors import one_line
 from spam_assets.definitions import defs
+from spam_assets.defs.assets.deployment import OUTCOME_KEY
 from spam_assets.defs.assets.ingestion import raw_sample
+from spam_assets.defs.keys import CHAMPION_DECISION, TRAINED_MODEL
+from spam_assets.defs.run_tags import (
+    FORCE_RETRAIN_TAG,
+    NOT_TRAINED_TAG,
+    REFRESH_TRIGGER,
+    RETRAIN_REASON_TAG,
+    TRIGGER_TAG,
+)
+from spam_assets.model.registry import Registry
+from spam_assets.settings import tracking_uri
 
 # Dagster's error class names, as step failures record them.
 CHECKS_FAILED_ERROR = "DagsterAssetCheckFailedError"  # a step failed only because blocking checks did
@@ -35,12 +47,17 @@ def materialize_batches(
     downstream: Sequence[str] = DOWNSTREAM,
     log_level: str | None = None,
     stop: Callable[[], bool] = lambda: False,
+    downstream_tags: dict[str, str] | None = None,
 ) -> list[dg.ExecuteInProcessResult]:
     """One run per batch, then one downstream run if any batch was accepted.
 
     `log_level` sets Dagster's console logger (None: Dagster's default, DEBUG;
     CRITICAL silences it). `stop()` is asked before each run: once it says
     so, no further run starts (the CLI's Ctrl-C between runs).
+    `downstream_tags` go on the downstream run: REFRESH_TAGS make it follow
+    the drift/decay rule as the inbox's refresh run does (`ingest`), FORCED_TAGS
+    make it train (`ingest --retrain`); without tags it trains unless the
+    corpus has its challenger already (tests, benchmarks).
     """
     results = []
     for batch_id in batch_ids:
@@ -65,9 +82,50 @@ def materialize_batches(
                 resources=resources,
                 run_config=_with_console_level(_only(run_config, downstream), log_level),
                 raise_on_error=False,
+                tags=downstream_tags,
             )
         )
     return results
+
+
+# The downstream run of `ingest`: the inbox's refresh run (automation.py), trained only by the rule.
+REFRESH_TAGS = {TRIGGER_TAG: REFRESH_TRIGGER}
+# `ingest --retrain`: trains whatever the verdict, even a corpus that has its challenger.
+FORCED_TAGS = {
+    TRIGGER_TAG: "ingest --retrain",
+    RETRAIN_REASON_TAG: "asked for by spam-platform ingest --retrain",
+    FORCE_RETRAIN_TAG: "true",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingOutcome:
+    trained: bool
+    line: str
+
+
+def training_outcome(result: dg.ExecuteInProcessResult, instance: dg.DagsterInstance) -> TrainingOutcome | None:
+    """Whether a downstream run trained, and why, in one line; None if it stopped before deciding.
+
+    Read from what the run recorded: trained_model's materialisation and the
+    reason tag, or the reason trained_model gave for not training
+    (NOT_TRAINED_TAG); champion_decision's outcome; the champion now.
+    """
+    tags = instance.get_run_by_id(result.run_id).tags
+    materialised = {e.asset_key: e for e in result.get_asset_materialization_events()}
+    if (trained := materialised.get(TRAINED_MODEL)) is not None:
+        meta = trained.materialization.metadata
+        line = f"trained challenger v{meta['model_version'].value}: {meta['retrain_reason'].value}"
+        if (decided := materialised.get(CHAMPION_DECISION)) is not None:
+            outcome = decided.materialization.metadata[OUTCOME_KEY].value
+            now = outcome.get("champion_version_now")
+            line += f"; {'promoted' if outcome['promoted'] else 'not promoted'}, champion " + (f"v{now}" if now else "none")
+        return TrainingOutcome(True, line)
+    if (why := tags.get(NOT_TRAINED_TAG)) is None:
+        return None
+    champion = Registry(tracking_uri()).champion()
+    kept = f"champion v{champion.version} kept" if champion is not None else "no champion yet"
+    return TrainingOutcome(False, f"not trained: {why}: {kept}")
 
 
 def graph_assets() -> list:

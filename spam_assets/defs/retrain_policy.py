@@ -27,15 +27,27 @@ VERDICT_KEY = "verdict"  # drift_statistics' metadata entry holding the verdict 
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-    """The drift verdict as drift_statistics records it (JSON metadata) and everything downstream reads it."""
+    """The drift verdict as drift_statistics records it (JSON metadata) and everything downstream reads it.
+
+    The rule every path follows (the inbox's refresh run, `spam-platform ingest`,
+    the retrain sensor): train on drift or decay, or when there is no champion
+    yet (nothing serves, so nothing is kept by not training). `figures` are the
+    headline statistics of a calm verdict ("champion score PSI 0.03 <= 0.25"),
+    so "not retrained" can say why in numbers.
+    """
 
     drift: bool
     decay: bool
     reasons: list[str]
+    no_champion: bool = False
+    figures: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self, **context) -> dict:
         """The JSON recorded under VERDICT_KEY: the verdict, its trigger, plus whatever context the asset adds."""
-        return {"drift": self.drift, "decay": self.decay, "trigger": self.trigger, "reasons": list(self.reasons), **context}
+        return {
+            "drift": self.drift, "decay": self.decay, "no_champion": self.no_champion, "trigger": self.trigger,
+            "reasons": list(self.reasons), "figures": list(self.figures), **context,
+        }  # fmt: skip
 
     @classmethod
     def of(cls, record: dg.EventLogRecord) -> "Verdict":
@@ -43,18 +55,27 @@ class Verdict:
         if VERDICT_KEY not in meta:  # a materialisation recorded before verdicts were data
             return cls(False, False, [f"no {VERDICT_KEY} recorded in drift_statistics run {record.run_id}"])
         data = meta[VERDICT_KEY].value
-        return cls(bool(data["drift"]), bool(data["decay"]), [str(r) for r in data["reasons"]])
+        return cls(
+            bool(data["drift"]), bool(data["decay"]), [str(r) for r in data["reasons"]],
+            bool(data.get("no_champion")), [str(f) for f in data.get("figures", [])],
+        )  # fmt: skip
 
     @property
     def wants_retrain(self) -> bool:
-        return self.drift or self.decay
+        return self.drift or self.decay or self.no_champion
 
     @property
     def trigger(self) -> str:
-        return " and ".join(k for k, on in (("drift", self.drift), ("decay", self.decay)) if on)
+        on = [k for k, flag in (("drift", self.drift), ("decay", self.decay), ("no champion", self.no_champion)) if flag]
+        return " and ".join(on)
 
     def reason(self) -> str:
         return f"{self.trigger}: {'; '.join(self.reasons) or 'no reasons recorded'}"[:MAX_REASON]
+
+    def calm(self) -> str:
+        """Why this verdict asks for no training, with its numbers where it has them."""
+        details = "; ".join(self.figures or self.reasons)
+        return f"no drift or decay ({details})" if details else "no drift or decay"
 
 
 def assets_of(instance: dg.DagsterInstance, run: dg.DagsterRun) -> frozenset[dg.AssetKey]:
@@ -130,7 +151,7 @@ def verdict_of_run(instance: dg.DagsterInstance, run_id: str) -> tuple[Verdict |
         return None, "this run recorded no drift verdict"
     verdict = Verdict.of(record)
     if not verdict.wants_retrain:
-        return None, "the drift verdict says no drift or decay"
+        return None, verdict.calm()
     if (repeat := already_trained(instance)) is not None:
         return None, f"{verdict.trigger} seen, but {repeat}"
     return verdict, verdict.reason()

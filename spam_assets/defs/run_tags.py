@@ -11,3 +11,5 @@ INBOX_FILE_TAG = "spam/inbox_file"
 FORCE_RETRAIN_TAG = "spam/force_retrain"
 # Set by trained_model when it starts training: which corpus a run that died was training on.
 CORPUS_VERSION_TAG = "spam/corpus_version"
+# Set by trained_model when it decides not to train, with why: what `ingest` says, and the UI shows.
+NOT_TRAINED_TAG = "spam/not_trained"

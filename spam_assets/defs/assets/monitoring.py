@@ -52,8 +52,8 @@ def drift_statistics(
     reg = registry.registry()
     champion = reg.champion()
     corpora, batches = store.corpus(), store.batches()
-    if champion is None:
-        return _no_verdict(store, "no champion yet: nothing to compare against")
+    if champion is None:  # not drift, but the rule trains then: nothing serves, so nothing is kept
+        return _no_verdict(store, "no champion yet: nothing to compare against", no_champion=True)
     reference_version = champion.tags.get(TAG_CORPUS_VERSION)
     if not reference_version or not corpora.path(reference_version).exists():
         return _no_verdict(store, f"champion v{champion.version}'s training corpus {reference_version!r} is not in this store")
@@ -83,7 +83,9 @@ def drift_statistics(
     return _result(store, report, champion.version, reference_version, new_ids)
 
 
-def _result(store, report: DriftReport, champion_version, reference_version, new_ids) -> dg.MaterializeResult:
+def _result(
+    store, report: DriftReport, champion_version, reference_version, new_ids, no_champion: bool = False
+) -> dg.MaterializeResult:
     summary = {
         **report.to_dict(),
         "champion_version": champion_version,
@@ -95,7 +97,7 @@ def _result(store, report: DriftReport, champion_version, reference_version, new
     write_json_atomic(path, summary)
     write_json_atomic(store.paths.drift / f"{summary['computed_at'].replace(':', '')}.json", summary)
     frame = report.to_frame()
-    verdict = Verdict(report.drift, report.decay, list(report.reasons)).to_json(
+    verdict = Verdict(report.drift, report.decay, list(report.reasons), no_champion, headline_figures(report)).to_json(
         warnings=list(report.warnings),
         champion_version=None if champion_version is None else str(champion_version),
         reference_corpus=reference_version,
@@ -122,5 +124,28 @@ def _result(store, report: DriftReport, champion_version, reference_version, new
     )
 
 
-def _no_verdict(store: PlatformStore, reason: str) -> dg.MaterializeResult:
-    return _result(store, DriftReport(drift=False, decay=False, reasons=[reason], rows=[], n_reference=0, n_current=0), None, None, [])
+def _no_verdict(store: PlatformStore, reason: str, no_champion: bool = False) -> dg.MaterializeResult:
+    report = DriftReport(drift=False, decay=False, reasons=[reason], rows=[], n_reference=0, n_current=0)
+    return _result(store, report, None, None, [], no_champion)
+
+
+# The statistics a person asks about first when told "not retrained": how the champion's own
+# scores moved, how it did on the new labels, and whether new traffic looks new at all.
+HEADLINE = {
+    ("score_psi", "champion"): ("champion score PSI", "≤"),
+    ("realised_f1", "spam"): ("realised spam F1", "≥"),
+    ("domain_auc", "tfidf_logreg"): ("domain AUC", "≤"),
+}
+
+
+def headline_figures(report: DriftReport) -> list[str]:
+    """The headline statistics that stayed within their thresholds, e.g. "champion score PSI 0.03 ≤ 0.25"."""
+    figures = []
+    for row in report.rows:
+        label, within = HEADLINE.get((row["statistic"], row["feature"]), (None, None))
+        value, threshold = row["value"], row["threshold"]
+        if label is None or threshold is None or row["flagged"]:
+            continue
+        if (value <= threshold) if within == "≤" else (value >= threshold):  # False for NaN: not a figure to quote
+            figures.append(f"{label} {value:.2f} {within} {threshold:g}")
+    return figures

@@ -9,11 +9,12 @@ from spam_assets.challenger import log_challenger
 from spam_assets.decision import gate_failures
 from spam_assets.defs.resources import LazyMlflowRun, ModelRegistry, PlatformStore, PromotionPolicy
 from spam_assets.defs.keys import CLEANED_CORPUS, DRIFT_STATISTICS, TRAINED_MODEL
-from spam_assets.defs.retrain_policy import challenger_for, rides_with, verdict_of_run
+from spam_assets.defs.retrain_policy import MAX_REASON, challenger_for, rides_with, verdict_of_run
 from spam_assets.defs.upstream import Handover, handed_over
 from spam_assets.defs.run_tags import (
     CORPUS_VERSION_TAG,
     FORCE_RETRAIN_TAG,
+    NOT_TRAINED_TAG,
     REFRESH_TRIGGER,
     RETRAIN_REASON_TAG,
     TRIGGER_TAG,
@@ -87,7 +88,7 @@ def trained_model(
     if context.run.tags.get(TRIGGER_TAG) == REFRESH_TRIGGER:
         verdict, reason = verdict_of_run(context.instance, context.run.run_id)
         if verdict is None:
-            context.log.info(f"not retraining: {reason}")
+            _not_training(context, reason)
             return
         # The reason on the run, as on runs the retrain triggers launch.
         context.instance.add_run_tags(context.run.run_id, {TRIGGER_TAG: verdict.trigger, RETRAIN_REASON_TAG: reason})
@@ -99,14 +100,21 @@ def trained_model(
     # `ingest` commands at once, the UI): this step waited for the training pool, and the
     # run that held it may have trained this very corpus. Same data, same seed, same model.
     if (existing := challenger_for(context.instance, version)) and context.run.tags.get(FORCE_RETRAIN_TAG) != "true":
-        context.log.info(
-            f"not retraining: challenger v{existing} was already trained on corpus {version} "
-            f"(tag the run {FORCE_RETRAIN_TAG}=true to train it again)"
+        _not_training(
+            context,
+            f"challenger v{existing} was already trained on corpus {version}",
+            f" (tag the run {FORCE_RETRAIN_TAG}=true to train it again)",
         )
         return
     # Which corpus this run trains: if its process dies, the retry sensor reads it here.
     context.instance.add_run_tags(context.run.run_id, {CORPUS_VERSION_TAG: version})
     yield _train(context, config, store, registry, promotion, mlflow_run, reason, upstream, version)
+
+
+def _not_training(context: dg.AssetExecutionContext, reason: str, hint: str = "") -> None:
+    """Say why not, in the log and on the run (NOT_TRAINED_TAG), where `ingest` and the UI read it."""
+    context.log.info(f"not retraining: {reason}{hint}")
+    context.instance.add_run_tags(context.run.run_id, {NOT_TRAINED_TAG: reason[:MAX_REASON]})
 
 
 def _train(
