@@ -26,7 +26,7 @@ from pathlib import Path
 
 from spam_assets import services
 from spam_assets.cli_errors import EXIT_CODES_HELP, ExitCode, UserError, run_command
-from spam_assets.instance import prepare_home
+from spam_assets.instance import first_use_lock, prepare_home
 from spam_assets.settings import paths, quiet_telemetry, tracking_uri
 from spam_assets.supervisor import ChildSpec, Outcome, StopRequested, Supervisor, describe_status
 
@@ -40,6 +40,17 @@ def _instance():
     import dagster as dg
 
     return dg.DagsterInstance.get()
+
+
+def _open_stores() -> None:
+    """Create the home's Dagster and MLflow stores if new, one command at a time (instance.first_use_lock)."""
+    from mlflow import MlflowClient
+
+    with first_use_lock(paths().home):
+        _instance().dispose()
+        uri = tracking_uri()
+        if uri.startswith("sqlite:"):  # a tracking server migrates its own database
+            MlflowClient(uri).search_experiments(max_results=1)
 
 
 # --- what the terminal shows --------------------------------------------------------------------
@@ -175,6 +186,7 @@ def cmd_ingest(args) -> int:
     spec = _source_spec(args)
     source = _readable_source(args.path)
     prepare_home()
+    _open_stores()
     try:
         require_registry(tracking_uri())  # before staging: an unjudged batch in the corpus helps nobody
         require_disk_space(source, tracking_uri())  # nor one that fills the disk halfway through
@@ -280,6 +292,7 @@ def _materialise(args) -> int:
     from spam_assets.sources import default_sms_path
 
     prepare_home()
+    _open_stores()
     p = paths()
     print(f"platform home: {p.home}  (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     source = _readable_source(args.source) if args.source else default_sms_path()  # SourceUnavailable: exit 2

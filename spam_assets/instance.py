@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from spam_assets.settings import HOME_ENV, TRACKING_URI_ENV, paths
@@ -93,3 +96,18 @@ def prepare_home(home: str | Path | None = None) -> Path:
     os.environ[HOME_ENV] = str(p.home)
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     return dagster_home
+
+
+@contextlib.contextmanager
+def first_use_lock(home: Path) -> Iterator[None]:
+    """Held while a command opens the home's SQLite stores: one process at a time creates them.
+
+    Opening a fresh store creates its tables and runs its migrations; two
+    `spam-platform ingest` started together on a new home did that at once
+    and MLflow's migrations collided ("duplicate column name: step",
+    "alembic_version has more than one head"). Released at once after.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".first-use.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
