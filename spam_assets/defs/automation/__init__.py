@@ -3,7 +3,7 @@
     inbox file / feed tick -> raw_sample partition            (inbox.py, feed.py)
     new raw_sample         -> cleaned_corpus, drift_statistics (automation.py: eager)
                               + trained_model, champion_decision in the same run,
-                                trained only if that verdict says drift or decay
+                                trained only on drift, decay or no champion yet
     verdict held back, timer -> trained_model, champion_decision (retrain.py)
     decision / failure     -> webhook                          (notifications.py)
 

@@ -5,8 +5,9 @@ their decorators). Eager waits while any raw_sample partition is missing or
 in progress, which with one partition per batch means "until the batch in
 flight is judged", and then requests both. trained_model and
 champion_decision ride along in that same run (retrain_policy.rides_with);
-trained_model trains there only when the run's own verdict says drift or
-decay, so a drifting batch is retrained on without a second run to start.
+trained_model trains there only when the run's own verdict says drift,
+decay or no champion yet, so a drifting batch is retrained on without a second
+run to start.
 Dagster's own default automation sensor is stopped by default, so this one,
 on by default, evaluates them.
 """
@@ -25,6 +26,6 @@ refresh_on_new_batch = dg.AutomationConditionSensorDefinition(
     run_tags={TRIGGER_TAG: REFRESH_TRIGGER},
     description=(
         "Refreshes the corpus and the drift verdict after each new raw_sample partition; in the same run, "
-        "trains and decides when that verdict says drift or decay."
+        "trains and decides when that verdict says drift or decay, or when there is no champion yet."
     ),
 )
