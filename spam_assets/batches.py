@@ -221,8 +221,9 @@ class BatchStore:
 
     def write_parsed(self, batch_id: str, table: pd.DataFrame) -> Path:
         path = self.folder(batch_id) / "parsed.parquet"
-        table.to_parquet(path.with_suffix(".tmp"), index=False)
-        os.replace(path.with_suffix(".tmp"), path)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two commands parsing the same batch: one temp file each
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
         return path
 
     def read_parsed(self, batch_id: str) -> pd.DataFrame:

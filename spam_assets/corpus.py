@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from spam_assets.batches import write_json_atomic
+from spam_assets.batches import write_json_atomic, write_text_atomic
 from spam_assets.model.text import normalise
 
 CLEANING_VERSION = "1"  # bump when the rules above change: it feeds the data version
@@ -108,12 +108,12 @@ class CorpusStore:
         """Store a snapshot and its manifest (batch ids, stats), then point CURRENT at it."""
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.path(version)
-        tmp = path.with_suffix(".tmp")
+        # One temp file per process: two commands at once may write the same version.
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         corpus.to_parquet(tmp, index=False)
         os.replace(tmp, path)
         write_json_atomic(path.with_suffix(".json"), manifest)
-        (self.root / "CURRENT.tmp").write_text(version)
-        os.replace(self.root / "CURRENT.tmp", self.root / "CURRENT")
+        write_text_atomic(self.root / "CURRENT", version)
         return path
 
     def current_version(self) -> str | None:

@@ -72,7 +72,7 @@ def write_instance_config(dagster_home: Path) -> bool:
     config = dagster_home / "dagster.yaml"
     if config.exists() and config.read_text() not in PREVIOUS_DAGSTER_YAMLS:
         return False  # current, or someone's own: never replaced
-    temporary = config.with_name(".dagster.yaml.tmp")
+    temporary = config.with_name(f".dagster.yaml.{os.getpid()}.tmp")  # two commands on a new home: one each
     temporary.write_text(DAGSTER_YAML)
     temporary.replace(config)  # a crash mid-write leaves the old file, not half a new one
     return True
