@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import psutil
 import pytest
 
@@ -55,21 +56,13 @@ def _kill_and_check(parent: subprocess.Popen, descendants: list[psutil.Process])
 
 
 def _workers(parent: psutil.Process, count: int, timeout: float) -> list[psutil.Process]:
-    """The parent's descendants once `count` spawned pool workers are among them."""
+    """The parent's descendants once there are at least `count` (whatever pool made them)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = parent.children(recursive=True)
-        if sum("spawn_main" in " ".join(_cmdline(p)) for p in found) >= count:
+        if len(found := parent.children(recursive=True)) >= count:
             return found
         time.sleep(0.2)
-    pytest.fail(f"no {count} pool workers under pid {parent.pid} within {timeout:.0f} s")
-
-
-def _cmdline(p: psutil.Process) -> list[str]:
-    try:
-        return p.cmdline()
-    except psutil.Error:
-        return []
+    pytest.fail(f"no {count} worker processes under pid {parent.pid} within {timeout:.0f} s")
 
 
 def test_a_finished_pool_leaves_no_worker():
@@ -88,15 +81,26 @@ def test_workers_die_with_a_parent_killed_mid_task():
     script = "from spam_assets.workers import process_pool\nimport time\nwith process_pool(2) as pool: list(pool.map(time.sleep, [300, 300]))\n"
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
     try:
-        descendants = _workers(psutil.Process(parent.pid), 2, timeout=120)
+        _workers(psutil.Process(parent.pid), 2, timeout=120)
+        time.sleep(2)  # every worker started
+        descendants = psutil.Process(parent.pid).children(recursive=True)
     except BaseException:
         parent.kill()
         raise
     _kill_and_check(parent, descendants)
 
 
+def _training_started(instance: dg.DagsterInstance) -> bool:
+    """trained_model has logged that it trains (cross-validation starts right after)."""
+    return any(
+        "retraining:" in (entry.user_message or "")
+        for run in instance.get_runs(limit=5)
+        for entry in instance.all_logs(run.run_id)
+    )
+
+
 @pytest.mark.slow
-def test_training_workers_die_with_a_run_worker_killed_mid_training(tmp_path):
+def test_training_workers_die_with_a_run_worker_killed_mid_training(tmp_path, monkeypatch):
     """kill -9 of the process executing a training run (`ingest` runs the graph in-process, as a
     run worker does under the daemon) while its cross-validation workers are busy."""
     write_sms_file(sms_messages(6000, seed=1, spam_share=0.3), tmp_path / "big.txt")  # seconds of CV per fold
@@ -104,11 +108,24 @@ def test_training_workers_die_with_a_run_worker_killed_mid_training(tmp_path):
     env["SPAM_HOME"] = str(tmp_path / "home")
     parent = subprocess.Popen([str(BIN), "ingest", "big.txt"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL)
     try:
-        descendants = _workers(psutil.Process(parent.pid), 2, timeout=600)
-        time.sleep(1)  # the workers are fitting folds now
+        config = tmp_path / "home" / "dagster" / "dagster.yaml"
+        _wait(lambda: config.exists(), "the home's instance config", 300)
+        monkeypatch.setenv("DAGSTER_HOME", str(config.parent))
+        with dg.DagsterInstance.get() as instance:
+            _wait(lambda: _training_started(instance), "trained_model to start training", 600)
+        _workers(psutil.Process(parent.pid), 2, timeout=120)
+        time.sleep(2)  # every worker started and fitting a fold
         descendants = psutil.Process(parent.pid).children(recursive=True)
         assert parent.poll() is None, "the run ended before the kill: make the batch bigger"
     except BaseException:
         parent.kill()
         raise
     _kill_and_check(parent, descendants)
+
+
+def _wait(condition, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout:.0f} s for {what}")
+        time.sleep(0.5)
