@@ -36,6 +36,10 @@ from spam_assets.settings import tracking_uri
 CHECKS_FAILED_ERROR = "DagsterAssetCheckFailedError"  # a step failed only because blocking checks did
 INTERRUPTED_ERROR = "DagsterExecutionInterruptedError"  # Ctrl-C during a step
 
+# Dagster's own notices when trained_model decides not to train (its check, then champion_decision,
+# are skipped): trained_model's "not retraining: ..." line says why, and these add nothing to it.
+SKIP_NOTICES = ("Skipping step ", "op 'trained_model' did not yield or return expected outputs")
+
 DOWNSTREAM = ["cleaned_corpus", "drift_statistics", "trained_model", "champion_decision"]
 
 
@@ -115,7 +119,8 @@ def training_outcome(result: dg.ExecuteInProcessResult, instance: dg.DagsterInst
     materialised = {e.asset_key: e for e in result.get_asset_materialization_events()}
     if (trained := materialised.get(TRAINED_MODEL)) is not None:
         meta = trained.materialization.metadata
-        line = f"trained challenger v{meta['model_version'].value}: {meta['retrain_reason'].value}"
+        # The full reason is trained_model's "retraining:" line above; this one says what came of it.
+        line = f"trained challenger v{meta['model_version'].value}: {one_line(meta['retrain_reason'].value, 160)}"
         if (decided := materialised.get(CHAMPION_DECISION)) is not None:
             outcome = decided.materialization.metadata[OUTCOME_KEY].value
             now = outcome.get("champion_version_now")
@@ -171,7 +176,7 @@ def summarize(result: dg.ExecuteInProcessResult, instance: dg.DagsterInstance) -
     for entry in instance.all_logs(result.run_id):
         event = entry.dagster_event
         if event is None:
-            if entry.level >= logging.INFO:
+            if entry.level >= logging.INFO and not (entry.user_message or "").startswith(SKIP_NOTICES):
                 yield _log_line(entry)
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             check = event.asset_check_evaluation_data
