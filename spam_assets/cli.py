@@ -181,19 +181,13 @@ def _readable_source(raw: str) -> Path:
 
 
 def cmd_ingest(args) -> int:
-    from spam_assets.intake import PreconditionFailed, register, require_disk_space, require_registry, stage
+    from spam_assets.intake import register, stage
 
     spec = _source_spec(args)
     source = _readable_source(args.path)
     prepare_home()
     _open_stores()
-    try:
-        require_registry(tracking_uri())  # before staging: an unjudged batch in the corpus helps nobody
-        require_disk_space(source, tracking_uri())  # nor one that fills the disk halfway through
-    except PreconditionFailed as error:
-        raise UserError(str(error), ExitCode.UNAVAILABLE) from error
-    except ValueError as error:  # a malformed SPAM_MIN_FREE_BYTES
-        raise UserError(str(error)) from error
+    _require_preconditions(source)
     from spam_assets.defs.resources import PlatformStore
 
     batch_id = stage(source, PlatformStore().batches(), spec)
@@ -201,6 +195,19 @@ def cmd_ingest(args) -> int:
         register(_instance(), batch_id)
         print(f"batch {batch_id} staged from {args.path}")
         return ExitCode.OK if args.no_run else _run_graph([batch_id], args, ctrl_c, retrain=args.retrain)
+
+
+def _require_preconditions(source: Path) -> None:
+    """Before staging: a reachable registry and room on the disk for the batch and a model (exit 5 if not)."""
+    from spam_assets.intake import PreconditionFailed, require_disk_space, require_registry
+
+    try:
+        require_registry(tracking_uri())  # an unjudged batch in the corpus helps nobody
+        require_disk_space(source, tracking_uri())  # nor one that fills the disk halfway through
+    except PreconditionFailed as error:
+        raise UserError(str(error), ExitCode.UNAVAILABLE) from error
+    except ValueError as error:  # a malformed SPAM_MIN_FREE_BYTES
+        raise UserError(str(error)) from error
 
 
 def cmd_status(_args) -> int:
@@ -296,10 +303,13 @@ def _materialise(args) -> int:
     p = paths()
     print(f"platform home: {p.home}  (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     source = _readable_source(args.source) if args.source else default_sms_path()  # SourceUnavailable: exit 2
+    run_graph = args.rerun or Registry(tracking_uri()).champion() is None
+    if run_graph:  # a restart with a champion stages nothing new (same content, same batch)
+        _require_preconditions(source)
     batch_id = stage(source, PlatformStore().batches())
     with _CtrlC() as ctrl_c:
         register(_instance(), batch_id)
-        if Registry(tracking_uri()).champion() is None or args.rerun:
+        if run_graph:
             print(f"materialising the asset graph on batch {batch_id} ({source}) ...")
             _run_graph([batch_id], args, ctrl_c)
     return cmd_status(args)

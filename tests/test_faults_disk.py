@@ -131,6 +131,21 @@ def test_ingest_refuses_before_staging_when_the_disk_has_too_little_room(tmp_pat
     assert "staged from" in accepted.stdout
 
 
+def test_up_refuses_its_first_batch_before_staging_when_the_disk_has_too_little_room(tmp_path):
+    home, source = tmp_path / "home", write_sms_file(sms_messages(60, seed=3), tmp_path / "batch.txt")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SPAM_", "MLFLOW_", "DAGSTER_"))}
+    clean.update(SPAM_HOME=str(home), **{MIN_FREE_ENV: BEYOND_ANY_DISK})
+    refused = subprocess.run(
+        [str(BIN / "spam-platform"), "up", "--no-ui", "--source", str(source)],
+        env=clean, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert refused.returncode == 5, refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith(f"spam-platform up: not enough free disk space under {home.resolve()}: "), line
+    batches = home / "batches"
+    assert not batches.exists() or not any(batches.iterdir())
+
+
 def test_a_malformed_floor_is_a_usage_error_naming_the_variable(tmp_path):
     source = write_sms_file(sms_messages(60, seed=3), tmp_path / "batch.txt")
     out = _ingest(tmp_path / "home", source, **{MIN_FREE_ENV: "lots"})
