@@ -34,6 +34,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import grpc  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -290,3 +291,11 @@ def run_python(code: str, *args: str, env: dict | None = None, timeout: float = 
         cwd=PROJECT_ROOT,
         env={**os.environ, **(env or {})},
     )
+
+
+def random_words(rng: np.random.Generator, nbytes: int) -> str:
+    """About `nbytes` of random words: none of them seen by the server before."""
+    letters = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789", dtype=np.uint8)
+    chars = letters[rng.integers(0, len(letters), nbytes)]
+    chars[np.arange(5, nbytes, 7)] = ord(" ")
+    return chars.tobytes().decode()

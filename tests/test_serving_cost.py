@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from serving_fixtures import channel, model_store, served  # noqa: F401 - fixtures
+from serving_fixtures import channel, model_store, random_words, served  # noqa: F401 - fixtures
 
 from serving.classify import HeavyLane
 from serving.generated.inference import grpc_predict_v2_pb2 as oip_pb
@@ -19,14 +19,6 @@ from serving.oip import encode_raw_bytes
 
 HAM = "are we still on for lunch tomorrow? see you at home"
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
-
-
-def random_words(rng: np.random.Generator, nbytes: int) -> str:
-    """About `nbytes` of random words: none of them seen by the server before."""
-    letters = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789", dtype=np.uint8)
-    chars = letters[rng.integers(0, len(letters), nbytes)]
-    chars[np.arange(5, nbytes, 7)] = ord(" ")
-    return chars.tobytes().decode()
 
 
 def maximal_request(rng, budget: int, text_bytes: int) -> pb.ClassifyStreamRequest:

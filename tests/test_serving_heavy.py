@@ -17,7 +17,7 @@ import numpy as np
 import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from serving_fixtures import PROJECT_ROOT, PYTHON, model_store, running_server, wait_until  # noqa: F401 - fixtures
+from serving_fixtures import PROJECT_ROOT, PYTHON, model_store, random_words, running_server, wait_until  # noqa: F401 - fixtures
 
 from serving.generated.inference import grpc_predict_v2_pb2 as oip_pb
 from serving.generated.inference import grpc_predict_v2_pb2_grpc as oip_grpc
@@ -28,13 +28,6 @@ from serving.oip import encode_raw_bytes
 
 HAM = "are we still on for lunch tomorrow? see you at home"
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
-
-
-def random_words(rng: np.random.Generator, nbytes: int) -> str:
-    letters = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789", dtype=np.uint8)
-    chars = letters[rng.integers(0, len(letters), nbytes)]
-    chars[np.arange(5, nbytes, 7)] = ord(" ")
-    return chars.tobytes().decode()
 
 
 def heavy_texts(seed: int, count: int = 3, nbytes: int = 40 * 1024) -> list[str]:
