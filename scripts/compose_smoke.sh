@@ -14,7 +14,8 @@
 # 5. classifies two messages through the published gRPC port and checks the
 #    model version reported is the registry's champion
 # 6. makes the classifier exit from inside its container and checks the restart
-#    policy brings the same container back to SERVING
+#    policy brings the same container back to SERVING, and that the verdicts of
+#    step 5 are in the prediction log on the shared volume, read from dagster-code
 # 7. drops a batch into the inbox on the host and waits for the inbox sensor's
 #    run to succeed (SMOKE_INBOX=0 skips this)
 # 8. drops another batch and, while a run is in progress, stops dagster-code
@@ -255,6 +256,19 @@ RESTART_S=$(( $(now) - t ))
 [ "$(cid serving)" = "$SERVING_ID" ] || fail "serving came back as a different container"
 echo "  restarted by its policy (restarts: $(docker inspect --format '{{.RestartCount}}' "$SERVING_ID")), SERVING again in ${RESTART_S}s"
 check_verdicts
+# The stop published the log segment holding the first two verdicts; the graph's side of the
+# shared platform-home volume reads it.
+logged=$(docker exec "$(cid dagster-code)" python -c '
+import sys
+from serving.prediction_log import read_predictions
+frame = read_predictions("/var/lib/spam/predictions")
+frame = frame[frame["model_version"] == sys.argv[1]]
+print(len(frame), " ".join(sorted(set(frame["label"]))))
+' "$CHAMPION" 2>&1 | tail -n 1) || fail "could not read the prediction log from dagster-code: $logged"
+case "$logged" in
+  [2-9]*" ham spam"|[1-9][0-9]*" ham spam") echo "  prediction log, read from dagster-code: $logged (verdicts, labels)";;
+  *) fail "the prediction log on the shared volume lacks the verdicts given: $logged";;
+esac
 
 # --- 7. the inbox drives the loop -------------------------------------------------
 INBOX_S="skipped"
