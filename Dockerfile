@@ -62,11 +62,15 @@ RUN groupadd --gid 10001 spam \
     && chown spam:spam /var/lib/spam /var/lib/spam/inbox /var/lib/dagster /mlartifacts
 
 # Dependencies from the build stage's wheels, without copying the wheels into a
-# layer; cached for as long as pyproject.toml is unchanged. pip compiles the
+# layer; cached for as long as the requirement list is unchanged. The list is
+# copied first because buildah (podman's builder) leaves a bind mount's content
+# out of the cache key: without this layer, an image built after a new
+# dependency reused the old dependency layer and lacked it. pip compiles the
 # bytecode here, since the non-root user cannot write it later. The test suites
 # of the scientific stack (~100 MB, never imported at run time) are dropped.
+COPY --from=build /requirements.txt /tmp/requirements.txt
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links /wheels -r /wheels/requirements.txt \
+    pip install --no-index --find-links /wheels -r /tmp/requirements.txt \
     && pip check \
     && cd "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
     && find numpy scipy pandas pyarrow sklearn matplotlib -depth -type d -name tests -exec rm -rf {} +
