@@ -16,12 +16,17 @@ is either too sensitive or too blind:
 * a domain classifier: if TF-IDF + logistic regression can tell reference
   from current, something moved, even if no hand-made statistic names it.
 
-Multiple testing: every p-value (KS per descriptor, label prior, domain
-classifier, chi-square per top term) forms one family and is corrected with
-Holm's step-down method, which controls the family-wise error rate: under no
-drift, the chance that *any* corrected p falls below alpha is at most alpha.
-A verdict that pages someone wants that guarantee rather than BH's
-false-discovery rate.
+A stated false-alarm rate: `alpha` (default 0.05) bounds the chance that a
+batch drawn from the reference's own distribution is called drift or decay,
+at any batch size. It is split evenly (Bonferroni) over the parts of the
+verdict: (1) every p-value (KS per descriptor, label prior, domain
+classifier, chi-square per top term) as one family, corrected with Holm's
+step-down method, which controls the family-wise error rate (a verdict that
+pages someone wants that guarantee rather than BH's false-discovery rate);
+(2) the OOV rate, (3) the champion's score PSI and (4) its realised F1, each
+judged against its own sampling noise at the batch's size (drift_noise.py).
+The fixed thresholds (PSI 0.25, OOV 0.2, F1 floor 0.85) stay as "large
+enough to matter": a statistic alarms only when it is past both.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from spam_assets import drift_noise
 from spam_assets.settings import POSITIVE_LABEL
 from spam_assets.model.text import URL_RE, tokens
 
@@ -50,7 +56,7 @@ ROW_KEYS = ("statistic", "feature", "value", "reference", "p_value", "p_correcte
 class DriftThresholds:
     psi_moderate: float = 0.1  # above: a warning, not a verdict
     psi_significant: float = 0.25
-    alpha: float = 0.05  # for Holm-corrected p-values
+    alpha: float = 0.05  # false alarms per same-distribution batch, split over the verdict's parts (Bonferroni)
     domain_auc: float = 0.55
     oov_rate: float = 0.2  # measured: SMS vs SMS split ~0.08; e-mail vs SMS 0.26-0.36 (by parsing)
     term_share: float = 0.2  # share of top terms that must shift before it counts
@@ -58,6 +64,7 @@ class DriftThresholds:
     min_rows: int = 30
     max_domain_rows: int = 3000  # per side, keeps the domain classifier to seconds
     seed: int = 0
+    resamples: int = drift_noise.RESAMPLES  # per size bucket, for the noise thresholds
 
 
 @dataclass
@@ -306,26 +313,31 @@ def compute_drift(
 ) -> DriftReport:
     """Compare `current` (columns text, label) with `reference` and give one verdict.
 
-    drift is True when any of these holds (t = thresholds; every p is Holm-corrected
+    drift is True when any of these holds (t = thresholds; a = t.alpha split evenly
+    over the verdict's parts, 2 without score_fn, 4 with; every p is Holm-corrected
     over one family: KS per descriptor, label prior, domain classifier, top terms):
 
-    * a descriptor has PSI > t.psi_significant AND its KS p < t.alpha
+    * a descriptor has PSI > t.psi_significant AND its KS p < a
       (KS alone flags trivial shifts on large batches; PSI alone flags noise on small ones);
-    * domain classifier AUC > t.domain_auc AND its Mann-Whitney p < t.alpha
+    * domain classifier AUC > t.domain_auc AND its Mann-Whitney p < a
       (the AUC of a 50-row batch reaches 0.55-0.60 by chance alone);
-    * OOV rate > t.oov_rate;
-    * share of top terms with p < t.alpha exceeds t.term_share (one shifted word is news, not drift);
-    * label prior p < t.alpha;
-    * champion score PSI > t.psi_significant (needs score_fn);
-    * champion spam F1 on current < t.f1_floor (needs score_fn; this alone also sets decay).
+    * OOV rate > t.oov_rate and > its (1 - a) null quantile at this size;
+    * share of top terms with p < a exceeds t.term_share (one shifted word is news, not drift);
+    * label prior p < a;
+    * champion score PSI > t.psi_significant and > its (1 - a) null quantile at this
+      size, from the reference scores (needs score_fn);
+    * the upper end of the one-sided (1 - a) bootstrap interval of the champion's
+      spam F1 on current < t.f1_floor (needs score_fn; this alone also sets decay).
 
     decay is True only for the last one: the platform retrains on drift or decay.
     A current (or reference) batch with fewer than t.min_rows rows is not
     judged: drift=False with the reason "too few rows to judge".
 
     score_fn maps texts to P(spam); reference_scores are the champion's scores
-    on the reference (computed with score_fn when omitted); reference_f1 is the
-    champion's F1 on its own evaluation set, shown beside the realised F1.
+    on rows it was not trained on, e.g. its holdout (computed with score_fn on
+    the reference when omitted); reference_f1 is the champion's F1 on its own
+    evaluation set, shown beside the realised F1. The thresholds used, and the
+    share of alpha each part got, are in report.thresholds.
     """
     t = thresholds
     ref = _clean(reference, "reference")
@@ -335,6 +347,10 @@ def compute_drift(
         reason = f"too few rows to judge: {len(cur)} current, {len(ref)} reference (minimum {t.min_rows})"
         return DriftReport(drift=False, decay=False, reasons=[reason], rows=[], **base)
 
+    parts = ["tests", "oov_rate"] + (["score_psi", "realised_f1"] if score_fn is not None else [])
+    a = t.alpha / len(parts)  # Bonferroni: P(any part alarms on a same-distribution batch) <= t.alpha
+    used: dict = {"alpha": t.alpha, "alpha_per_part": a, "parts": parts, "n": len(cur), "size_bucket": drift_noise.size_bucket(len(cur))}
+    base["thresholds"] = {**base["thresholds"], "at_size": used}
     rows: list[dict] = []
     reasons: list[str] = []
     notes: list[str] = []  # becomes DriftReport.warnings
@@ -347,11 +363,11 @@ def compute_drift(
         with warnings.catch_warnings():  # scipy falls back to the asymptotic p itself; no news
             warnings.filterwarnings("ignore", "ks_2samp: Exact calculation unsuccessful")
             ks = stats.ks_2samp(ref_desc[name], cur_desc[name])
-        ks_rows.append(_row("ks", name, ks.statistic, p_value=ks.pvalue, threshold=t.alpha))
+        ks_rows.append(_row("ks", name, ks.statistic, p_value=ks.pvalue, threshold=a))
         psi_rows.append(_row("psi", name, psi(ref_desc[name], cur_desc[name]), threshold=t.psi_significant))
 
     ref_share, cur_share, label_p = label_prior_test(ref["label"], cur["label"])
-    label_row = _row("label_prior", "spam_share", cur_share, reference=ref_share, p_value=label_p, threshold=t.alpha)
+    label_row = _row("label_prior", "spam_share", cur_share, reference=ref_share, p_value=label_p, threshold=a)
 
     ref_tokens = [tokens(x) for x in ref_texts]
     cur_tokens = [tokens(x) for x in cur_texts]
@@ -364,10 +380,10 @@ def compute_drift(
     corrected = holm([r["p_value"] for r in tested] + [x["p_value"] for x in terms])
     for r, pc in zip(tested, corrected):
         r["p_corrected"] = float(pc)
-        r["flagged"] = bool(pc < t.alpha)
+        r["flagged"] = bool(pc < a)
     for x, pc in zip(terms, corrected[len(tested) :]):
         x["p_corrected"] = float(pc)
-        x["significant"] = bool(pc < t.alpha)
+        x["significant"] = bool(pc < a)
     terms.sort(key=lambda x: (x["p_corrected"], x["term"]))
 
     # Descriptors: PSI says how much, KS says it is not noise; both are needed.
@@ -381,9 +397,12 @@ def compute_drift(
         rows += [ks_row, psi_row]
 
     oov = oov_rate(ref_tokens, cur_tokens)
-    rows.append(_row("oov_rate", "tokens", oov, threshold=t.oov_rate, flagged=oov > t.oov_rate))
-    if oov > t.oov_rate:
-        reasons.append(f"OOV rate {oov:.3f} > {t.oov_rate}: {oov:.0%} of current tokens are unseen in the reference")
+    noise = drift_noise.oov_threshold(ref_tokens, len(cur), a, t.seed, t.resamples)
+    limit, limit_text = _limit(t.oov_rate, noise, a, len(cur), digits=3)
+    used.update(oov_rate=limit, oov_rate_noise=noise)
+    rows.append(_row("oov_rate", "tokens", oov, threshold=limit, flagged=oov > limit))
+    if oov > limit:
+        reasons.append(f"OOV rate {oov:.3f} > {limit_text}: {oov:.0%} of current tokens are unseen in the reference")
 
     if terms:
         n_sig = sum(x["significant"] for x in terms)
@@ -423,21 +442,30 @@ def compute_drift(
         if reference_scores is None:
             reference_scores = score_fn(ref_texts)
         score_psi = psi(reference_scores, cur_scores)
-        flagged = score_psi > t.psi_significant
-        rows.append(_row("score_psi", "champion", score_psi, threshold=t.psi_significant, flagged=flagged))
+        noise = drift_noise.score_psi_threshold(reference_scores, len(cur), a, t.seed, t.resamples)
+        limit, limit_text = _limit(t.psi_significant, noise, a, len(cur))
+        used.update(score_psi=limit, score_psi_noise=noise)
+        flagged = score_psi > limit
+        rows.append(_row("score_psi", "champion", score_psi, threshold=limit, flagged=flagged))
         if flagged:
-            reasons.append(f"champion score PSI {score_psi:.2f} > {t.psi_significant}")
+            reasons.append(f"champion score PSI {score_psi:.2f} > {limit_text}")
         elif score_psi > t.psi_moderate:
-            notes.append(f"champion score PSI {score_psi:.2f} > {t.psi_moderate}")
+            notes.append(f"champion score PSI {score_psi:.2f} > {t.psi_moderate}, within noise (≤ {limit_text})")
 
+        truth = (cur["label"] == POSITIVE_LABEL).to_numpy()
         f1 = _spam_f1(cur["label"], cur_scores)
+        upper = drift_noise.f1_upper_bound(truth, cur_scores >= 0.5, a, t.seed, t.resamples)
+        used.update(realised_f1_floor=t.f1_floor, realised_f1_upper=upper)
+        bound = f"its p{100 * (1 - a):g} bootstrap upper bound is {upper:.3f} at n={len(cur)}"
         if math.isnan(f1):
             notes.append("no spam in the current batch: realised F1 is undefined, decay not judged")
-        decay = bool(f1 < t.f1_floor)  # False for NaN
+        decay = bool(upper < t.f1_floor)  # False for NaN
         rows.append(_row("realised_f1", "spam", f1, reference=reference_f1, threshold=t.f1_floor, flagged=decay))
         if decay:
             beside = f" (reference {reference_f1:.3f})" if reference_f1 is not None else ""
-            reasons.append(f"champion spam F1 {f1:.3f} < {t.f1_floor} on the current batch{beside}")
+            reasons.append(f"champion spam F1 {f1:.3f} < {t.f1_floor} on the current batch{beside}; {bound}")
+        elif f1 < t.f1_floor:
+            notes.append(f"champion spam F1 {f1:.3f} < {t.f1_floor}, within noise: {bound}")
 
     auc_row["flagged"] = bool(auc > t.domain_auc and auc_row["flagged"])
     rows.append(auc_row)
@@ -456,6 +484,14 @@ def compute_drift(
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def _limit(fixed: float, noise: float, alpha: float, n: int, digits: int = 2) -> tuple[float, str]:
+    """The threshold a statistic must pass (the fixed one or its noise quantile, the larger) and how to name it."""
+    label = drift_noise.quantile_label(alpha, n)
+    if not math.isnan(noise) and noise > fixed:
+        return noise, f"{noise:.{digits}f} ({label})"
+    return fixed, f"{fixed:g} (fixed; {label} is {noise:.{digits}f})"
 
 
 def _clean(table: pd.DataFrame, name: str) -> pd.DataFrame:
