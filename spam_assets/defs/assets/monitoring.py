@@ -19,7 +19,11 @@ from spam_assets.model.text import normalise
 
 
 class DriftConfig(dg.Config):
-    """Thresholds, defaults from DriftThresholds (PSI 0.1/0.25, α 0.05, AUC 0.55). The decay floor is a resource."""
+    """Thresholds, defaults from DriftThresholds (PSI 0.1/0.25, α 0.05, AUC 0.55). The decay floor is a resource.
+
+    alpha is the verdict's false-alarm rate per same-distribution batch; OOV and
+    score PSI must also pass their own noise quantile at the batch's size.
+    """
 
     psi_moderate: float = DriftThresholds.psi_moderate
     psi_significant: float = DriftThresholds.psi_significant
@@ -43,7 +47,9 @@ class DriftConfig(dg.Config):
         "Batches that arrived after the champion's training corpus, compared with that corpus: "
         "KS and PSI on message descriptors, OOV rate, chi-square on top terms (Holm-corrected), "
         "label prior shift, the champion's score PSI and realised spam F1, and a domain-classifier "
-        "AUC. One verdict, drift true/false with reasons; decay when realised F1 < floor."
+        "AUC, each judged against its own sampling noise at the batch's size, so a same-distribution "
+        "batch is called drift or decay in at most α = 5% of batches. One verdict, drift true/false "
+        "with reasons; decay when the realised F1's upper confidence bound < floor."
     ),
 )
 def drift_statistics(
@@ -104,6 +110,10 @@ def _result(
         new_batches=new_ids,
         n_reference=report.n_reference,
         n_current=report.n_current,
+        # what the verdict was judged by: the whole-verdict alpha, its share per part, and the
+        # thresholds at this batch's size (drift_noise.py); absent when nothing was judged
+        alpha=summary["thresholds"].get("alpha"),
+        thresholds=summary["thresholds"].get("at_size", {}),
     )
     return dg.MaterializeResult(
         metadata={
