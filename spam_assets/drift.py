@@ -74,7 +74,7 @@ class DriftReport:
     `rows` holds one dict per statistic with keys statistic, feature, value,
     reference (the reference-side value where one exists, else None),
     p_value, p_corrected, threshold and flagged. `flagged` means the statistic
-    crossed its own threshold (for ks and label_prior: corrected p < alpha;
+    crossed its own threshold (for ks and label_prior: corrected p < its share of alpha;
     domain_auc: AUC above threshold and significant); `drift` combines them by
     the rule in `compute_drift` (a descriptor needs both its psi and ks rows flagged).
     """

@@ -147,7 +147,9 @@ def test_false_alarm_and_detection_rates_on_the_real_corpora(sms_champion):
         why, limits = [], []
         for _ in range(BATCHES):
             batch = pool.iloc[rng.choice(len(pool), size=n, replace=replace)]
-            report = compute_drift(reference, batch, score_fn=score, reference_scores=reference_scores, reference_f1=reference_f1)
+            report = compute_drift(
+                reference, batch, score_fn=score, reference_scores=reference_scores, reference_f1=reference_f1
+            )
             said += report.drift or report.decay
             why += report.reasons
             limits.append(row(report, "score_psi")["threshold"])
