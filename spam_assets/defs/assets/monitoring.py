@@ -157,5 +157,5 @@ def headline_figures(report: DriftReport) -> list[str]:
         if label is None or threshold is None or row["flagged"]:
             continue
         if (value <= threshold) if within == "≤" else (value >= threshold):  # False for NaN: not a figure to quote
-            figures.append(f"{label} {value:.2f} {within} {threshold:g}")
+            figures.append(f"{label} {value:.2f} {within} {threshold:.2f}")
     return figures
