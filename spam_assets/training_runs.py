@@ -7,6 +7,8 @@ and that cleanup (a full disk, any error) records no reason. Both get it here.
 
 from __future__ import annotations
 
+from typing import Any
+
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
@@ -35,3 +37,13 @@ def fail_running_runs(tracking_uri: str, dagster_run_id: str, reason: str, exper
         if run.info.status == "RUNNING":
             client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.FAILED))
     return [run.info.run_id for run in runs]
+
+
+def end_failed(mlflow: Any, error: BaseException) -> None:
+    """End the active MLflow run (of `mlflow`, the module or dagster-mlflow's MlFlow) FAILED, or KILLED
+    for an interrupt, with the error as the reason."""
+    if mlflow.active_run() is None:
+        return
+    mlflow.set_tag(FAILURE_REASON_TAG, f"{type(error).__name__}: {error}"[:MAX_REASON])
+    status = RunStatus.KILLED if isinstance(error, KeyboardInterrupt) else RunStatus.FAILED
+    mlflow.end_run(status=RunStatus.to_string(status))

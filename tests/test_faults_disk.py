@@ -363,3 +363,24 @@ def test_a_full_disk_during_training_is_retried_once_and_the_loop_goes_on(tmp_pa
         finally:
             platform.stop()
             instance.dispose()
+
+
+def test_a_training_that_raises_ends_its_mlflow_run_failed_with_the_reason_at_once(tmp_path):
+    """Not FINISHED by mlflow's exit hook before release_dead_training sees it: FAILED, with the error."""
+    import errno
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from spam_assets.training_runs import FAILURE_REASON_TAG, end_failed
+
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # restores the process's own
+
+    with _use_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}"):
+        with mlflow.start_run() as run:
+            end_failed(mlflow, OSError(errno.ENOSPC, "No space left on device", "model.skops"))
+            assert mlflow.active_run() is None
+        ended = MlflowClient().get_run(run.info.run_id)
+        assert ended.info.status == "FAILED"
+        assert ended.data.tags[FAILURE_REASON_TAG] == "OSError: [Errno 28] No space left on device: 'model.skops'"
+        end_failed(mlflow, RuntimeError("no run is active"))  # nothing to end: no error either

@@ -21,6 +21,7 @@ from spam_assets.defs.run_tags import (
 )
 from spam_assets.model.pipelines import candidate_pipelines
 from spam_assets.modeling import METRIC_NAMES, select_and_fit
+from spam_assets.training_runs import end_failed
 
 
 class TrainingConfig(dg.Config):
@@ -155,15 +156,22 @@ def _train(
     # Started only now, so a step that fails before this leaves no MLflow run behind:
     # dagster-mlflow's MlFlow starts (or resumes) the MLflow run tagged with this Dagster run's id.
     mlflow = mlflow_run.start()
-    model_version = log_challenger(
-        result,
-        reg,
-        corpus_version=version,
-        dagster_run_id=context.run.run_id,
-        params={"seed": config.seed, "folds": config.folds, "candidates": ",".join(config.candidates)},
-        n_train=len(train),
-        n_holdout=len(holdout),
-    )
+    try:
+        model_version = log_challenger(
+            result,
+            reg,
+            corpus_version=version,
+            dagster_run_id=context.run.run_id,
+            params={"seed": config.seed, "folds": config.folds, "candidates": ",".join(config.candidates)},
+            n_train=len(train),
+            n_holdout=len(holdout),
+        )
+    except BaseException as error:
+        # End the MLflow run FAILED with the reason now: dagster-mlflow's cleanup cannot see the
+        # error from the resource's teardown, and mlflow's exit hook would then end it FINISHED
+        # before release_dead_training got to it (a race a full disk lost in CI).
+        end_failed(mlflow, error)
+        raise
     run = mlflow.active_run().info
     # Its end_mlflow_on_run_finished hook only ends the MLflow run after the
     # job's last node (dagster issue 21872), which this asset rarely is.
