@@ -133,9 +133,10 @@ def _verdicts_on(instance, batch: str, after: float) -> list[dg.EventLogRecord]:
     return [r for r in _materializations(instance, "drift_statistics", after) if batch in _meta(r)["new_batches"]]
 
 
-def _retrain_runs(instance) -> list[dg.DagsterRun]:
-    """Runs that retrained: a refresh run that trained in place, or a run of the retrain job (both carry the reason)."""
-    return [run for run in instance.get_runs(limit=100) if "spam/retrain_reason" in run.tags]
+def _retrain_runs(instance, before: set[str] = frozenset()) -> list[dg.DagsterRun]:
+    """Runs that retrained: a refresh run that trained in place, or a run of the retrain job (both carry the
+    reason), leaving out the runs in `before` (the bootstrap's, which trained because no champion existed)."""
+    return [run for run in instance.get_runs(limit=100) if "spam/retrain_reason" in run.tags and run.run_id not in before]
 
 
 def _wait_for(what: str, probe, platform: Platform, timeout: float = PHASE_TIMEOUT):
@@ -176,6 +177,7 @@ def test_inbox_drops_drive_drift_retrain_and_decision(tmp_path, corpora, monkeyp
         try:
             (bootstrap,) = _materializations(instance, "champion_decision", 0)
             assert _meta(bootstrap)["decision"] == "promote"
+            bootstrap_runs = {run.run_id for run in instance.get_runs()}
             platform.start_daemon()
 
             # 1. A clean SMS batch: ingested, judged "no drift", and nothing retrains.
@@ -185,7 +187,7 @@ def test_inbox_drops_drive_drift_retrain_and_decision(tmp_path, corpora, monkeyp
             assert (_meta(verdict)["drift"], _meta(verdict)["decay"]) == (False, False), _meta(verdict)["reasons"]
             assert (platform.inbox / "processed" / "sms-rest.txt").exists()
             time.sleep(QUIET_PERIOD)
-            assert _retrain_runs(instance) == [], "a clean SMS batch must not trigger a retrain"
+            assert _retrain_runs(instance, bootstrap_runs) == [], "a clean SMS batch must not trigger a retrain"
             assert _materializations(instance, "trained_model", dropped) == []
 
             # 2. An e-mail batch: drift, a retrain with its reason, a decision with reasons.
@@ -195,7 +197,7 @@ def test_inbox_drops_drive_drift_retrain_and_decision(tmp_path, corpora, monkeyp
             assert _meta(verdict)["verdict"]["drift"] is True  # the JSON the retrain policy reads
             (judged,) = [r for r in _materializations(instance, "raw_sample", dropped) if r.partition_key == batch]
 
-            (retrain,) = _wait_for("a retrain run", lambda: _retrain_runs(instance), platform)
+            (retrain,) = _wait_for("a retrain run", lambda: _retrain_runs(instance, bootstrap_runs), platform)
             assert retrain.run_id == verdict.run_id  # trained in the run that found the drift
             assert retrain.tags["spam/trigger"] in ("drift", "drift and decay")
             assert retrain.tags["spam/retrain_reason"].startswith(retrain.tags["spam/trigger"] + ": ")
@@ -244,7 +246,7 @@ def test_inbox_drops_drive_drift_retrain_and_decision(tmp_path, corpora, monkeyp
             assert ("promoted to champion" if promoted else "rejected by the gates") in texts[0]
             assert (platform.inbox / "processed" / "spamassassin-sample.tar.gz").exists()
             # retrain_on_drift saw the verdict too, and coalesced it: that corpus has its challenger.
-            assert [r.run_id for r in _retrain_runs(instance)] == [retrain.run_id]
+            assert [r.run_id for r in _retrain_runs(instance, bootstrap_runs)] == [retrain.run_id]
         finally:
             platform.stop()
             instance.dispose()
