@@ -297,7 +297,7 @@ def test_a_slow_writer_drops_log_records_and_no_request_fails(model_store, tmp_p
     assert len(read_predictions(tmp_path / "predictions")) == 150 - slow.dropped
 
 
-SIGKILL_SERVER = [PYTHON, "-m", "serving.server", "--poll-interval", "0.2", "--log-segment-bytes", "20000"]
+SIGKILL_SERVER = [PYTHON, "-m", "serving.server", "--poll-interval", "0.2", "--log-segment-bytes", "100000"]
 
 
 def test_sigkill_mid_traffic_leaves_every_published_segment_readable(model_store, tmp_path):  # noqa: F811
@@ -339,15 +339,21 @@ def test_sigkill_mid_traffic_leaves_every_published_segment_readable(model_store
     published = segments(folder)
     counts = [_every_line_is_json(path) for path in published]
     assert len(published) >= 3 and all(counts)
-    left = _parts(folder)
-    assert left, "the segment being written when the server was killed is left as a .part file"
+    # The segment being written when the server died (almost always one: the writer opens the next segment at its
+    # next write, 0.1 s after publishing) stays a .part file until a writer on this host recovers it.
+    # Recovery of such a file is also tested directly above.
     before = len(read_predictions(folder))
 
     PredictionLog(folder).start().close()  # the next start on this host recovers it
     assert not _parts(folder)
     frame = read_predictions(folder)
     assert len(frame) >= before and frame["verdict_id"].is_unique
-    # What the log lost (queued, unwritten) or has that the client never saw (answered as it died): the last moments only.
+    # What the log lost is what was queued and not yet written when the process died: the newest verdicts the
+    # client saw, never one from before a logged one (how many depends on how far the writer lagged: the load).
     logged = set(frame["verdict_id"])
-    assert len(set(answered) - logged) <= 256 and len(logged - set(answered)) <= 256
+    lost = [i for i, verdict_id in enumerate(answered) if verdict_id not in logged]
+    assert lost == list(range(len(answered) - len(lost), len(answered))), "only the newest verdicts may be lost"
+    assert len(lost) <= 65536, "no more than the queue holds"
+    # What the log has that the client never saw: the one request in flight as the server died.
+    assert len(logged - set(answered)) <= 32
     assert all(_every_line_is_json(path) for path in segments(folder))
