@@ -13,8 +13,8 @@ loaded model's `Scorer`. Modules, in the order a reader needs them:
 - `admission`  who may open a stream: slots in total and per client, refusals that say when to retry.
 - `wire`       request parsing that answers invalid UTF-8 with INVALID_ARGUMENT naming the field,
                and service registration with it.
-- `verdict_ids`    the UUIDv7 every verdict carries.
-- `prediction_log` every verdict to rotating, crash-safe JSONL segments, off the hot path; read them with pandas.
+- `prediction_log` every verdict to rotating, crash-safe JSONL segments, off the hot path (the file
+               format, verdict ids and readers are the traffic contract, `spam_assets.traffic`).
 - `feedback`   users' true labels for verdicts (the Report RPC), stored durably beside the log.
 - `auth`       the bearer-token server interceptor.
 - `server`     start-up, options and shutdown in one function; `spam-serve`.

@@ -22,7 +22,7 @@ import numpy as np
 
 from serving.generated.spam.v1 import classifier_pb2 as pb
 from serving.heavy_pool import Job, ScoringPool, WorkerFailed, WorkerLost, WorkerRefused, score_in_chunks
-from serving.verdict_ids import new_verdict_id
+from spam_assets.traffic.verdict_ids import new_verdict_id
 from serving.wire import InvalidRequest
 from spam_assets.settings import POSITIVE_LABEL
 

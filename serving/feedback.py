@@ -25,23 +25,16 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from serving.classify import text_problem
-from serving.prediction_log import PredictionLog, complete_length, host_name
-from serving.verdict_ids import new_verdict_id, parse_verdict_id
+from serving.prediction_log import PredictionLog, host_name
 from spam_assets.settings import LABELS
+from spam_assets.traffic.feedback_files import feedback_dir, report_key
+from spam_assets.traffic.prediction_files import complete_length
+from spam_assets.traffic.verdict_ids import new_verdict_id, parse_verdict_id
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-FOLDER = "feedback"
 MAX_REPORTER_CHARS = 256
 MAX_REASON_BYTES = 4096
-FIELDS = (
-    "report_id", "time", "label", "reporter", "reason", "verdict_id", "verdict_found", "text_sha256", "text",
-    "model_version", "predicted_label", "spam_probability",
-)  # fmt: skip
 
 
 class InvalidReport(ValueError):
@@ -54,19 +47,8 @@ class Stored:
     created: bool  # False: this reporter had reported this verdict (or text) before; nothing new stored
 
 
-def feedback_dir(log_dir: Path | str) -> Path:
-    return Path(log_dir) / FOLDER
-
-
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _key(record: dict) -> tuple[str, str, str]:
-    """What a report is about, and who sent it: one report is kept per key."""
-    if record.get("verdict_found"):
-        return ("verdict", record["verdict_id"], record["reporter"])
-    return ("text", record["text_sha256"], record["reporter"])
 
 
 class FeedbackStore:
@@ -98,7 +80,7 @@ class FeedbackStore:
     def report(self, verdict_id: str, text: str, label: str, reporter: str, reason: str = "") -> Stored:
         """Store one report (or recognise a repeat). InvalidReport says what is wrong; OSError: not stored."""
         record = self._validated(verdict_id, text, label, reporter, reason)
-        key = _key(record)
+        key = report_key(record)
         with self._lock:
             self._catch_up()
             first = self._known.get(key)
@@ -182,7 +164,7 @@ class FeedbackStore:
             end = complete_length(data)
             for line in data[:end].splitlines():
                 record = json.loads(line)
-                self._known.setdefault(_key(record), record["report_id"])
+                self._known.setdefault(report_key(record), record["report_id"])
             self._offsets[path] = offset + end
 
 
@@ -194,19 +176,3 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def read_feedback(log_dir: Path | str) -> pd.DataFrame:
-    """Every stored report under a prediction log folder, one per (verdict or text, reporter): the first."""
-    import pandas as pd
-
-    rows = []
-    for path in sorted(feedback_dir(log_dir).glob("feedback-*.jsonl")):
-        data = path.read_bytes()
-        rows += [json.loads(line) for line in data[: complete_length(data)].splitlines()]
-    frame = pd.DataFrame.from_records(rows, columns=list(FIELDS)) if rows else pd.DataFrame(columns=list(FIELDS))
-    if len(frame):
-        frame["_key"] = [_key(r) for r in frame.to_dict("records")]
-        frame = frame.sort_values("report_id").drop_duplicates("_key").drop(columns="_key").reset_index(drop=True)
-    frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601")
-    return frame

@@ -3,7 +3,7 @@
 The model takes one BYTES input `text` (shape [N] or [N, 1], UTF-8 texts)
 and gives three outputs, all shape [N]: `label` (BYTES, "ham"/"spam"),
 `probability` (FP32, P(spam)) and `verdict_id` (BYTES, the server-assigned
-UUIDv7 of each verdict, see serving/verdict_ids.py). A request that names
+UUIDv7 of each verdict, see spam_assets/traffic/verdict_ids.py). A request that names
 outputs gets those, in its order; one that names none gets all three.
 
 BYTES tensors come either typed (`contents.bytes_contents`, one entry per
@@ -34,7 +34,7 @@ from serving.classify import (
     text_problem,
 )
 from serving.generated.inference import grpc_predict_v2_pb2 as pb
-from serving.verdict_ids import new_verdict_ids
+from spam_assets.traffic.verdict_ids import new_verdict_ids
 
 if TYPE_CHECKING:
     from serving.watcher import LoadedChampion

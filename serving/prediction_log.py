@@ -45,42 +45,34 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from serving.verdict_ids import new_verdict_id, parse_verdict_id, verdict_time
+from spam_assets.traffic.prediction_files import (
+    CLAIMED,
+    NAME,
+    PART,
+    PREFIX,
+    SUFFIX,
+    complete_length,
+    find,
+    published_name,
+    segments,
+)
+from spam_assets.traffic.verdict_ids import new_verdict_id
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from serving.watcher import LoadedChampion
 
 log = logging.getLogger(__name__)
 
-# Columns of a record, in order. `time` is when the verdict was given (UTC,
-# ISO 8601, ms); `latency_ms` the server time of the call (unary, ModelInfer)
-# or of the stream's micro-batch, scoring included; `text` is null when the
-# server runs with --log-text off.
-FIELDS = (
-    "verdict_id", "client_id", "api", "time", "model_name", "model_version", "scorer",
-    "spam_probability", "label", "latency_ms", "text_sha256", "text",
-)  # fmt: skip
-
-PREFIX = "predictions-"
-SUFFIX = ".jsonl"
-PART = ".part"
-CLAIMED = ".recovering-"
-_NAME = re.compile(r"^predictions-(?P<segment>[0-9a-f-]{36})-(?P<host>.+)-(?P<pid>\d+)\.jsonl$")
 # Fixed record overhead counted against the queue's byte bound, besides the text.
 RECORD_BYTES = 320
 # Seconds between retention sweeps and orphan checks by the writer.
 HOUSEKEEPING_S = 60.0
 # The writer takes what is queued this often (or sooner: see _Pending).
 WRITE_INTERVAL_S = 0.1
-# A reader looks for a verdict in files written to at most this long before the verdict's time (clock skew).
-CLOCK_SLACK_S = 5.0
-
 _encode = json.encoder.encode_basestring  # C-accelerated, keeps non-ASCII as UTF-8
 
 # Segments being written by the logs of this process: never orphans, even to another log of the same
@@ -379,12 +371,6 @@ class PredictionLog:
 # --- files: naming, recovery, retention ------------------------------------------------------------
 
 
-def published_name(part: Path) -> Path:
-    """`.predictions-X.jsonl.part` (or `.recovering-...`) -> `predictions-X.jsonl`."""
-    name = part.name.removeprefix(".")
-    return part.with_name(name[: name.index(SUFFIX) + len(SUFFIX)])
-
-
 def _fsync_dir(directory: Path) -> None:
     with contextlib.suppress(OSError):  # not every file system lets a folder be fsynced
         fd = os.open(directory, os.O_RDONLY)
@@ -402,20 +388,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def complete_length(data: bytes) -> int:
-    """Bytes of `data` up to the end of its last complete, valid JSON line (a crash can cut the last)."""
-    end = 0
-    for line in data.splitlines(keepends=True):
-        if not line.endswith(b"\n"):
-            break
-        try:
-            json.loads(line)
-        except ValueError:
-            break
-        end += len(line)
-    return end
 
 
 def recover_orphans(directory: Path, host: str, pid: int, stale_after: float) -> list[Path]:
@@ -440,7 +412,7 @@ def recover_orphans(directory: Path, host: str, pid: int, stale_after: float) ->
             age = now - path.stat().st_mtime
         except FileNotFoundError:
             continue
-        match = _NAME.match(published_name(path).name)
+        match = NAME.match(published_name(path).name)
         if match is None:
             continue
         ours = path.name.endswith(PART) and match["host"] == host and (
@@ -484,81 +456,3 @@ def delete_expired(directory: Path, retention_s: float) -> list[Path]:
     return deleted
 
 
-def segments(directory: Path | str) -> list[Path]:
-    """Published segments, oldest first (their names start with a time-ordered id)."""
-    return sorted(Path(directory).glob(f"{PREFIX}*{SUFFIX}"), key=lambda p: p.name)
-
-
-def _open_segments(directory: Path) -> list[Path]:
-    return sorted(directory.glob(f".{PREFIX}*{SUFFIX}*"), key=lambda p: p.name)
-
-
-def _complete_records(path: Path) -> Iterator[dict]:
-    """The records of a file's complete lines (a segment being written may end mid-line)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:  # published or recovered meanwhile
-        return
-    for line in data[: complete_length(data)].splitlines():
-        yield json.loads(line)
-
-
-def read_predictions(directory: Path | str, include_open: bool = False) -> pd.DataFrame:
-    """Every published record under `directory` as a DataFrame (columns FIELDS, `time` as UTC datetimes).
-
-    `include_open` adds the complete lines of segments still being written
-    (by live writers, or left by dead ones and not yet recovered).
-    """
-    import pandas as pd
-
-    directory = Path(directory)
-    frames = [pd.read_json(path, lines=True, dtype=False, convert_dates=False) for path in segments(directory)]
-    frames = [f for f in frames if len(f)]
-    if include_open:
-        rows = [r for path in _open_segments(directory) for r in _complete_records(path)]
-        if rows:
-            frames.append(pd.DataFrame.from_records(rows))
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(FIELDS))
-    frame = frame.reindex(columns=list(FIELDS))
-    frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601")
-    for column in ("verdict_id", "client_id", "api", "model_name", "model_version", "scorer", "label", "text_sha256"):
-        frame[column] = frame[column].astype("string")
-    return frame
-
-
-def find(directory: Path | str, verdict_id: str) -> dict | None:
-    """The record of `verdict_id` in `directory` (published and open segments of every replica), or None.
-
-    Only files written to since shortly before the verdict's time (its id
-    says when) are read, oldest first.
-    """
-    value = parse_verdict_id(verdict_id)
-    if value is None:
-        return None
-    directory = Path(directory)
-    key = b'{"verdict_id":"' + str(value).encode() + b'"'
-    since = verdict_time(value).timestamp() - CLOCK_SLACK_S
-    for _ in range(2):  # a segment published between listing and reading: list again
-        # Open segments listed before published ones: one published meanwhile is in the second list.
-        candidates, vanished = [], False
-        for path in [*_open_segments(directory), *segments(directory)]:
-            try:
-                mtime = path.stat().st_mtime
-            except FileNotFoundError:
-                vanished = True
-                continue
-            if mtime >= since:
-                candidates.append((mtime, path))
-        for _, path in sorted(candidates):
-            try:
-                data = path.read_bytes()
-            except FileNotFoundError:
-                vanished = True
-                continue
-            at = data.find(key)
-            end = data.find(b"\n", at) if at >= 0 else -1
-            if end >= 0:  # (no newline yet: the line is still being written)
-                return json.loads(data[at:end])
-        if not vanished:
-            break
-    return None

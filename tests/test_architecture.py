@@ -17,8 +17,8 @@ from pathlib import Path
 import spam_assets
 
 ROOT = Path(__file__).resolve().parents[1]
-# Importable by anyone, serving included: the model contract and the settings.
-SHARED = {"spam_assets.model", "spam_assets.settings"}
+# Importable by anyone, serving included: the model and traffic contracts and the settings.
+SHARED = {"spam_assets.model", "spam_assets.settings", "spam_assets.traffic"}
 
 
 def _contracts() -> list[dict]:

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import grpc
 import pytest
@@ -20,11 +19,13 @@ from serving_fixtures import (  # noqa: F401 - fixtures
     wait_until,
 )
 
-from serving.feedback import FeedbackStore, InvalidReport, feedback_dir, read_feedback
+from serving.feedback import FeedbackStore, InvalidReport
 from serving.generated.spam.v1 import classifier_pb2 as pb
 from serving.generated.spam.v1 import classifier_pb2_grpc as pb_grpc
-from serving.prediction_log import PredictionLog, read_predictions
-from serving.verdict_ids import new_verdict_id
+from serving.prediction_log import PredictionLog
+from spam_assets.traffic.feedback_files import feedback_dir, read_feedback
+from spam_assets.traffic.prediction_files import read_predictions
+from spam_assets.traffic.verdict_ids import new_verdict_id
 from tests.test_prediction_log import CHAMPION, HAM, SPAM, _record
 
 

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -29,9 +28,10 @@ from serving.generated.inference import grpc_predict_v2_pb2 as oip_pb
 from serving.generated.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from serving.generated.spam.v1 import classifier_pb2 as pb
 from serving.generated.spam.v1 import classifier_pb2_grpc as pb_grpc
-from serving.prediction_log import PredictionLog, find, read_predictions, segments
+from serving.prediction_log import PredictionLog
 from serving.server import start
-from serving.verdict_ids import new_verdict_id, new_verdict_ids, parse_verdict_id, verdict_time
+from spam_assets.traffic.prediction_files import FIELDS, find, read_predictions, segments
+from spam_assets.traffic.verdict_ids import new_verdict_id, new_verdict_ids, parse_verdict_id, verdict_time
 
 SPAM = "WINNER! You have won a guaranteed £1000 cash prize. Call 09061701461 now to claim"
 HAM = "are we still on for lunch tomorrow? see you at home later"
@@ -83,7 +83,7 @@ def test_records_land_in_published_segments_with_every_field(tmp_path):
     assert not _parts(tmp_path), "close() publishes the open segment"
     assert len(segments(tmp_path)) >= 3
     frame = read_predictions(tmp_path)
-    assert list(frame.columns) == list(plog.FIELDS)
+    assert list(frame.columns) == list(FIELDS)
     assert sorted(frame["verdict_id"]) == sorted(ids)
     row = frame.iloc[0]
     assert (row["model_name"], row["model_version"], row["scorer"], row["api"]) == ("spam-classifier", "7", "lean", "Classify")

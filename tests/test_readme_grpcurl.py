@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from serving_fixtures import model_store, running_server  # noqa: F401 - fixtures
 
-from serving.verdict_ids import parse_verdict_id
+from spam_assets.traffic.verdict_ids import parse_verdict_id
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 README_ADDRESS = re.compile(r"^127\.0\.0\.1:\d+$")  # the server address the README's lines dial

@@ -24,7 +24,7 @@ from serving_fixtures import (  # noqa: F401 - fixtures
 from serving.client import ClassifierClient, read_messages, stream_requests
 from serving.generated.spam.v1 import classifier_pb2 as pb
 from serving.generated.spam.v1 import classifier_pb2_grpc as pb_grpc
-from serving.verdict_ids import parse_verdict_id
+from spam_assets.traffic.verdict_ids import parse_verdict_id
 
 SPAM = "WINNER! You have won a cash prize, claim now: call 09061701461"
 HAM = "are we still on for lunch tomorrow? see you at home"

@@ -13,7 +13,7 @@ from serving_fixtures import channel, model_store, run_python, served  # noqa: F
 from serving.generated.inference import grpc_predict_v2_pb2 as pb
 from serving.generated.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from serving.oip import decode_raw_bytes, encode_raw_bytes
-from serving.verdict_ids import parse_verdict_id
+from spam_assets.traffic.verdict_ids import parse_verdict_id
 
 SPAM = "WINNER! You have won a cash prize, claim now: call 09061701461"
 HAM = "are we still on for lunch tomorrow? see you at home"

@@ -1,0 +1,144 @@
+"""The prediction log's files: their names, their record schema, and how to read them.
+
+The server writes the log (serving/prediction_log.py: a bounded queue, one
+writer thread per process, segments written then renamed); the graph and
+anyone with pandas read it. This module is the part both sides share, so a
+change of the format is made in one place.
+
+Layout of a log folder, which replicas may share (names are unique per
+process: a time-ordered segment id, the host name and the pid):
+
+    predictions-<segment id>-<host>-<pid>.jsonl          published segments: complete, never written again
+    .predictions-<segment id>-<host>-<pid>.jsonl.part    being filled by a live writer
+    feedback/                                            reports (feedback_files.py)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from spam_assets.traffic.verdict_ids import parse_verdict_id, verdict_time
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Columns of a record, in order. `time` is when the verdict was given (UTC,
+# ISO 8601, ms); `latency_ms` the server time of the call (unary, ModelInfer)
+# or of the stream's micro-batch, scoring included; `text` is null when the
+# server runs with --log-text off.
+FIELDS = (
+    "verdict_id", "client_id", "api", "time", "model_name", "model_version", "scorer",
+    "spam_probability", "label", "latency_ms", "text_sha256", "text",
+)  # fmt: skip
+
+PREFIX = "predictions-"
+SUFFIX = ".jsonl"
+PART = ".part"
+CLAIMED = ".recovering-"
+NAME = re.compile(r"^predictions-(?P<segment>[0-9a-f-]{36})-(?P<host>.+)-(?P<pid>\d+)\.jsonl$")
+# A reader looks for a verdict in files written to at most this long before the verdict's time (clock skew).
+CLOCK_SLACK_S = 5.0
+
+
+def published_name(part: Path) -> Path:
+    """`.predictions-X.jsonl.part` (or `.recovering-...`) -> `predictions-X.jsonl`."""
+    name = part.name.removeprefix(".")
+    return part.with_name(name[: name.index(SUFFIX) + len(SUFFIX)])
+
+
+def complete_length(data: bytes) -> int:
+    """Bytes of `data` up to the end of its last complete, valid JSON line (a crash can cut the last)."""
+    end = 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            json.loads(line)
+        except ValueError:
+            break
+        end += len(line)
+    return end
+
+
+def segments(directory: Path | str) -> list[Path]:
+    """Published segments, oldest first (their names start with a time-ordered id)."""
+    return sorted(Path(directory).glob(f"{PREFIX}*{SUFFIX}"), key=lambda p: p.name)
+
+
+def open_segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob(f".{PREFIX}*{SUFFIX}*"), key=lambda p: p.name)
+
+
+def complete_records(path: Path) -> Iterator[dict]:
+    """The records of a file's complete lines (a segment being written may end mid-line)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:  # published or recovered meanwhile
+        return
+    for line in data[: complete_length(data)].splitlines():
+        yield json.loads(line)
+
+
+def read_predictions(directory: Path | str, include_open: bool = False) -> pd.DataFrame:
+    """Every published record under `directory` as a DataFrame (columns FIELDS, `time` as UTC datetimes).
+
+    `include_open` adds the complete lines of segments still being written
+    (by live writers, or left by dead ones and not yet recovered).
+    """
+    import pandas as pd
+
+    directory = Path(directory)
+    frames = [pd.read_json(path, lines=True, dtype=False, convert_dates=False) for path in segments(directory)]
+    frames = [f for f in frames if len(f)]
+    if include_open:
+        rows = [r for path in open_segments(directory) for r in complete_records(path)]
+        if rows:
+            frames.append(pd.DataFrame.from_records(rows))
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(FIELDS))
+    frame = frame.reindex(columns=list(FIELDS))
+    frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601")
+    for column in ("verdict_id", "client_id", "api", "model_name", "model_version", "scorer", "label", "text_sha256"):
+        frame[column] = frame[column].astype("string")
+    return frame
+
+
+def find(directory: Path | str, verdict_id: str) -> dict | None:
+    """The record of `verdict_id` in `directory` (published and open segments of every replica), or None.
+
+    Only files written to since shortly before the verdict's time (its id
+    says when) are read, oldest first.
+    """
+    value = parse_verdict_id(verdict_id)
+    if value is None:
+        return None
+    directory = Path(directory)
+    key = b'{"verdict_id":"' + str(value).encode() + b'"'
+    since = verdict_time(value).timestamp() - CLOCK_SLACK_S
+    for _ in range(2):  # a segment published between listing and reading: list again
+        # Open segments listed before published ones: one published meanwhile is in the second list.
+        candidates, vanished = [], False
+        for path in [*open_segments(directory), *segments(directory)]:
+            try:
+                mtime = path.stat().st_mtime
+            except FileNotFoundError:
+                vanished = True
+                continue
+            if mtime >= since:
+                candidates.append((mtime, path))
+        for _, path in sorted(candidates):
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                vanished = True
+                continue
+            at = data.find(key)
+            end = data.find(b"\n", at) if at >= 0 else -1
+            if end >= 0:  # (no newline yet: the line is still being written)
+                return json.loads(data[at:end])
+        if not vanished:
+            break
+    return None
