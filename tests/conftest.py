@@ -8,6 +8,25 @@ import dagster as dg
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_default_home(tmp_path_factory: pytest.TempPathFactory):
+    """Nothing the suite starts writes to the user's platform home (SPAM_HOME or ~/.spam-platform).
+
+    Servers and commands started as subprocesses inherit SPAM_HOME; a test that
+    needs its own home sets it (the `home` fixture), and one that sets none
+    gets this throwaway one instead of the user's.
+    """
+    import os
+
+    previous = os.environ.get("SPAM_HOME")
+    os.environ["SPAM_HOME"] = str(tmp_path_factory.mktemp("session-home"))
+    yield
+    if previous is None:
+        os.environ.pop("SPAM_HOME", None)
+    else:
+        os.environ["SPAM_HOME"] = previous
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch) -> Path:
     """A fresh platform home; SPAM_HOME points at it and no tracking server is configured."""
