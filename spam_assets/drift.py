@@ -42,7 +42,7 @@ import pandas as pd
 from scipy import stats
 
 from spam_assets import drift_noise
-from spam_assets.settings import POSITIVE_LABEL
+from spam_assets.settings import LABELS, POSITIVE_LABEL
 from spam_assets.model.text import URL_RE, tokens
 
 ScoreFn = Callable[[Sequence[str]], np.ndarray]
@@ -347,6 +347,13 @@ def compute_drift(
     A current (or reference) batch with fewer than t.min_rows rows is not
     judged: drift=False with the reason "too few rows to judge".
 
+    `current` may be unlabelled traffic, wholly or in part: a label other
+    than ham/spam (None, NaN, "") means unknown. The label prior and the
+    realised F1 are then judged on the labelled rows alone, and only when
+    there are at least t.min_rows of them (else they are left out of the
+    verdict and of the alpha split, with a note); everything else needs no
+    labels.
+
     score_fn maps texts to P(spam); reference_scores are the champion's scores
     on rows it was not trained on, e.g. its holdout (computed with score_fn on
     the reference when omitted); reference_f1 is the champion's F1 on its own
@@ -355,13 +362,16 @@ def compute_drift(
     """
     t = thresholds
     ref = _clean(reference, "reference")
-    cur = _clean(current, "current")
+    cur = _clean(current, "current", unlabelled_ok=True)
+    labelled = cur["label"].isin(LABELS).to_numpy()
+    judge_labels = int(labelled.sum()) >= t.min_rows
     base = dict(n_reference=len(ref), n_current=len(cur), thresholds=asdict(t))
     if len(cur) < t.min_rows or len(ref) < t.min_rows:
         reason = f"too few rows to judge: {len(cur)} current, {len(ref)} reference (minimum {t.min_rows})"
         return DriftReport(drift=False, decay=False, reasons=[reason], rows=[], **base)
 
-    parts = ["tests", "oov_rate"] + (["score_psi", "realised_f1"] if score_fn is not None else [])
+    parts = ["tests", "oov_rate"] + (["score_psi"] if score_fn is not None else [])
+    parts += ["realised_f1"] if score_fn is not None and judge_labels else []
     a = t.alpha / len(parts)  # Bonferroni: P(any part alarms on a same-distribution batch) <= t.alpha
     n_bucket = drift_noise.size_bucket(len(cur))
     used: dict = {"alpha": t.alpha, "alpha_per_part": a, "parts": parts, "n": len(cur), "size_bucket": n_bucket}
@@ -369,6 +379,11 @@ def compute_drift(
     rows: list[dict] = []
     reasons: list[str] = []
     notes: list[str] = []  # becomes DriftReport.warnings
+    if not judge_labels:
+        notes.append(
+            f"label prior and realised F1 not judged: {int(labelled.sum())} of {len(cur)} current rows are labelled "
+            f"(minimum {t.min_rows})"
+        )
     ref_texts, cur_texts = ref["text"].tolist(), cur["text"].tolist()
 
     # Tests with p-values first; they are corrected together further down.
@@ -381,8 +396,10 @@ def compute_drift(
         ks_rows.append(_row("ks", name, ks.statistic, p_value=ks.pvalue, threshold=a))
         psi_rows.append(_row("psi", name, psi(ref_desc[name], cur_desc[name]), threshold=t.psi_significant))
 
-    ref_share, cur_share, label_p = label_prior_test(ref["label"], cur["label"])
-    label_row = _row("label_prior", "spam_share", cur_share, reference=ref_share, p_value=label_p, threshold=a)
+    label_rows = []
+    if judge_labels:
+        ref_share, cur_share, label_p = label_prior_test(ref["label"], cur["label"][labelled])
+        label_rows = [_row("label_prior", "spam_share", cur_share, reference=ref_share, p_value=label_p, threshold=a)]
 
     ref_tokens = [tokens(x) for x in ref_texts]
     cur_tokens = [tokens(x) for x in cur_texts]
@@ -391,7 +408,7 @@ def compute_drift(
     auc, auc_p = domain_classifier(ref_texts, cur_texts, t.max_domain_rows, t.seed)
     auc_row = _row("domain_auc", "tfidf_logreg", auc, p_value=auc_p, threshold=t.domain_auc)
 
-    tested = ks_rows + [label_row, auc_row]
+    tested = ks_rows + label_rows + [auc_row]
     corrected = holm([r["p_value"] for r in tested] + [x["p_value"] for x in terms])
     for r, pc in zip(tested, corrected):
         r["p_corrected"] = float(pc)
@@ -445,10 +462,10 @@ def compute_drift(
         elif n_sig:
             notes.append(f"{n_sig} of top {len(terms)} terms shifted ({share:.0%}), e.g. {examples}")
 
-    rows.append(label_row)
-    if label_row["flagged"]:
+    rows += label_rows
+    if label_rows and label_rows[0]["flagged"]:
         reasons.append(
-            f"spam share {cur_share:.3f} vs {ref_share:.3f} in the reference (p={_fmt_p(label_row['p_corrected'])})"
+            f"spam share {cur_share:.3f} vs {ref_share:.3f} in the reference (p={_fmt_p(label_rows[0]['p_corrected'])})"
         )
 
     decay = False
@@ -467,11 +484,13 @@ def compute_drift(
         elif score_psi > t.psi_moderate:
             notes.append(f"champion score PSI {score_psi:.2f} > {t.psi_moderate}, within noise (≤ {limit_text})")
 
-        truth = (cur["label"] == POSITIVE_LABEL).to_numpy()
-        f1 = _spam_f1(cur["label"], cur_scores)
-        upper = drift_noise.f1_upper_bound(truth, cur_scores >= 0.5, a, t.seed, t.resamples)
+    if score_fn is not None and judge_labels:
+        known, known_scores = cur["label"][labelled], cur_scores[labelled]
+        truth = (known == POSITIVE_LABEL).to_numpy()
+        f1 = _spam_f1(known, known_scores)
+        upper = drift_noise.f1_upper_bound(truth, known_scores >= 0.5, a, t.seed, t.resamples)
         used.update(realised_f1_floor=t.f1_floor, realised_f1_upper=upper)
-        bound = f"its p{100 * (1 - a):g} bootstrap upper bound is {upper:.3f} at n={len(cur)}"
+        bound = f"its p{100 * (1 - a):g} bootstrap upper bound is {upper:.3f} at n={len(known)}"
         if math.isnan(f1):
             notes.append("no spam in the current batch: realised F1 is undefined, decay not judged")
         decay = bool(upper < t.f1_floor)  # False for NaN
@@ -509,11 +528,16 @@ def _limit(fixed: float, noise: float, alpha: float, n: int, digits: int = 2) ->
     return fixed, f"{fixed:g} (fixed; {label} is {noise:.{digits}f})"
 
 
-def _clean(table: pd.DataFrame, name: str) -> pd.DataFrame:
-    missing = {"text", "label"} - set(table.columns)
+def _clean(table: pd.DataFrame, name: str, unlabelled_ok: bool = False) -> pd.DataFrame:
+    """Columns text and label as strings; with `unlabelled_ok` the label may be absent (None where unknown)."""
+    missing = ({"text"} if unlabelled_ok else {"text", "label"}) - set(table.columns)
     if missing:
         raise ValueError(f"{name} lacks columns {sorted(missing)}")
-    return pd.DataFrame({"text": table["text"].fillna("").astype(str), "label": table["label"].astype(str)})
+    if "label" not in table.columns:
+        labels = pd.Series([None] * len(table), index=table.index, dtype=object)
+    else:
+        labels = table["label"].where(table["label"].notna(), None).map(lambda x: x if x is None else str(x))
+    return pd.DataFrame({"text": table["text"].fillna("").astype(str), "label": labels})
 
 
 def _row(statistic, feature, value, *, reference=None, p_value=None, p_corrected=None, threshold=None, flagged=False):

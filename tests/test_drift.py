@@ -299,9 +299,45 @@ def test_report_renders_as_frame_markdown_and_json():
     assert summary["thresholds"]["psi_significant"] == 0.25
 
 
+def test_unlabelled_traffic_is_judged_by_what_needs_no_labels():
+    """Served traffic has no labels: the text statistics and the score still judge it, the label parts wait."""
+    reference = keyword_frame(80, 800)
+    rng = np.random.default_rng(81)
+    mail = pd.DataFrame({"text": mail_like(rng, 150)})  # no label column at all
+    report = compute_drift(reference, mail, score_fn=keyword_scores)
+    assert report.drift is True and report.decay is False
+    assert "domain classifier" in "\n".join(report.reasons)
+    statistics = {r["statistic"] for r in report.rows}
+    assert "label_prior" not in statistics and "realised_f1" not in statistics and "score_psi" in statistics
+    assert report.thresholds["at_size"]["parts"] == ["tests", "oov_rate", "score_psi"]
+    assert any(w.startswith("label prior and realised F1 not judged: 0 of 150") for w in report.warnings)
+
+    same = keyword_frame(82, 400).assign(label=None)
+    assert compute_drift(reference, same, score_fn=keyword_scores).drift is False
+
+
+def test_partly_labelled_traffic_judges_f1_on_its_labelled_rows():
+    """Feedback labels a share of the traffic: realised F1 and the prior come from those rows alone."""
+    reference = keyword_frame(83, 800)
+    current = keyword_frame(84, 400)
+    current["label"] = np.random.default_rng(85).permutation(current["label"].to_numpy())  # the champion is now wrong
+    current.loc[current.index[:300], "label"] = None  # 100 labelled rows
+    report = compute_drift(reference, current, score_fn=keyword_scores)
+    assert report.decay is True and report.value("realised_f1") < 0.5
+    assert report.thresholds["at_size"]["parts"] == ["tests", "oov_rate", "score_psi", "realised_f1"]
+    assert row(report, "label_prior")["value"] == pytest.approx((current["label"] == "spam").sum() / 100)
+
+    current.loc[current.index[:380], "label"] = float("nan")  # 20 labelled: too few to judge labels by
+    few = compute_drift(reference, current, score_fn=keyword_scores)
+    assert few.decay is False and "realised_f1" not in {r["statistic"] for r in few.rows}
+    assert any("20 of 400 current rows are labelled" in w for w in few.warnings)
+
+
 def test_missing_columns_are_an_error():
-    with pytest.raises(ValueError, match="label"):
+    with pytest.raises(ValueError, match="reference lacks columns \\['label'\\]"):
         compute_drift(pd.DataFrame({"text": ["a"] * 40}), sms_frame(90, 40))
+    with pytest.raises(ValueError, match="current lacks columns \\['text'\\]"):
+        compute_drift(sms_frame(90, 40), pd.DataFrame({"label": ["ham"] * 40}))
 
 
 # -------------------------------------------------------------- real corpora
