@@ -1,6 +1,6 @@
 """Estimates on unlabelled traffic: how much of it is spam, and how well the champion does on it.
 
-Pure functions (numpy only; no Dagster, no MLflow). Input: the champion's
+Pure functions (numpy and scipy; no Dagster, no MLflow). Input: the champion's
 reference, i.e. its P(spam) scores on its *holdout* and the holdout's true
 labels (the rows drift_noise already uses: scores on training rows are
 over-confident), and the champion's P(spam) on a batch of traffic, with
@@ -97,6 +97,8 @@ class TrafficEstimates:
     champion_prior: float  # mean P(spam) on the holdout: the prior the posteriors encode, EM's start
     confidence: float
     calibration_ece: float  # of the champion's P(spam) on its holdout
+    holdout_cbpe_f1: float  # CBPE's spam F1 on the holdout, to set beside the realised one:
+    holdout_f1: float  # how far CBPE is off where no shift is possible
     predicted_share: Estimate
     bbse_share: Estimate
     em_share: Estimate
@@ -125,14 +127,15 @@ class TrafficEstimates:
         else:
             lines.append("no labelled rows in this batch: nothing realised to compare")
         lines.append(
-            f"champion calibration on its holdout: ECE {self.calibration_ece:.3f} "
+            f"champion calibration on its holdout: ECE {self.calibration_ece:.3f}, "
+            f"CBPE F1 {self.holdout_cbpe_f1:.3f} vs realised {self.holdout_f1:.3f} "
             f"({self.n_reference} messages, {self.n_reference_spam} spam)"
         )
         return lines
 
     def as_metadata(self) -> dict:
         """Plain types only (NaN as None), ready for MaterializeResult metadata or JSON."""
-        plain = lambda x: None if isinstance(x, float) and math.isnan(x) else x
+        plain = lambda x: None if math.isnan(x) else round(x, 6)
         return {
             "n_batch": self.n_batch,
             "n_labelled": self.n_labelled,
@@ -142,6 +145,8 @@ class TrafficEstimates:
             "champion_prior": plain(float(self.champion_prior)),
             "confidence": float(self.confidence),
             "calibration_ece": plain(float(self.calibration_ece)),
+            "holdout_cbpe_f1": plain(float(self.holdout_cbpe_f1)),
+            "holdout_f1": plain(float(self.holdout_f1)),
             "predicted_share": self.predicted_share.as_dict(),
             "bbse_share": self.bbse_share.as_dict(),
             "em_share": self.em_share.as_dict(),
@@ -204,11 +209,22 @@ def estimate_traffic(
     ref_pred = ref_p >= THRESHOLD
     notes: list[str] = []
 
+    reference = dict(
+        n_reference=int(ref_p.size),
+        n_reference_spam=n_spam,
+        reference_share=n_spam / ref_y.size,
+        champion_prior=prior,
+        confidence=confidence,
+        calibration_ece=expected_calibration_error(ref_p, ref_y),
+        holdout_cbpe_f1=cbpe_metrics(ref_p, ref_pred)["f1"],
+        holdout_f1=_metrics(*_counts(ref_y, ref_pred))["f1"],
+    )
     if p.size == 0:
         empty = Estimate(math.nan, reason="empty batch")
+        every = {m: empty for m in METRICS}
         return TrafficEstimates(
-            0, 0, ref_p.size, n_spam, n_spam / ref_y.size, prior, confidence, expected_calibration_error(ref_p, ref_y),
-            empty, empty, empty, {m: empty for m in METRICS}, {m: empty for m in METRICS}, {}, ["empty batch"],
+            n_batch=0, n_labelled=0, **reference, predicted_share=empty, bbse_share=empty, em_share=empty,
+            cbpe=every, cbpe_unadjusted=every, notes=["empty batch"],
         )  # fmt: skip
 
     pred = p >= THRESHOLD
@@ -245,16 +261,13 @@ def estimate_traffic(
             notes.append(f"CBPE {name}: {estimate.reason}")
 
     labelled = ~np.isnan(y)
-    realised = realised_metrics(y[labelled].astype(bool), pred[labelled], resamples, alpha, rng) if labelled.any() else {}
+    realised = {}
+    if labelled.any():
+        realised = realised_metrics(y[labelled].astype(bool), pred[labelled], resamples, alpha, rng)
     return TrafficEstimates(
         n_batch=int(p.size),
         n_labelled=int(labelled.sum()),
-        n_reference=int(ref_p.size),
-        n_reference_spam=n_spam,
-        reference_share=n_spam / ref_y.size,
-        champion_prior=prior,
-        confidence=confidence,
-        calibration_ece=expected_calibration_error(ref_p, ref_y),
+        **reference,
         predicted_share=predicted,
         bbse_share=bbse,
         em_share=em,
