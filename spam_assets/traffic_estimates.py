@@ -131,7 +131,7 @@ class TrafficEstimates:
             f"CBPE F1 {self.holdout_cbpe_f1:.3f} vs realised {self.holdout_f1:.3f} "
             f"({self.n_reference} messages, {self.n_reference_spam} spam)"
         )
-        return lines
+        return lines + [f"note: {note}" for note in self.notes]
 
     def as_metadata(self) -> dict:
         """Plain types only (NaN as None), ready for MaterializeResult metadata or JSON."""
@@ -248,7 +248,12 @@ def estimate_traffic(
 
     # EM: the prior and the adjusted posteriors, on the batch and on bootstraps of it.
     # Each replicate's prior: the mean posterior of a bootstrap of the holdout.
-    em_q, adjusted = em_prior(p, prior)
+    em_q, adjusted, converged = em_prior(p, prior)
+    if not converged:
+        notes.append(
+            f"EM: not settled after {EM_MAX_ITERATIONS} iterations (the posteriors say little about the "
+            f"prior); its prior {em_q:.3f} and the CBPE adjusted to it are rough"
+        )
     prior_b = ref_p[rng.integers(0, ref_p.size, size=(resamples, ref_p.size))].mean(axis=1)
     em_draws = np.concatenate(list(_em_bootstrap(p, prior_b, rng)))
     em = _percentile(em_q, em_draws, alpha, "")
@@ -308,10 +313,15 @@ def adjust_posteriors(p, train_prior, new_prior) -> np.ndarray:
     return spam / (spam + ham)
 
 
-def em_prior(p, train_prior: float) -> tuple[float, np.ndarray]:
-    """(spam prior, adjusted posteriors) of a batch by Saerens' EM; the prior is the adjusted posteriors' mean."""
-    priors = _em_rows(np.asarray(p, dtype=float)[None, :], train_prior)
-    return float(priors[0]), adjust_posteriors(p, train_prior, priors[0])
+def em_prior(p, train_prior: float) -> tuple[float, np.ndarray, bool]:
+    """(spam prior, adjusted posteriors, converged) of a batch by Saerens' EM.
+
+    The prior is the mean of the posteriors adjusted to it. EM crawls when the
+    posteriors say little about the prior (all near one value); `converged`
+    is False when it has not settled within EM_MAX_ITERATIONS.
+    """
+    priors, converged = _em_rows(np.asarray(p, dtype=float)[None, :], train_prior)
+    return float(priors[0]), adjust_posteriors(p, train_prior, priors[0]), bool(converged[0])
 
 
 def expected_calibration_error(p, truth, bins: int = ECE_BINS) -> float:
@@ -395,23 +405,24 @@ def _em_bootstrap(p, priors, rng):
     per_block = max(1, _CHUNK // p.size)
     for start in range(0, priors.size, per_block):
         block = priors[start : start + per_block]
-        yield _em_rows(p[rng.integers(0, p.size, size=(block.size, p.size))], block)
+        yield _em_rows(p[rng.integers(0, p.size, size=(block.size, p.size))], block)[0]
 
 
-def _em_rows(p: np.ndarray, train_prior) -> np.ndarray:
-    """Saerens' EM on each row of p (replicates x rows) at once: the fixed point q = mean(adjust(p, q)).
+def _em_rows(p: np.ndarray, train_prior) -> tuple[np.ndarray, np.ndarray]:
+    """Saerens' EM on each row of p (replicates x rows) at once: (priors, converged per row).
 
-    train_prior: one for all rows, or one per row.
+    The fixed point q = mean(adjust(p, q)); train_prior: one for all rows, or one per row.
     """
     train_prior = np.broadcast_to(np.asarray(train_prior, dtype=float), (p.shape[0],))[:, None]
     q = train_prior[:, 0].copy()
+    done = np.zeros(q.size, dtype=bool)
     for _ in range(EM_MAX_ITERATIONS):
         new = adjust_posteriors(p, train_prior, q[:, None]).mean(axis=1)
         done = np.abs(new - q) < EM_TOLERANCE
         q = new
         if done.all():
             break
-    return q
+    return q, done
 
 
 def _counts(truth, predicted, axis=None):

@@ -159,6 +159,17 @@ def test_a_singular_confusion_matrix_is_a_reason_not_a_crash():
     assert "singular" in near.bbse_share.reason and near.bbse_share.value == 1.0
 
 
+def test_em_that_does_not_settle_says_so():
+    # every message scored just above the prior the posteriors encode: EM creeps towards 1
+    ref_scores, ref_truth = confusion_holdout(0.9, 0.05)
+    prior = ref_scores.mean()
+    report = estimate_traffic(ref_scores, ref_truth, np.full(100, prior + 1e-4), resamples=20)
+    assert any(n.startswith("EM: not settled after 2000 iterations") for n in report.notes)
+    assert any(line.startswith("note: EM: not settled") for line in report.headline())
+    settled = estimate_traffic(ref_scores, ref_truth, np.r_[np.full(90, 0.05), np.full(10, 0.95)], resamples=20)
+    assert not any(n.startswith("EM") for n in settled.notes)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
