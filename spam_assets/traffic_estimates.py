@@ -331,9 +331,8 @@ def expected_calibration_error(p, truth, bins: int = ECE_BINS) -> float:
     if p.size == 0:
         return math.nan
     which = np.minimum((p * bins).astype(int), bins - 1)
-    count = np.bincount(which, minlength=bins)
     gap = np.bincount(which, weights=truth - p, minlength=bins)  # sum of (y - p) per bin
-    return float(np.abs(gap).sum() / p.size) if count.any() else math.nan
+    return float(np.abs(gap).sum() / p.size)  # = sum over bins of (n_bin / n) |mean y - mean p|
 
 
 def cbpe_metrics(p, predicted) -> dict[str, float]:
