@@ -2,9 +2,12 @@
 
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from spam_assets.batches import write_json_atomic
@@ -55,16 +58,11 @@ class DriftConfig(dg.Config):
 def drift_statistics(
     context: dg.AssetExecutionContext, config: DriftConfig, store: PlatformStore, registry: ModelRegistry, decay: DecayPolicy
 ) -> dg.MaterializeResult:
-    reg = registry.registry()
-    champion = reg.champion()
+    ref = champion_reference(store, registry)
+    if isinstance(ref, str):  # no champion (the rule trains then: nothing serves, so nothing is kept) or no corpus
+        return _no_verdict(store, ref, no_champion=registry.registry().champion() is None)
+    champion, reference_version, reference = ref.champion, ref.corpus_version, ref.corpus
     corpora, batches = store.corpus(), store.batches()
-    if champion is None:  # not drift, but the rule trains then: nothing serves, so nothing is kept
-        return _no_verdict(store, "no champion yet: nothing to compare against", no_champion=True)
-    reference_version = champion.tags.get(TAG_CORPUS_VERSION)
-    if not reference_version or not corpora.path(reference_version).exists():
-        return _no_verdict(store, f"champion v{champion.version}'s training corpus {reference_version!r} is not in this store")
-
-    reference = corpora.read(reference_version)
     seen = set(corpora.manifest(reference_version)["batch_ids"])
     new_ids = [b for b in batches.accepted_ids() if b not in seen]
     if not new_ids:
@@ -75,18 +73,46 @@ def drift_statistics(
     current = current[current["label"].isin(LABELS)]
     current = current[~current["text"].map(normalise).duplicated()]
 
-    model = reg.load(champion.version)
-    score = lambda texts: spam_probability(model, texts)
-    holdout = reference[reference["split"] == "holdout"]
     report = compute_drift(
         reference[["text", "label"]],
         current[["text", "label"]],
         config.thresholds(decay.f1_floor),
-        score_fn=score,
-        reference_scores=score(holdout["text"].tolist()),
+        score_fn=ref.score,
+        reference_scores=ref.holdout_scores,
     )
     context.log.info(f"drift={report.drift} decay={report.decay}: {report.reasons}")
     return _result(store, report, champion.version, reference_version, new_ids)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChampionReference:
+    """What new data is compared with: the champion, its training corpus, and its scores on its own holdout."""
+
+    champion: Any  # the registry's ModelVersion
+    corpus_version: str
+    corpus: pd.DataFrame  # the training corpus (columns text, label, split)
+    score: Callable[[Sequence[str]], np.ndarray]  # the champion's P(spam)
+    holdout_labels: pd.Series
+    holdout_scores: np.ndarray  # on rows it was not trained on: scores on training rows are over-confident
+
+
+def champion_reference(store: PlatformStore, registry: ModelRegistry) -> ChampionReference | str:
+    """The champion's reference, or why there is none (one line for the verdict's reasons)."""
+    reg = registry.registry()
+    champion = reg.champion()
+    if champion is None:
+        return "no champion yet: nothing to compare against"
+    corpora = store.corpus()
+    version = champion.tags.get(TAG_CORPUS_VERSION)
+    if not version or not corpora.path(version).exists():
+        return f"champion v{champion.version}'s training corpus {version!r} is not in this store"
+    corpus = corpora.read(version)
+    model = reg.load(champion.version)
+    score = lambda texts: spam_probability(model, texts)  # noqa: E731
+    holdout = corpus[corpus["split"] == "holdout"]
+    return ChampionReference(
+        champion, version, corpus, score, holdout["label"].reset_index(drop=True), score(holdout["text"].tolist())
+    )
 
 
 def _result(
