@@ -69,6 +69,11 @@ class Paths:
         return self.home / "predictions"
 
     @property
+    def traffic(self) -> Path:
+        """The prediction log compacted, one Parquet table per hour (spam_assets/traffic_tables.py)."""
+        return self.home / "traffic"
+
+    @property
     def dagster_home(self) -> Path:
         return self.home / "dagster"
 
