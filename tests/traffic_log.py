@@ -21,7 +21,7 @@ from serving.prediction_log import PredictionLog
 from spam_assets.traffic.prediction_files import NAME, segments
 from spam_assets.traffic.verdict_ids import new_verdict_ids
 
-SPAM = "WINNER! You have won a guaranteed £1000 cash prize. Call 09061701461 now | claim"
+SPAM = "WINNER! | You have won a guaranteed £1000 cash prize. Call 09061701461 now to claim"
 HAM = "are we still on for lunch tomorrow?\nsee you at home later"
 
 

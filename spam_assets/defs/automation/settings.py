@@ -26,6 +26,9 @@ FEED_CRON_ENV, FEED_TZ_ENV = "SPAM_FEED_CRON", "SPAM_FEED_TIMEZONE"
 WEBHOOK_ENV, WEBHOOK_TIMEOUT_ENV = "SPAM_WEBHOOK_URL", "SPAM_WEBHOOK_TIMEOUT_SECONDS"
 F1_FLOOR_ENV = "SPAM_F1_FLOOR"  # drift_statistics says `decay` below it (DecayPolicy)
 RETRY_BACKOFF_ENV = "SPAM_RETRY_BACKOFF_SECONDS"
+TRAFFIC_INTERVAL_ENV = "SPAM_TRAFFIC_INTERVAL_SECONDS"
+TRAFFIC_START_ENV = "SPAM_TRAFFIC_START"  # first hour of the traffic partitions, e.g. 2026-11-01-00:00
+TRAFFIC_START = "2026-11-01-00:00"
 
 
 def env(name: str, default: str = "") -> str:
@@ -60,6 +63,18 @@ def notify_interval() -> int:
     idle daemon took 28% of a core with every sensor at 4 s, 18% at 10 s).
     """
     return max(1, int(env_number(NOTIFY_INTERVAL_ENV, 15)))
+
+
+def traffic_interval() -> int:
+    """Minimum seconds between ticks of the traffic sensor: a segment closes every few minutes per
+    replica (--log-segment-seconds, 300), so a minute adds little delay and spares the daemon."""
+    return max(1, int(env_number(TRAFFIC_INTERVAL_ENV, 60)))
+
+
+def traffic_start() -> str:
+    """The first hour of the traffic partitions (UTC, `YYYY-MM-DD-HH:MM`). Hours before it are not
+    listed in the UI (an empty hour per hour since whenever) and not compacted."""
+    return env(TRAFFIC_START_ENV, TRAFFIC_START).strip()
 
 
 def retry_backoff_seconds() -> float:
