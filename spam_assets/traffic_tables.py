@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from spam_assets.traffic.prediction_files import FIELDS, NAME, segments
@@ -73,6 +75,14 @@ SCHEMA = pa.schema(
     ]
 )
 assert tuple(SCHEMA.names[:-1]) == FIELDS, "the table's columns follow the log's record schema"
+_RECORD = pa.schema(list(SCHEMA)[:-1])
+_TIME = SCHEMA.field("time").type
+# What Arrow reads a line as: `time` as text (cast after, so a bad one sends the file line by line),
+# fields the record schema does not know ignored.
+_ARROW_JSON = pj.ParseOptions(
+    explicit_schema=pa.schema([f.with_type(pa.string()) if f.name == "time" else f for f in _RECORD]),
+    unexpected_field_behavior="ignore",
+)
 _NUMBERS = {"spam_probability", "latency_ms"}
 _STRINGS = [name for name in FIELDS if name not in _NUMBERS and name != "time"]
 
@@ -162,38 +172,75 @@ def compact_hour(directory: Path | str, start: dt.datetime, candidates: Iterable
     """The records of the hour starting at `start` from the published segments in `directory`.
 
     Only segments that can hold the hour are read. Rows are deduplicated by
-    verdict_id (the first kept: a recovered segment should repeat nothing,
-    but a copied file could) and sorted by time, then verdict id.
+    verdict_id (the first kept, in segment order: a recovered segment should
+    repeat nothing, but a copied file could) and sorted by time, then verdict id.
     """
     start = hour_start(start)
     end = start + HOUR
     pool = published_segments(directory) if candidates is None else candidates
     result = Compaction(start, SCHEMA.empty_table())
-    rows: dict[str, dict] = {}
+    tables = []
     for segment in (s for s in pool if s.can_hold(start, end)):
         try:
             data = segment.path.read_bytes()
         except FileNotFoundError:  # expired by retention between listing and reading
             continue
         result.segments_read.append(segment.name)
-        for number, line in enumerate(data.splitlines(), start=1):
-            record, reason = _parse(line)
-            if record is None:
-                result.bad_lines.append(BadLine(segment.name, number, reason))
-                continue
-            if not start <= record["time"] < end:
-                continue
-            if (reason := _type_problem(record)) is not None:
-                result.bad_lines.append(BadLine(segment.name, number, reason))
-                continue
-            if record["verdict_id"] in rows:
-                result.duplicates += 1
-                continue
-            record[SEGMENT] = segment.name
-            rows[record["verdict_id"]] = record
-    ordered = sorted(rows.values(), key=lambda r: (r["time"], r["verdict_id"]))
-    result.table = pa.Table.from_pylist([{k: r.get(k) for k in SCHEMA.names} for r in ordered], schema=SCHEMA)
+        table = _read_clean(data)
+        if table is None:  # some line is not a valid record: line by line, to name it
+            table = _read_line_by_line(data, segment.name, start, end, result.bad_lines)
+        else:
+            in_hour = pc.and_(
+                pc.greater_equal(table["time"], pa.scalar(start, _TIME)), pc.less(table["time"], pa.scalar(end, _TIME))
+            )
+            table = table.filter(in_hour)
+        tables.append(table.append_column(SEGMENT, pa.array([segment.name] * table.num_rows, pa.string())))
+    if not tables:
+        return result
+    table = pa.concat_tables(tables)
+    repeated = table.column("verdict_id").to_pandas().duplicated(keep="first").to_numpy()
+    result.duplicates = int(repeated.sum())
+    if result.duplicates:
+        table = table.filter(pa.array(~repeated))
+    result.table = table.sort_by([("time", "ascending"), ("verdict_id", "ascending")]).select(SCHEMA.names)
     return result
+
+
+def _read_clean(data: bytes) -> pa.Table | None:
+    """A segment whose every line is a valid record, parsed by Arrow (columnar, about 10x faster than
+    line by line); None when any line is not, or when Arrow skipped one (it passes over blank lines)."""
+    lines = data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
+    try:
+        raw = pj.read_json(pa.BufferReader(data), parse_options=_ARROW_JSON)
+        times = pc.cast(raw["time"], _TIME)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError):
+        return None
+    ids = raw["verdict_id"]
+    if raw.num_rows != lines or ids.null_count or times.null_count or pc.any(pc.equal(ids, "")).as_py():
+        return None
+    for name in _NUMBERS:
+        if pc.any(pc.invert(pc.is_finite(raw[name]))).as_py():  # NaN or infinity (null is fine)
+            return None
+    return raw.set_column(raw.schema.get_field_index("time"), "time", times).select(list(FIELDS))
+
+
+def _read_line_by_line(data: bytes, file: str, start: dt.datetime, end: dt.datetime, bad: list[BadLine]) -> pa.Table:
+    """The valid records of the hour in `data`, each invalid line added to `bad` with its number and why."""
+    rows = []
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line and number > data.count(b"\n"):  # after the last newline: not a line
+            break
+        record, reason = _parse(line)
+        if record is None:
+            bad.append(BadLine(file, number, reason))
+            continue
+        if not start <= record["time"] < end:
+            continue
+        if (reason := _type_problem(record)) is not None:
+            bad.append(BadLine(file, number, reason))
+            continue
+        rows.append({name: record.get(name) for name in FIELDS})
+    return pa.Table.from_pylist(rows, schema=_RECORD)
 
 
 def _parse(line: bytes) -> tuple[dict | None, str]:
