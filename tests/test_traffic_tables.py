@@ -130,3 +130,21 @@ def test_summary_counts_versions_apis_latency_and_scores(log_dir):
     histogram = {b["from"]: b["verdicts"] for b in stats["spam_probability_histogram"]}
     assert histogram[0.0] == 5 and histogram[0.9] == 3 and sum(histogram.values()) == 8
     assert 0 <= stats["latency_p50_ms"] <= stats["latency_p99_ms"]
+
+
+def test_a_segment_read_line_by_line_gives_the_same_table_as_one_read_whole(log_dir):
+    """Clean segments are parsed by Arrow, one with a bad line line by line: the rows and types agree."""
+    segment = write_segment(log_dir, spam=2, ham=3)
+    hour = hour_of(records(segment)[0])
+    whole = compact_hour(log_dir, hour).table
+    with segment.open("ab") as file:
+        file.write(b"not a record\n")
+    by_line = compact_hour(log_dir, hour)
+    assert len(by_line.bad_lines) == 1 and by_line.table.equals(whole)
+    assert whole.num_rows == 5
+
+
+def test_verdicts_logged_without_their_text_keep_a_null_text_and_the_sha256(log_dir):
+    segment = write_segment(log_dir, spam=1, ham=1, log_text=False)
+    frame = compact_hour(log_dir, hour_of(records(segment)[0])).table.to_pandas()
+    assert frame["text"].isna().all() and frame["text_sha256"].str.len().eq(64).all()
