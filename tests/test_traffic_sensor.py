@@ -16,6 +16,7 @@ import pytest
 
 from spam_assets.definitions import defs as load_defs
 from spam_assets.defs.assets.traffic import traffic
+from spam_assets.defs.automation.settings import traffic_start
 from spam_assets.defs.automation.traffic import TRAFFIC_TRIGGER, TrafficCursor, traffic_sensor
 from spam_assets.defs.partitions import traffic_hours
 from spam_assets.defs.resources import PlatformStore
@@ -169,3 +170,15 @@ def test_a_segment_older_than_the_partitions_is_not_requested(instance, log_dir)
     cursor = TrafficCursor(tick=segment.stat().st_mtime + 60).dump()
     result = tick(instance, cursor)
     assert not result.run_requests and "no new published segment" in result.skip_message
+
+
+@pytest.mark.parametrize("raw, start", [("2026-10-05", "2026-10-05-00:00"), ("2026-10-05-07:30", "2026-10-05-07:00")])
+def test_the_first_hour_comes_from_the_environment(monkeypatch, raw, start):
+    monkeypatch.setenv("SPAM_TRAFFIC_START", raw)
+    assert traffic_start() == start
+
+
+def test_a_first_hour_that_is_not_a_time_is_refused_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("SPAM_TRAFFIC_START", "last tuesday")
+    with pytest.raises(ValueError, match="SPAM_TRAFFIC_START='last tuesday' is not an hour like"):
+        traffic_start()

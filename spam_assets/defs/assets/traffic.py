@@ -13,7 +13,7 @@ import dagster as dg
 
 from spam_assets.defs.partitions import traffic_hours
 from spam_assets.defs.resources import PlatformStore
-from spam_assets.traffic_tables import compact_hour, summary, table_path, write_table
+from spam_assets.traffic_tables import SCHEMA, compact_hour, summary, table_path, write_table
 
 PREVIEW_ROWS = 5
 PREVIEW_TEXT = 60  # characters of a text shown in the preview
@@ -27,6 +27,7 @@ BAD_LINES_SHOWN = 20
     # same hour never race, so the later one, which read more segments, leaves the table.
     pool="traffic",
     kinds={"parquet", "pandas"},
+    metadata={"dagster/column_schema": dg.TableSchema([dg.TableColumn(f.name, str(f.type)) for f in SCHEMA])},
     description=(
         "Every verdict the server gave in one UTC hour (its prediction log, $SPAM_HOME/predictions), "
         "compacted from the log's segments into one typed table, traffic/<YYYY-MM-DD-HH>.parquet, "

@@ -10,6 +10,7 @@ evaluation. Every read goes through `dg.EnvVar`.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -74,7 +75,13 @@ def traffic_interval() -> int:
 def traffic_start() -> str:
     """The first hour of the traffic partitions (UTC, `YYYY-MM-DD-HH:MM`). Hours before it are not
     listed in the UI (an empty hour per hour since whenever) and not compacted."""
-    return env(TRAFFIC_START_ENV, TRAFFIC_START).strip()
+    raw = env(TRAFFIC_START_ENV, TRAFFIC_START).strip()
+    for form in ("%Y-%m-%d-%H:%M", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(raw, form).strftime("%Y-%m-%d-%H:00")
+        except ValueError:
+            continue
+    raise ValueError(f"{TRAFFIC_START_ENV}={raw!r} is not an hour like {TRAFFIC_START} (UTC) or a date like 2026-11-01")
 
 
 def retry_backoff_seconds() -> float:
