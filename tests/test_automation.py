@@ -7,7 +7,7 @@ import pytest
 from spam_assets.definitions import defs as load_defs
 from spam_assets.defs.assets.ingestion import raw_sample
 from spam_assets.defs.automation.feed import daily_feed, feed_job
-from spam_assets.defs.automation.settings import notify_interval, sensor_interval, settle_seconds
+from spam_assets.defs.automation.settings import notify_interval, sensor_interval, settle_seconds, traffic_interval
 from spam_assets.defs.partitions import batch_partitions
 from spam_assets.defs.resources import PlatformStore
 from spam_assets.intake import register, stage
@@ -22,12 +22,13 @@ def test_definitions_load_and_everything_runs_without_a_click():
     sensors = {s.name: s for s in defs.sensors}
     assert set(sensors) == {
         "inbox_sensor", "refresh_on_new_batch", "retrain_on_drift", "notify_champion_decision", "notify_run_failure",
-        "release_dead_training", "retry_dead_training", "judge_unjudged_corpus",
+        "release_dead_training", "retry_dead_training", "judge_unjudged_corpus", "traffic_sensor",
     }
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
     # The drop-to-champion path, a retry on it included.
     loop = {"inbox_sensor", "refresh_on_new_batch", "retrain_on_drift", "retry_dead_training", "judge_unjudged_corpus"}
     assert all(sensors[name].minimum_interval_seconds == sensor_interval() for name in loop)
+    assert sensors.pop("traffic_sensor").minimum_interval_seconds == traffic_interval()  # segments close every few minutes
     assert all(s.minimum_interval_seconds == notify_interval() for name, s in sensors.items() if name not in loop)
     assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in defs.schedules)
     assert {s.name for s in defs.schedules} == {"daily_feed", "periodic_retrain"}
