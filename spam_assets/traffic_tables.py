@@ -77,6 +77,9 @@ SCHEMA = pa.schema(
 assert tuple(SCHEMA.names[:-1]) == FIELDS, "the table's columns follow the log's record schema"
 _RECORD = pa.schema(list(SCHEMA)[:-1])
 _TIME = SCHEMA.field("time").type
+# Arrow parses in blocks and fails on a line longer than one; the server takes texts up to its
+# message limit (4 MiB by default), so blocks are larger than that.
+_ARROW_BLOCKS = pj.ReadOptions(block_size=16 << 20)
 # What Arrow reads a line as: `time` as text (cast after, so a bad one sends the file line by line),
 # fields the record schema does not know ignored.
 _ARROW_JSON = pj.ParseOptions(
@@ -211,7 +214,7 @@ def _read_clean(data: bytes) -> pa.Table | None:
     line by line); None when any line is not, or when Arrow skipped one (it passes over blank lines)."""
     lines = data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
     try:
-        raw = pj.read_json(pa.BufferReader(data), parse_options=_ARROW_JSON)
+        raw = pj.read_json(pa.BufferReader(data), read_options=_ARROW_BLOCKS, parse_options=_ARROW_JSON)
         times = pc.cast(raw["time"], _TIME)
     except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError):
         return None
@@ -268,7 +271,8 @@ def _type_problem(record: dict) -> str | None:
             return f"{name} is a {type(record[name]).__name__}, not text"
     for name in _NUMBERS:
         value = record.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)):
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if value is not None and not (number and math.isfinite(value)):
             return f"{name} {value!r} is not a finite number"
     return None
 

@@ -59,7 +59,8 @@ def traffic(context: dg.AssetExecutionContext, store: PlatformStore) -> dg.Mater
         more = len(result.bad_lines) - BAD_LINES_SHOWN
         metadata["bad_lines_detail"] = dg.MetadataValue.md(shown + (f"\n- … and {more} more" if more > 0 else ""))
     if not stats["verdicts"]:
-        where = "no published segment can hold it" if not result.segments_read else f"{len(result.segments_read)} segments read"
+        read = len(result.segments_read)
+        where = f"{read} segments read" if read else "no published segment can hold it"
         metadata["note"] = f"no verdicts in this hour ({where}, log {log_dir}): the table is empty"
         return dg.MaterializeResult(metadata=metadata)
 
@@ -106,6 +107,7 @@ def _preview_md(frame) -> str:
         short = text if len(text) <= PREVIEW_TEXT else text[: PREVIEW_TEXT - 1] + "…"
         p = "" if r.spam_probability != r.spam_probability else f"{r.spam_probability:.3f}"  # NaN: not scored
         rows.append(
-            f"| {r.time:%H:%M:%S} | {_cell(r.api)} | v{_cell(r.model_version)} | {_cell(r.label)} | {p} | {_cell(short)} |"
+            f"| {r.time:%H:%M:%S} | {_cell(r.api)} | v{_cell(r.model_version)} | {_cell(r.label)} | {p} "
+            f"| {_cell(short)} |"
         )
     return "\n".join(rows)

@@ -78,7 +78,9 @@ def plan_runs(
         if hour >= end:  # only by the clock slack, or a writer's clock ahead: its next segment brings the hour
             continue
         if hour < first:
-            notes.append(f"{len(ids)} new segments hold {hour:%Y-%m-%d %H:00} UTC, before {TRAFFIC_START_ENV}: not compacted")
+            notes.append(
+                f"{len(ids)} new segments hold {hour:%Y-%m-%d %H:00} UTC, before {TRAFFIC_START_ENV}: not compacted"
+            )
             continue
         key = traffic_hours.get_partition_key_for_timestamp(hour.timestamp())
         digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
