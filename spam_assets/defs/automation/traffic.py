@@ -27,7 +27,7 @@ import time
 import dagster as dg
 
 from spam_assets.defs.automation.settings import TRAFFIC_START_ENV, traffic_interval
-from spam_assets.defs.keys import TRAFFIC
+from spam_assets.defs.keys import TRAFFIC, TRAFFIC_DRIFT
 from spam_assets.defs.partitions import traffic_hours
 from spam_assets.defs.resources import PlatformStore
 from spam_assets.defs.run_tags import TRIGGER_TAG
@@ -39,8 +39,11 @@ TRAFFIC_TRIGGER = "traffic"
 
 compact_traffic_job = dg.define_asset_job(
     "compact_traffic",
-    selection=dg.AssetSelection.assets(TRAFFIC),
-    description="Compact one hour of the prediction log into its traffic table (one traffic partition).",
+    selection=dg.AssetSelection.assets(TRAFFIC, TRAFFIC_DRIFT),
+    description=(
+        "Compact one hour of the prediction log into its traffic table (one traffic partition), "
+        "then judge the hour against the champion's reference (traffic_drift)."
+    ),
 )
 
 
