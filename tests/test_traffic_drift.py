@@ -5,6 +5,7 @@ Real instance, MLflow store and a champion trained on generated SMS-like data
 own writer (tests/traffic_log.py) and moved back to past hours.
 """
 
+import csv
 import datetime as dt
 import json
 import time
@@ -99,3 +100,63 @@ def test_conflicting_feedback_labels_nothing_and_an_empty_hour_is_not_judged(boo
     empty = _judge(instance, hours_ago=6)
     assert empty["drift"] is False and "no verdicts in" in empty["reasons"]
     assert np.isfinite(meta[ESTIMATES_KEY]["predicted_share"]["value"])
+
+
+# ------------------------------------------------------------ decisions from traffic (retrain_on_traffic)
+
+
+def _tick(instance, cursor=None):
+    from spam_assets.defs.automation.traffic_decisions import retrain_on_traffic
+
+    resources = {k: v for k, v in build_resources().items() if k in ("store", "registry", "decay", "webhook")}
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+    return retrain_on_traffic(context)
+
+
+def test_drifted_traffic_asks_for_labels_then_retrains_once_they_exist(bootstrapped, instance, tmp_path, monkeypatch):  # noqa: F811
+    from spam_assets.defs.automation.traffic_decisions import MIN_NEW_LABELS_ENV, TRAFFIC_DRIFT_TRIGGER
+    from spam_assets.defs.run_tags import TRIGGER_TAG
+    from spam_assets.loaders import read_batch
+    from spam_assets.runner import materialize_batches
+    from tests.synthetic import write_jsonl
+    from tests.test_graph import FAST, ingest
+
+    monkeypatch.setenv(MIN_NEW_LABELS_ENV, "100")
+    mail = email_messages(300, seed=11)
+    _serve(paths().predictions, mail["text"].tolist(), hours_ago=2)
+    assert _judge(instance, hours_ago=2)[VERDICT_KEY]["drift"] is True
+
+    # No label has arrived since the champion's corpus: a label request, the least certain messages first.
+    asked = _tick(instance)
+    assert not asked.run_requests and asked.skip_reason.skip_message.startswith("Needs labels: traffic of")
+    (request,) = (paths().home / "review").glob("needs-labels-*.csv")
+    assert str(request) in asked.skip_reason.skip_message and "0 labelled messages arrived" in asked.skip_reason.skip_message
+    with open(request, newline="", encoding="utf-8") as file:
+        header, *rows = list(csv.reader(file))  # e-mail texts span lines: quoted
+    assert header == ["label", "text", "spam_probability", "verdict_id"] and 0 < len(rows) <= 200
+    assert all(label == "" for label, *_ in rows)
+    certainty = [abs(float(probability) - 0.5) for _, _, probability, _ in rows]
+    assert certainty == sorted(certainty)
+    again = _tick(instance, asked.cursor)  # once per verdict, not on every tick
+    assert isinstance(again, dg.SkipReason) and again.skip_message == "no new traffic verdict"
+
+    # Labelled in place, the request is a batch the inbox reads back.
+    with open(request, "w", newline="", encoding="utf-8") as file:
+        csv.writer(file).writerows([header, *(["spam" if i % 2 else "ham", *row[1:]] for i, row in enumerate(rows))])
+    assert len(read_batch(request)) == len(rows)
+
+    # Once enough labels have arrived (here an e-mail batch of 300), the same verdict asks for a retrain.
+    labelled = ingest(write_jsonl(email_messages(300, seed=12), tmp_path / "labelled.jsonl"), instance)
+    resources = build_resources()
+    materialize_batches([labelled], instance, resources, FAST, downstream=["cleaned_corpus"])
+    retrain = _tick(instance)
+    (run,) = retrain.run_requests
+    assert run.tags[TRIGGER_TAG] == TRAFFIC_DRIFT_TRIGGER and "300 new labelled messages" in run.tags["spam/retrain_reason"]
+
+
+def test_a_calm_hour_asks_for_nothing(bootstrapped, instance):  # noqa: F811
+    _serve(paths().predictions, sms_messages(200, seed=13)["text"].tolist(), hours_ago=2)
+    assert _judge(instance, hours_ago=2)[VERDICT_KEY]["drift"] is False
+    calm = _tick(instance)
+    assert not calm.run_requests and "no drift or decay" in calm.skip_reason.skip_message
+    assert not (paths().home / "review").exists()
