@@ -263,18 +263,23 @@ def resolve(reports: list[dict]) -> Resolved:
         groups[report["text_sha256"]].append(report)
     out = Resolved([], [], [])
     for group in sorted(groups.values(), key=lambda g: g[0]["report_id"]):
-        votes: dict[str, str] = {}
+        firsts: dict[str, dict] = {}
         for report in group:
-            votes.setdefault(report["reporter"], report["label"])  # a reporter's first report counts
+            firsts.setdefault(report["reporter"], report)  # a reporter's first report counts
+        votes = {reporter: r["label"] for reporter, r in firsts.items()}
         tally = Counter(votes.values())
         winner, top = max(sorted(tally.items()), key=lambda kv: kv[1])
         score = " to ".join(f"{tally[label]} {label}" for label in LABELS)
         if top * 2 <= len(votes):  # no strict majority
             out.held += [_held(r, "tie", f"reporters disagree, {score}: a tie") for r in group]
             continue
-        counted = [r for r in group if votes[r["reporter"]] == winner]
+        counted = [r for r in group if firsts[r["reporter"]] is r and r["label"] == winner]
         out.rows.append({"text": group[0]["text"], "label": winner, "report_ids": [r["report_id"] for r in counted]})
-        out.skipped += [_why(r, "skipped_because", f"outvoted, {score}") for r in group if r not in counted]
+        for r in group:
+            if firsts[r["reporter"]] is not r:
+                out.skipped.append(_why(r, "skipped_because", "a repeat: the reporter's first report on the message counts"))
+            elif r["label"] != winner:
+                out.skipped.append(_why(r, "skipped_because", f"outvoted, {score}"))
     return out
 
 
