@@ -152,8 +152,14 @@ def parse_report(raw: bytes) -> dict | str | None:
         return "no reporter"
     if not isinstance(value.get("text_sha256"), str) or not _SHA.fullmatch(value["text_sha256"]):
         return f"text_sha256 {str(value.get('text_sha256'))[:80]!r} is not a sha256"
-    if value.get("text") is not None and not isinstance(value["text"], str):
-        return "text is not a string"
+    if value.get("text") is not None:
+        if not isinstance(value["text"], str):
+            return "text is not a string"
+        if hashlib.sha256(value["text"].encode("utf-8", "surrogatepass")).hexdigest() != value["text_sha256"]:
+            return "text_sha256 is not the sha256 of its text"
+    for name in ("verdict_id", "predicted_label"):
+        if value.get(name) is not None and not isinstance(value[name], str):
+            return f"{name} is not a string"
     p = value.get("spam_probability")
     if p is not None and (isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 <= p <= 1.0):
         return f"spam_probability {p!r} is not a probability"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from hashlib import sha256
 
 import dagster as dg
 import pytest
@@ -144,6 +145,22 @@ def test_a_crash_between_staging_and_the_cursor_save_trains_nothing_twice(instan
     assert len(batches.read_parsed(staged.partition_key)) == 12
 
 
+def test_a_feedback_batch_whose_raw_sample_run_failed_is_requested_again_at_most_three_times(instance, resources, traffic):
+    report_all(traffic, messages(12, seed=7))
+    result = tick(instance)
+    (request,) = ingest_requests(result)
+    batch = request.partition_key
+    received = PlatformStore().batches().received_path(batch)
+    received.unlink()  # the run fails: raw_sample cannot read the batch
+    keys = []
+    for _ in range(3):
+        run = dg.materialize([raw_sample], partition_key=batch, instance=instance, resources=resources, raise_on_error=False)
+        assert not run.success
+        result = tick(instance, result.cursor)
+        keys.append([r.run_key for r in ingest_requests(result)])
+    assert keys == [[f"feedback:{batch}:1"], [f"feedback:{batch}:2"], []]
+
+
 def test_held_reports_show_in_feedback_review_with_a_file_to_relabel(instance, resources, traffic, monkeypatch):
     monkeypatch.setenv("SPAM_FEEDBACK_CAP_PER_DAY", "2")
     rows = messages(6, seed=4)
@@ -182,7 +199,7 @@ def test_a_hostile_feedback_file_is_skipped_line_by_line_named_and_counted(insta
     report_all(traffic, messages(3, seed=5))
     good = {name: None for name in FIELDS} | {
         "report_id": new_verdict_id(), "label": "spam", "reporter": "x", "text": "a text sent with the report",
-        "text_sha256": "0" * 64, "verdict_found": False,
+        "text_sha256": sha256(b"a text sent with the report").hexdigest(), "verdict_found": False,
     }  # fmt: skip
     hostile = feedback_dir(PlatformStore().paths.predictions) / "feedback-evil-1-x.jsonl"
     hostile.write_bytes(
@@ -190,20 +207,22 @@ def test_a_hostile_feedback_file_is_skipped_line_by_line_named_and_counted(insta
         + json.dumps({**good, "label": "maybe", "report_id": new_verdict_id()}).encode() + b"\n"
         + json.dumps(good).encode() + b"\n"
         + b"[]\n"
+        + json.dumps({**good, "report_id": new_verdict_id(), "text": "not the text hashed"}).encode() + b"\n"
     )
     result = tick(instance)  # no exception
     cursor = FeedbackCursor.load(result.cursor)
-    assert (cursor.totals["read"], cursor.totals["bad"]) == (4, 3)
+    assert (cursor.totals["read"], cursor.totals["bad"]) == (4, 4)
     assert "a text sent with the report" in {r["text"] for r in cursor.waiting}
 
     meta = dg.materialize([feedback_review], instance=instance, resources=resources).asset_materializations_for_node(
         "feedback_review"
     )[0].metadata
-    assert meta["bad_lines"].value == 3
+    assert meta["bad_lines"].value == 4
     bad = meta["bad_lines_table"].value
     assert "| feedback-evil-1-x.jsonl | 1 | not valid JSON" in bad
     assert "| feedback-evil-1-x.jsonl | 2 | label 'maybe' is not one of ham, spam |" in bad
     assert "| feedback-evil-1-x.jsonl | 4 | a JSON list, not a report object |" in bad
+    assert "| feedback-evil-1-x.jsonl | 5 | text_sha256 is not the sha256 of its text |" in bad
 
 
 def test_reports_whose_text_is_nowhere_are_counted_and_skipped(instance, home):
@@ -227,7 +246,7 @@ def test_a_report_landing_late_in_another_replicas_file_with_an_older_id_is_stil
     assert len(FeedbackCursor.load(first.cursor).waiting) == 2
     late = {name: None for name in FIELDS} | {
         "report_id": early_id, "label": "spam", "reporter": "y", "text": "late but not lost",
-        "text_sha256": "1" * 64, "verdict_found": False,
+        "text_sha256": sha256(b"late but not lost").hexdigest(), "verdict_found": False,
     }  # fmt: skip
     (feedback_dir(PlatformStore().paths.predictions) / "feedback-replica2-7-z.jsonl").write_text(json.dumps(late) + "\n")
     second = tick(instance, first.cursor)

@@ -49,6 +49,7 @@ INTERVAL_ENV = "SPAM_FEEDBACK_INTERVAL_SECONDS"
 MIN_BATCH_ENV, CAP_ENV = "SPAM_FEEDBACK_MIN_BATCH", "SPAM_FEEDBACK_CAP_PER_DAY"
 CONFIDENT_SPAM_ENV, CONFIDENT_HAM_ENV = "SPAM_FEEDBACK_CONFIDENT_SPAM", "SPAM_FEEDBACK_CONFIDENT_HAM"
 MAX_LOGGED = 20  # bad lines named per tick in the log; the rest are counted
+MAX_RUNS = 3  # raw_sample runs a feedback batch gets: a batch that keeps failing needs a person
 
 feedback_review_job = dg.define_asset_job(
     "feedback_review_job",
@@ -92,15 +93,22 @@ def feedback_batches(batches: BatchStore) -> list[str]:
     return [b for b in batches.ids() if fl.BATCH_NAME.fullmatch(batches.meta(b).get("original_name", ""))]
 
 
-def _run_request(instance: dg.DagsterInstance, batch_id: str, rows: int) -> dg.RunRequest | None:
-    runs = list(instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": batch_id}), limit=20))
+def _run_request(context: dg.SensorEvaluationContext, batch_id: str, rows: int | None = None) -> dg.RunRequest | None:
+    """A raw_sample run for a feedback batch, unless one is in flight or done, or MAX_RUNS have failed."""
+    runs = list(context.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": batch_id}), limit=MAX_RUNS))
     if runs and runs[0].status not in FAILED_RUN:
         return None  # queued, running or done
+    if len(runs) >= MAX_RUNS:
+        context.log.warning(
+            f"feedback: batch {batch_id} failed raw_sample {len(runs)} times (last run {runs[0].run_id}); "
+            "not requested again: see that run, then materialise the partition by hand"
+        )
+        return None
     return dg.RunRequest(
         job_name=ingest_batch_job.name,
         partition_key=batch_id,
-        run_key=f"feedback:{batch_id}:{len(runs)}",  # the daemon launches a run key once; a retry after a failure gets a new one
-        tags={TRIGGER_TAG: FEEDBACK_TRIGGER, "spam/feedback_rows": str(rows)},
+        run_key=f"feedback:{batch_id}:{len(runs)}",  # the daemon launches a run key once; a retry gets a new one
+        tags={TRIGGER_TAG: FEEDBACK_TRIGGER} | ({"spam/feedback_rows": str(rows)} if rows else {}),
     )
 
 
@@ -122,19 +130,19 @@ def feedback_sensor(context: dg.SensorEvaluationContext, store: PlatformStore, r
     requests: list[dg.RunRequest] = []
     to_add: list[str] = []
 
-    # Batches staged by a tick whose cursor was lost: their reports are taken; their run is asked for again.
+    # Batches staged by a tick whose cursor was lost: their reports are taken. Any batch not judged yet
+    # (that tick's partition and run were lost too, or its run failed) gets its partition and a run.
     taken: set[str] = set()
     for batch_id in feedback_batches(batches):
-        if batch_id in cursor.staged:
-            continue
-        ids = fl.report_ids_in(batches.received_path(batch_id))
-        taken |= ids
-        cursor.staged.append(batch_id)
-        context.log.warning(f"feedback: batch {batch_id} was staged by a tick whose cursor was lost; {len(ids)} reports taken")
+        if batch_id not in cursor.staged:
+            ids = fl.report_ids_in(batches.received_path(batch_id))
+            taken |= ids
+            cursor.staged.append(batch_id)
+            context.log.warning(f"feedback: batch {batch_id} was staged by a tick whose cursor was lost; {len(ids)} reports taken")
         if batches.validation(batch_id) is None:
             if not context.instance.has_dynamic_partition(batch_partitions.name, batch_id):
                 to_add.append(batch_id)
-            if (request := _run_request(context.instance, batch_id, len(ids))) is not None:
+            if (request := _run_request(context, batch_id)) is not None:
                 requests.append(request)
 
     read = fl.read_reports(log_dir, cursor.offsets)
@@ -164,7 +172,7 @@ def feedback_sensor(context: dg.SensorEvaluationContext, store: PlatformStore, r
             cursor.add(trained=sum(len(r["report_ids"]) for r in resolved.rows))
             if not context.instance.has_dynamic_partition(batch_partitions.name, staged_now):
                 to_add.append(staged_now)
-            if (request := _run_request(context.instance, staged_now, len(resolved.rows))) is not None:
+            if (request := _run_request(context, staged_now, len(resolved.rows))) is not None:
                 requests.append(request)
             context.log.info(
                 f"feedback: staged batch {staged_now}: {len(resolved.rows)} messages from "
