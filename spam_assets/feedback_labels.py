@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime
 import hashlib
 import io
 import json
@@ -250,9 +251,13 @@ def screen(reports: list[dict], counts: dict[str, dict[str, int]], rules: Feedba
     return out
 
 
-def prune_counts(counts: dict[str, dict[str, int]], keep_days: int = 2) -> dict[str, dict[str, int]]:
-    """Only the newest days' counts (a report for an older day starts that day's count again)."""
-    return {day: counts[day] for day in sorted(counts)[-keep_days:]}
+def prune_counts(counts: dict[str, dict[str, int]], today: datetime.date) -> dict[str, dict[str, int]]:
+    """Only yesterday's, today's and tomorrow's counts (clock skew); a report for another day starts its count again.
+
+    Relative to the clock, not to the newest report: a report dated years ahead must not clear today's counts.
+    """
+    keep = {(today + datetime.timedelta(days=d)).isoformat() for d in (-1, 0, 1)}
+    return {day: counts[day] for day in sorted(counts) if day in keep}
 
 
 @dataclasses.dataclass

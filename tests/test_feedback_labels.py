@@ -38,6 +38,15 @@ def test_reports_beyond_the_daily_cap_are_held_with_the_reason():
     assert not again.passed and again.held[0]["held_rule"] == "cap"
 
 
+def test_cap_counts_are_kept_around_today_whatever_the_reports_claim():
+    import datetime
+
+    counts = {"2026-11-26": {"a": 1}, "2026-11-27": {"a": 5}, "2026-11-28": {"b": 1}, "2031-01-01": {"evil": 1}, "2026-11-01": {"a": 9}}
+    assert fl.prune_counts(counts, datetime.date(2026, 11, 27)) == {
+        "2026-11-26": {"a": 1}, "2026-11-27": {"a": 5}, "2026-11-28": {"b": 1},
+    }  # fmt: skip
+
+
 def test_a_report_contradicting_a_confident_verdict_is_held_not_trained():
     reports = [
         report("sure spam", "ham", "a", p=0.99),

@@ -9,6 +9,7 @@ daemon applies them, and raw_sample really runs on what it stages.
 from __future__ import annotations
 
 import json
+import socket
 import time
 from hashlib import sha256
 
@@ -143,6 +144,23 @@ def test_a_crash_between_staging_and_the_cursor_save_trains_nothing_twice(instan
     # Lost again after the run was launched and done: the batch is known by the store, nothing is requested.
     assert not ingest_requests(tick(instance))
     assert len(batches.read_parsed(staged.partition_key)) == 12
+
+
+def test_while_the_registry_is_down_ready_messages_wait_unstaged(instance, traffic, monkeypatch):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("SPAM_REGISTRY_TIMEOUT_SECONDS", "0.5")
+    report_all(traffic, messages(12, seed=8))
+    down = tick(instance)
+    assert not ingest_requests(down) and feedback_batches(PlatformStore().batches()) == []
+    assert len(fl.resolve(FeedbackCursor.load(down.cursor).waiting).rows) == 12
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    back = tick(instance, down.cursor)
+    (request,) = ingest_requests(back)
+    assert feedback_batches(PlatformStore().batches()) == [request.partition_key]
 
 
 def test_a_feedback_batch_whose_raw_sample_run_failed_is_requested_again_at_most_three_times(instance, resources, traffic):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -42,7 +43,7 @@ from spam_assets.defs.resources import ModelRegistry, PlatformStore
 from spam_assets.defs.run_tags import TRIGGER_TAG
 from spam_assets.disk import stored_model_bytes
 from spam_assets.intake import disk_problem, registry_problem, stage
-from spam_assets.loaders import SourceSpec
+from spam_assets.loaders import BatchFormatError, SourceSpec
 
 FEEDBACK_TRIGGER = "feedback"  # TRIGGER_TAG of the raw_sample runs of feedback batches
 INTERVAL_ENV = "SPAM_FEEDBACK_INTERVAL_SECONDS"
@@ -165,10 +166,15 @@ def feedback_sensor(context: dg.SensorEvaluationContext, store: PlatformStore, r
             data = fl.batch_bytes(resolved.rows)
             problem = disk_problem(store.home, len(data), stored_model_bytes(registry.uri()))
         if problem is None:
-            staged_now = _stage(data, batches)
+            try:
+                staged_now = _stage(data, batches)
+            except (OSError, BatchFormatError) as error:  # e.g. the disk filled meanwhile: nothing was staged
+                problem = f"staging failed: {error}"
+        if staged_now is not None:
             held += resolved.held
             skipped += resolved.skipped
-            cursor.waiting, cursor.staged = [], [*cursor.staged, staged_now]
+            cursor.waiting = []
+            cursor.staged += [] if staged_now in cursor.staged else [staged_now]
             cursor.add(trained=sum(len(r["report_ids"]) for r in resolved.rows))
             if not context.instance.has_dynamic_partition(batch_partitions.name, staged_now):
                 to_add.append(staged_now)
@@ -194,7 +200,7 @@ def feedback_sensor(context: dg.SensorEvaluationContext, store: PlatformStore, r
     for r in skipped:
         context.log.info(f"feedback: skipped report {r['report_id']} ({r['where']}): {r['skipped_because']}")
     cursor.add(skipped=len(skipped))
-    cursor.offsets, cursor.counts = read.offsets, fl.prune_counts(cursor.counts)
+    cursor.offsets, cursor.counts = read.offsets, fl.prune_counts(cursor.counts, datetime.now(UTC).date())
 
     summary = (
         f"{len(new)} new reports ({len(read.bad)} bad lines skipped), {len(held)} held, {len(skipped)} skipped; "
