@@ -23,6 +23,7 @@ def test_definitions_load_and_everything_runs_without_a_click():
     assert set(sensors) == {
         "inbox_sensor", "refresh_on_new_batch", "retrain_on_drift", "notify_champion_decision", "notify_run_failure",
         "release_dead_training", "retry_dead_training", "judge_unjudged_corpus", "traffic_sensor", "retrain_on_traffic",
+        "feedback_sensor",
     }
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
     # The drop-to-champion path, a retry on it included.
@@ -30,6 +31,7 @@ def test_definitions_load_and_everything_runs_without_a_click():
             "retrain_on_traffic"}  # fmt: skip
     assert all(sensors[name].minimum_interval_seconds == sensor_interval() for name in loop)
     assert sensors.pop("traffic_sensor").minimum_interval_seconds == traffic_interval()  # segments close every few minutes
+    assert sensors.pop("feedback_sensor").minimum_interval_seconds == 300  # reports wait for a batch anyway
     assert all(s.minimum_interval_seconds == notify_interval() for name, s in sensors.items() if name not in loop)
     assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in defs.schedules)
     assert {s.name for s in defs.schedules} == {"daily_feed", "periodic_retrain"}

@@ -47,7 +47,8 @@ def test_definitions_load():
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert keys == {
-        "raw_sample", "cleaned_corpus", "drift_statistics", "trained_model", "champion_decision", "traffic", "traffic_drift"
+        "raw_sample", "cleaned_corpus", "drift_statistics", "trained_model", "champion_decision", "traffic", "traffic_drift",
+        "feedback_review",
     }  # fmt: skip
     assert len(graph_assets()) == len(keys)  # each asset held by the one module that defines it (defs/keys.py)
 
