@@ -47,8 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from spam_assets.traffic.prediction_files import FIELDS, NAME, segments
-from spam_assets.traffic.verdict_ids import parse_verdict_id, verdict_time
+from spam_assets.traffic.prediction_files import FIELDS, opened_at, segments
 
 HOUR = dt.timedelta(hours=1)
 # Records are stamped when the server queues them, up to the writer's latency before their segment is
@@ -123,13 +122,6 @@ class Segment:
         """Every hour some record of this segment may fall in, oldest first."""
         first, last = hour_start(self.opened - SLACK), hour_start(max(self.modified, self.opened) + SLACK)
         return [first + i * HOUR for i in range(int((last - first) / HOUR) + 1)]
-
-
-def opened_at(name: str) -> dt.datetime | None:
-    """When a segment was opened, from the UUIDv7 its name starts with; None for a name that is not a segment's."""
-    match = NAME.match(name)
-    value = parse_verdict_id(match["segment"]) if match else None
-    return verdict_time(value) if value is not None else None
 
 
 def published_segments(directory: Path | str) -> list[Segment]:

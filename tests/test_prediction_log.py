@@ -357,3 +357,20 @@ def test_sigkill_mid_traffic_leaves_every_published_segment_readable(model_store
     # What the log has that the client never saw: the one request in flight as the server died.
     assert len(logged - set(answered)) <= 32
     assert all(_every_line_is_json(path) for path in segments(folder))
+
+
+def test_find_reads_only_the_segments_that_can_hold_the_verdict(tmp_path):
+    """A segment opened after a verdict's time cannot hold it and is not read (however long the log grows)."""
+    import uuid
+
+    from tests.traffic_log import records, write_segment
+
+    segment = write_segment(tmp_path, spam=3, ham=0)
+    wanted = records(segment)[1]
+    # A decoy with the same verdict id, named as opened an hour later; its mtime makes it the first read if listed.
+    later = (int(time.time() * 1000) + 3_600_000) << 80 | (uuid.UUID(new_verdict_id()).int & ((1 << 80) - 1))
+    decoy = tmp_path / f"predictions-{uuid.UUID(int=later)}-elsewhere-1.jsonl"
+    decoy.write_text(json.dumps({**wanted, "client_id": "decoy"}, separators=(",", ":")) + "\n", encoding="utf-8")
+    mtime = segment.stat().st_mtime - 1
+    os.utime(decoy, (mtime, mtime))
+    assert find(tmp_path, wanted["verdict_id"]) == wanted

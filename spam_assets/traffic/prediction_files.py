@@ -15,7 +15,10 @@ process: a time-ordered segment id, the host name and the pid):
 
 from __future__ import annotations
 
+import datetime
 import json
+import mmap
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,15 +112,18 @@ def read_predictions(directory: Path | str, include_open: bool = False) -> pd.Da
 def find(directory: Path | str, verdict_id: str) -> dict | None:
     """The record of `verdict_id` in `directory` (published and open segments of every replica), or None.
 
-    Only files written to since shortly before the verdict's time (its id
-    says when) are read, oldest first.
+    Only files that can hold it are read, oldest first: opened (the time in
+    the file's name) before the verdict's time (the time in its id) and
+    written to since, both give or take CLOCK_SLACK_S; usually one file per
+    replica however long the log. Files are mapped, not copied.
     """
     value = parse_verdict_id(verdict_id)
     if value is None:
         return None
     directory = Path(directory)
     key = b'{"verdict_id":"' + str(value).encode() + b'"'
-    since = verdict_time(value).timestamp() - CLOCK_SLACK_S
+    at_time = verdict_time(value).timestamp()
+    since, until = at_time - CLOCK_SLACK_S, at_time + CLOCK_SLACK_S
     for _ in range(2):  # a segment published between listing and reading: list again
         # Open segments listed before published ones: one published meanwhile is in the second list.
         candidates, vanished = [], False
@@ -127,18 +133,35 @@ def find(directory: Path | str, verdict_id: str) -> dict | None:
             except FileNotFoundError:
                 vanished = True
                 continue
-            if mtime >= since:
+            opened = opened_at(published_name(path).name)
+            if mtime >= since and (opened is None or opened.timestamp() <= until):
                 candidates.append((mtime, path))
         for _, path in sorted(candidates):
             try:
-                data = path.read_bytes()
+                record = _find_line(path, key)
             except FileNotFoundError:
                 vanished = True
                 continue
-            at = data.find(key)
-            end = data.find(b"\n", at) if at >= 0 else -1
-            if end >= 0:  # (no newline yet: the line is still being written)
-                return json.loads(data[at:end])
+            if record is not None:
+                return record
         if not vanished:
             break
     return None
+
+
+def opened_at(name: str) -> datetime.datetime | None:
+    """When a segment was opened, from the UUIDv7 its name starts with; None for a name that is not a segment's."""
+    match = NAME.match(name)
+    value = parse_verdict_id(match["segment"]) if match else None
+    return verdict_time(value) if value is not None else None
+
+
+def _find_line(path: Path, key: bytes) -> dict | None:
+    """The complete JSON line of `path` starting with `key`, or None (no newline yet: still being written)."""
+    with open(path, "rb") as file:
+        if os.fstat(file.fileno()).st_size == 0:
+            return None  # mmap refuses an empty file
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            at = data.find(key)
+            end = data.find(b"\n", at) if at >= 0 else -1
+            return json.loads(data[at:end]) if end >= 0 else None
