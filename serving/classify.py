@@ -212,28 +212,38 @@ def results_for(
     good = [m.text for m, problem in zip(messages, problems, strict=True) if problem is None]
     scored = _score_isolating_failures(champion, good, limits) if good else []
     lost = scored if isinstance(scored, RequestError) else None
-    scores = iter(scored if lost is None else ())
+    scored_texts = zip(good, scored if lost is None else ())  # (text, score) of each message without a problem
     version = champion.version
     results = []
-    logged = []  # (client id, text, P(spam), label, verdict id) per verdict
+    # The verdicts to log, column by column: appending to five lists allocates nothing the garbage collector
+    # tracks, where a tuple per verdict made the collector run (and promote every live message) every batch.
+    ids: list[str] = []
+    texts: list[str] = []
+    probabilities: list[float] = []
+    labels: list[str] = []
+    verdict_ids: list[str] = []
     for message, problem in zip(messages, problems, strict=True):
         if problem is None and lost is not None:
             status = pb.Status(code=lost.code.value[0], message=lost.message)
             results.append(pb.Result(id=message.id, error=status))
         elif problem is None:
-            score = next(scores)
+            text, score = next(scored_texts)
             if isinstance(score, str):
                 results.append(pb.Result(id=message.id, error=pb.Status(code=INTERNAL, message=score)))
             else:
-                label, verdict_id = label_for(score), new_verdict_id()
+                client_id, label, verdict_id = message.id, label_for(score), new_verdict_id()
                 verdict = pb.Verdict(label=label, spam_probability=score, model_version=version, verdict_id=verdict_id)
-                results.append(pb.Result(id=message.id, verdict=verdict))
+                results.append(pb.Result(id=client_id, verdict=verdict))
                 if log is not None:
-                    logged.append((message.id, message.text, score, label, verdict_id))
+                    ids.append(client_id)
+                    texts.append(text)
+                    probabilities.append(score)
+                    labels.append(label)
+                    verdict_ids.append(verdict_id)
         else:
             results.append(pb.Result(id=message.id, error=pb.Status(code=INVALID_ARGUMENT, message=problem)))
-    if log is not None and logged:
-        log(champion, *zip(*logged, strict=True))
+    if log is not None and verdict_ids:
+        log(champion, ids, texts, probabilities, labels, verdict_ids)
     return results
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import grpc
+import numpy as np
 import pytest
 from serving_fixtures import PROJECT_ROOT, PYTHON, free_port, model_store, running_server, wait_until  # noqa: F401
 
@@ -91,6 +93,38 @@ def test_records_land_in_published_segments_with_every_field(tmp_path):
     assert row["spam_probability"] == 0.25 and row["label"] == "ham" and row["latency_ms"] >= 0
     assert str(frame["time"].dtype) == "datetime64[ns, UTC]"
     assert set(frame["client_id"]) == {"c0", "c1", "c2"}  # strings stay strings, not numbers
+
+
+def test_any_text_is_written_as_ascii_json_and_read_back_exactly(tmp_path):
+    """Lines are pure ASCII (non-ASCII as JSON escapes: the writer's fast path) and decode to what was scored."""
+    texts = ['say "hi" \\ back\\slash\nnew line\ttab', "naïve café £5 — ok", "emoji 😀 and 中文", "nul \x00 and \x1f"]
+    client_ids = ['id "1"', "id\\2", "é", "4"]
+    ids = new_verdict_ids(4)
+    log = PredictionLog(tmp_path).start()
+    log.record("ClassifyStream", time.perf_counter(), CHAMPION, client_ids, texts, [0.5, float("nan"), np.float64(0.75), 1.0],
+               ["spam", "ham", "spam", "spam"], ids)  # fmt: skip
+    log.close()
+    data = b"".join(path.read_bytes() for path in segments(tmp_path))
+    assert data.isascii() and data.count(b"\n") == 4
+    rows = read_predictions(tmp_path).set_index("verdict_id").loc[ids]
+    assert list(rows["text"]) == texts and list(rows["client_id"]) == client_ids
+    assert list(rows["text_sha256"]) == [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+    p = list(rows["spam_probability"])
+    assert p[0] == 0.5 and math.isnan(p[1]) and p[2] == 0.75 and p[3] == 1.0  # NaN is written as null
+
+
+def test_a_take_that_fails_midway_counts_only_what_it_did_not_write(tmp_path):
+    """The writer writes a take call by call: a failure keeps what went before and counts the rest as dropped."""
+    log = PredictionLog(tmp_path)  # not started: the three calls below are the writer's first take
+    first = _record(log, 3)
+    log.record("Classify", time.perf_counter(), CHAMPION, ["bad"], [HAM], ["not a number"], ["ham"], new_verdict_ids(1))
+    _record(log, 4)
+    log.start()
+    assert log.flush()
+    later = _record(log, 2)  # the writer goes on
+    log.close()
+    assert (log.write_errors, log.dropped) == (1, 1 + 4)
+    assert sorted(read_predictions(tmp_path)["verdict_id"]) == sorted(first + later)
 
 
 def test_segments_are_published_by_age_too(tmp_path):
@@ -255,9 +289,12 @@ def test_n_messages_through_each_api_are_logged_with_their_ids_and_version(model
             classifier, oip = pb_grpc.ClassifierStub(channel), oip_grpc.GRPCInferenceServiceStub(channel)
             unary = [classifier.Classify(pb.ClassifyRequest(text=t, id=f"u{i}"), timeout=10) for i, t in enumerate(texts)]
             messages = [pb.Message(id=f"s{i}", text=t) for i, t in enumerate(texts)]
+            messages.insert(3, pb.Message(id="blank", text=" "))  # an error between verdicts: not logged
             stream = [r for resp in classifier.ClassifyStream(
                 iter([pb.ClassifyStreamRequest(messages=messages[:5]), pb.ClassifyStreamRequest(messages=messages[5:])]),
                 timeout=10) for r in resp.results]  # fmt: skip
+            assert [r.id for r in stream if r.WhichOneof("outcome") == "error"] == ["blank"]
+            stream = [r for r in stream if r.WhichOneof("outcome") == "verdict"]
             response = oip.ModelInfer(_oip_request(registry.model_name, texts), timeout=10)
             oip_ids = [b.decode() for b in response.outputs[2].contents.bytes_contents]
     frame = read_predictions(folder)  # the server has shut down: everything is published
