@@ -329,22 +329,31 @@ class PredictionLog:
             self._publish()
 
     def _write(self, items: list[tuple[_Batch, int, int]]) -> None:
+        """Serialise a take and write it with one os.write: each write lets the request threads take the GIL."""
         count = sum(n for _, n, _ in items)
-        written = 0  # records in the segment file
+        chunks, lost = [], 0
+        for batch, n, _ in items:
+            try:
+                chunks.append(_lines(batch, self.log_text))
+            except Exception:  # noqa: BLE001 - a call that cannot be serialised loses only its own verdicts
+                lost += n
+                log.exception("prediction log: could not serialise %d records; counted as dropped", n)
         try:
-            if self._fd is None:
-                self._open()
-            for batch, n, _ in items:  # one call's lines at a time: no segment-sized string and bytes copies
-                view = memoryview(_lines(batch, self.log_text).encode("ascii"))
-                self._size += len(view)
+            if chunks:
+                if self._fd is None:
+                    self._open()
+                data = "".join(chunks).encode("ascii")
+                view = memoryview(data)
                 while view:
                     view = view[os.write(self._fd, view) :]
-                written += n
+                self._size += len(data)
         except Exception:  # noqa: BLE001 - a full disk must not stop the writer or the server
-            self.write_errors += 1
-            self._pending.count_dropped(count - written)
-            log.exception("prediction log: could not write %d records; counted as dropped", count - written)
+            lost = count
+            log.exception("prediction log: could not write %d records; counted as dropped", count)
         finally:
+            if lost:
+                self.write_errors += 1
+                self._pending.count_dropped(lost)
             self._pending.release(items)
             with self._progress:
                 self._written += count

@@ -113,18 +113,17 @@ def test_any_text_is_written_as_ascii_json_and_read_back_exactly(tmp_path):
     assert p[0] == 0.5 and math.isnan(p[1]) and p[2] == 0.75 and p[3] == 1.0  # NaN is written as null
 
 
-def test_a_take_that_fails_midway_counts_only_what_it_did_not_write(tmp_path):
-    """The writer writes a take call by call: a failure keeps what went before and counts the rest as dropped."""
+def test_a_call_the_writer_cannot_serialise_loses_only_its_own_verdicts(tmp_path):
     log = PredictionLog(tmp_path)  # not started: the three calls below are the writer's first take
-    first = _record(log, 3)
+    before = _record(log, 3)
     log.record("Classify", time.perf_counter(), CHAMPION, ["bad"], [HAM], ["not a number"], ["ham"], new_verdict_ids(1))
-    _record(log, 4)
+    after = _record(log, 4)
     log.start()
     assert log.flush()
     later = _record(log, 2)  # the writer goes on
     log.close()
-    assert (log.write_errors, log.dropped) == (1, 1 + 4)
-    assert sorted(read_predictions(tmp_path)["verdict_id"]) == sorted(first + later)
+    assert (log.write_errors, log.dropped) == (1, 1)
+    assert sorted(read_predictions(tmp_path)["verdict_id"]) == sorted(before + after + later)
 
 
 def test_segments_are_published_by_age_too(tmp_path):
