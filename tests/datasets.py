@@ -6,6 +6,7 @@ datasets folder next to the project: <repo root>/../shared/datasets/<file>.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from pathlib import Path
@@ -65,3 +66,35 @@ def corpus_texts(path: Path) -> tuple[str, ...]:
     from spam_assets.loaders import read_batch
 
     return tuple(read_batch(path)["text"])
+
+
+@dataclasses.dataclass(frozen=True)
+class SmsChampion:
+    """A champion trained the platform's way on the first SMS lines, and what the tests compare it with."""
+
+    corpus: object  # the cleaned corpus (pandas DataFrame: text, label, split, normalised, ...)
+    holdout: object  # its holdout rows
+    holdout_f1: float
+    score: object  # texts -> the champion's P(spam)
+    unseen: object  # the remaining lines, deduplicated, none of whose texts is in the corpus
+
+
+def sms_champion(first_lines: int = 4500) -> SmsChampion:
+    """Train on the first `first_lines` SMS lines (both candidates, 3-fold CV: the platform's own selection)."""
+    import pandas as pd
+
+    from spam_assets.corpus import clean
+    from spam_assets.model.text import normalise
+    from spam_assets.modeling import select_and_fit, spam_probability
+
+    lines = [line.rstrip("\r\n").partition("\t") for line in sms_or_skip().read_text(encoding="utf-8").splitlines()]
+    sms = pd.DataFrame([(text, label) for label, _, text in lines], columns=["text", "label"])
+    first = sms.iloc[:first_lines].assign(batch_id="first", received_at="2026-01-01T00:00:00Z")
+    corpus, _ = clean(first)
+    train, holdout = corpus[corpus["split"] == "train"], corpus[corpus["split"] == "holdout"]
+    result = select_and_fit(train, holdout, n_jobs=1)
+    rest = sms.iloc[first_lines:]
+    keys = rest["text"].map(normalise)  # deduplicated as drift_statistics does
+    unseen = rest[~keys.isin(set(corpus["normalised"])) & ~keys.duplicated()].reset_index(drop=True)
+    score = lambda texts: spam_probability(result.model, list(texts))  # noqa: E731
+    return SmsChampion(corpus, holdout, result.holdout_metrics["spam_f1"], score, unseen)

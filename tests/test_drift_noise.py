@@ -10,8 +10,7 @@ import pytest
 
 from spam_assets import drift_noise
 from spam_assets.drift import DriftThresholds, compute_drift, psi
-from spam_assets.model.text import normalise, tokens
-from tests.datasets import sms_or_skip
+from tests.datasets import sms_champion as train_sms_champion
 from tests.test_drift import keyword_frame, keyword_scores, load_some_mail, row
 
 # ------------------------------------------------------------ noise thresholds
@@ -115,23 +114,9 @@ BATCHES = 20
 @pytest.fixture(scope="module")
 def sms_champion():
     """A champion trained the platform's way on the first 4,500 SMS lines, and the lines it never saw."""
-    from spam_assets.corpus import clean
-    from spam_assets.modeling import select_and_fit, spam_probability
-
-    path = sms_or_skip()
-    lines = [line.rstrip("\r\n").partition("\t") for line in path.read_text(encoding="utf-8").splitlines()]
-    sms = pd.DataFrame([(text, label) for label, _, text in lines], columns=["text", "label"])
-    first = sms.iloc[:FIRST_LINES].assign(batch_id="first", received_at="2026-01-01T00:00:00Z")
-    corpus, _ = clean(first)
-    train, holdout = corpus[corpus["split"] == "train"], corpus[corpus["split"] == "holdout"]
-    result = select_and_fit(train, holdout, n_jobs=1)  # both candidates, 3-fold CV: the platform's own selection
-    score = lambda texts: spam_probability(result.model, list(texts))
-    # Unseen: the remaining lines, deduplicated (as drift_statistics does) and without any text in the corpus.
-    rest = sms.iloc[FIRST_LINES:]
-    known = set(corpus["normalised"])
-    keys = rest["text"].map(normalise)
-    unseen = rest[~keys.isin(known) & ~keys.duplicated()].reset_index(drop=True)
-    return corpus[["text", "label"]], score(holdout["text"]), result.holdout_metrics["spam_f1"], score, unseen
+    champion = train_sms_champion(FIRST_LINES)
+    corpus, holdout = champion.corpus, champion.holdout
+    return corpus[["text", "label"]], champion.score(holdout["text"]), champion.holdout_f1, champion.score, champion.unseen
 
 
 @pytest.mark.slow

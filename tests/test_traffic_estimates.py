@@ -6,14 +6,13 @@ import json
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import stats
 from sklearn.metrics import f1_score, precision_score, recall_score
 
 from spam_assets import traffic_estimates as te
 from spam_assets.traffic_estimates import estimate_traffic
-from tests.datasets import sms_or_skip
+from tests.datasets import sms_champion
 
 # ------------------------------------------------------------- synthetic scores
 
@@ -204,22 +203,9 @@ DRAWS = 20
 
 @pytest.fixture(scope="module")
 def sms_reference():
-    """A champion trained the platform's way on the first 4,500 SMS lines; its holdout; the lines it never saw."""
-    from spam_assets.corpus import clean
-    from spam_assets.model.text import normalise
-    from spam_assets.modeling import select_and_fit, spam_probability
-
-    path = sms_or_skip()
-    lines = [line.rstrip("\r\n").partition("\t") for line in path.read_text(encoding="utf-8").splitlines()]
-    sms = pd.DataFrame([(text, label) for label, _, text in lines], columns=["text", "label"])
-    first = sms.iloc[:FIRST_LINES].assign(batch_id="first", received_at="2026-01-01T00:00:00Z")
-    corpus, _ = clean(first)
-    train, holdout = corpus[corpus["split"] == "train"], corpus[corpus["split"] == "holdout"]
-    model = select_and_fit(train, holdout, n_jobs=1).model
-    score = lambda texts: spam_probability(model, list(texts))
-    rest = sms.iloc[FIRST_LINES:]
-    keys = rest["text"].map(normalise)
-    unseen = rest[~keys.isin(set(corpus["normalised"])) & ~keys.duplicated()].reset_index(drop=True)
+    """The champion of the first 4,500 SMS lines: holdout scores and truth, unseen-line scores and truth, scorer."""
+    champion = sms_champion(FIRST_LINES)
+    holdout, unseen, score = champion.holdout, champion.unseen, champion.score
     return (
         score(holdout["text"]),
         (holdout["label"] == "spam").to_numpy(),
