@@ -54,7 +54,11 @@ ESTIMATES_KEY = "estimates"  # the label-free estimates as JSON (traffic_estimat
     ),
 )
 def traffic_drift(
-    context: dg.AssetExecutionContext, config: DriftConfig, store: PlatformStore, registry: ModelRegistry, decay: DecayPolicy
+    context: dg.AssetExecutionContext,
+    config: DriftConfig,
+    store: PlatformStore,
+    registry: ModelRegistry,
+    decay: DecayPolicy,
 ) -> dg.MaterializeResult:
     window = context.partition_time_window
     hour = f"{window.start:%Y-%m-%d %H:%M}-{window.end:%H:%M} UTC"
@@ -88,7 +92,8 @@ def traffic_drift(
     if len(scored) < len(frame):
         notes.append(f"{len(scored)} of {len(frame)} verdicts judged")
 
-    estimates = estimate_traffic(ref.holdout_scores, ref.holdout_labels, np.asarray(scores), scored["label_fed_back"].tolist())
+    labels = scored["label_fed_back"].tolist()
+    estimates = estimate_traffic(ref.holdout_scores, ref.holdout_labels, np.asarray(scores), labels)
     drift = bool(report and report.drift)
     reasons = list(report.reasons) if report else ["not judged: no texts in the log"]
     verdict = Verdict(drift, bool(report and report.decay), reasons, False, estimates.headline()[:3]).to_json(
@@ -129,12 +134,14 @@ def _feedback_labels(store: PlatformStore, verdict_ids: pd.Series) -> list[str |
     """The label users gave each verdict, where they agree; None where none reported or reports conflict."""
     reports = read_feedback(store.paths.predictions)
     reports = reports[reports["verdict_found"].fillna(False).astype(bool) & reports["label"].isin(LABELS)]
-    agreed = reports.groupby("verdict_id")["label"].agg(lambda labels: labels.iloc[0] if labels.nunique() == 1 else None)
+    agreed = reports.groupby("verdict_id")["label"].agg(lambda said: said.iloc[0] if said.nunique() == 1 else None)
     return [agreed.get(v) for v in verdict_ids]
 
 
 def _not_judged(reason: str, hour: str) -> dg.MaterializeResult:
     verdict = Verdict(False, False, [reason], False, []).to_json(hour=hour)
     return dg.MaterializeResult(
-        metadata={VERDICT_KEY: dg.MetadataValue.json(verdict), "drift": False, "decay": False, "reasons": f"- {reason}", "hour": hour}
+        metadata={
+            VERDICT_KEY: dg.MetadataValue.json(verdict), "drift": False, "decay": False, "reasons": f"- {reason}", "hour": hour
+        }  # fmt: skip
     )

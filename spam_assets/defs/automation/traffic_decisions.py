@@ -70,18 +70,29 @@ def new_labels(store: PlatformStore, registry: ModelRegistry) -> int:
     ),
 )
 def retrain_on_traffic(
-    context: dg.SensorEvaluationContext, store: PlatformStore, registry: ModelRegistry, decay: DecayPolicy, webhook: Webhook
+    context: dg.SensorEvaluationContext,
+    store: PlatformStore,
+    registry: ModelRegistry,
+    decay: DecayPolicy,
+    webhook: Webhook,
 ) -> dg.SensorResult | dg.SkipReason:
     instance = context.instance
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=TRAFFIC_DRIFT, after_storage_id=int(context.cursor or 0)), limit=100, ascending=True
+        dg.AssetRecordsFilter(asset_key=TRAFFIC_DRIFT, after_storage_id=int(context.cursor or 0)),
+        limit=100,
+        ascending=True,
     ).records
     if not records:
         return dg.SkipReason("no new traffic verdict")
     last_seen = str(records[-1].storage_id)
-    alarms = [(r, why) for r in records if VERDICT_KEY in (m := r.asset_materialization.metadata) and (why := alarm(m, decay.f1_floor))]
+    alarms = [
+        (r, why)
+        for r in records
+        if VERDICT_KEY in (meta := r.asset_materialization.metadata) and (why := alarm(meta, decay.f1_floor))
+    ]
     if not alarms:
-        return dg.SensorResult(cursor=last_seen, skip_reason=f"{len(records)} new traffic verdict(s), no drift or decay")
+        calm = f"{len(records)} new traffic verdict(s), no drift or decay"
+        return dg.SensorResult(cursor=last_seen, skip_reason=calm)
     record, why = alarms[-1]
     minimum = int(env_number(MIN_NEW_LABELS_ENV, 100))
     labels = new_labels(store, registry)
@@ -93,7 +104,8 @@ def retrain_on_traffic(
         reason = f"{why} ({labels} new labelled messages)"
         context.log.info(f"requesting a retrain: {reason}")
         tags = {TRIGGER_TAG: TRAFFIC_DRIFT_TRIGGER, RETRAIN_REASON_TAG: reason[:1000], "spam/traffic_run": record.run_id}
-        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"traffic-{record.storage_id}", tags=tags)], cursor=last_seen)
+        request = dg.RunRequest(run_key=f"traffic-{record.storage_id}", tags=tags)
+        return dg.SensorResult(run_requests=[request], cursor=last_seen)
 
     hour = record.partition_key or "unpartitioned"
     table = table_path(store.paths.traffic, _hour_start(hour)) if record.partition_key else None
