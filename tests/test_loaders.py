@@ -599,6 +599,18 @@ def test_a_csv_field_over_the_message_limit_refuses_the_file(tmp_path: Path) -> 
         read_batch(path, limits=Limits(message_bytes=100))
 
 
+def test_reading_a_csv_leaves_the_process_wide_field_limit_as_it_was(tmp_path: Path) -> None:
+    """csv.field_size_limit belongs to the process: a batch read with small limits must not shrink it for others."""
+    import csv
+
+    before = csv.field_size_limit()
+    path = write(tmp_path / "batch.csv", 'text,label\n"' + "many short lines\n" * 20 + '",spam\n')
+    with pytest.raises(LimitExceededError):
+        read_batch(path, limits=Limits(message_bytes=100))
+    read_batch(write(tmp_path / "ok.csv", "text,label\nhello,ham\n"), limits=Limits(message_bytes=200))
+    assert csv.field_size_limit() == before
+
+
 def test_a_file_over_the_file_limit_is_refused_before_reading(tmp_path: Path) -> None:
     path = write(tmp_path / "sms", "ham\thello\n" * 110)  # 1,100 bytes
     with pytest.raises(LimitExceededError, match=r"the file is 1\.07 KiB, over the limit of 1 KiB"):

@@ -28,7 +28,8 @@ def read_delimited(
     """
     path, limits = Path(path), limits or Limits.from_env()
     # Python's default (128 KiB) is below real e-mail bodies; a field may be as long as a message.
-    csv.field_size_limit(limits.message_bytes)
+    # The limit is the process's, not the reader's: put back what it was, for every other csv user.
+    previous = csv.field_size_limit(limits.message_bytes)
     records: list[Record] = []
     rows, line = 0, 0  # data rows so far (read or quarantined); the last line handed to the reader
 
@@ -71,6 +72,8 @@ def read_delimited(
             raise LimitExceededError(reason, row=rows + 1, path=str(path)) from None
         # The reader cannot resynchronise after a quoting error: the rest of the file is not rows we can trust.
         raise BatchFormatError(f"malformed CSV near line {line}: {error}", row=rows + 1, path=str(path)) from None
+    finally:
+        csv.field_size_limit(previous)
     return records
 
 
