@@ -279,7 +279,7 @@ check_verdicts
 # shared platform-home volume reads it.
 logged=$(docker exec "$(cid dagster-code)" python -c '
 import sys
-from serving.prediction_log import read_predictions
+from spam_assets.traffic.prediction_files import read_predictions  # the traffic contract: the graph reads the log
 frame = read_predictions("/var/lib/spam/predictions")
 frame = frame[frame["model_version"] == sys.argv[1]]
 print(len(frame), " ".join(sorted(set(frame["label"]))))
