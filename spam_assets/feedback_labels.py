@@ -274,14 +274,9 @@ def resolve(reports: list[dict]) -> Resolved:
         groups[report["text_sha256"]].append(report)
     out = Resolved([], [], [])
     for group in sorted(groups.values(), key=lambda g: g[0]["report_id"]):
-        firsts: dict[str, dict] = {}
-        for report in group:
-            firsts.setdefault(report["reporter"], report)  # a reporter's first report counts
-        votes = {reporter: r["label"] for reporter, r in firsts.items()}
-        tally = Counter(votes.values())
-        winner, top = max(sorted(tally.items()), key=lambda kv: kv[1])
+        winner, firsts, tally = vote(group)
         score = " to ".join(f"{tally[label]} {label}" for label in LABELS)
-        if top * 2 <= len(votes):  # no strict majority
+        if winner is None:  # no strict majority
             out.held += [_held(r, "tie", f"reporters disagree, {score}: a tie") for r in group]
             continue
         counted = [r for r in group if firsts[r["reporter"]] is r and r["label"] == winner]
@@ -292,6 +287,17 @@ def resolve(reports: list[dict]) -> Resolved:
             elif r["label"] != winner:
                 out.skipped.append(_why(r, "skipped_because", f"outvoted, {score}"))
     return out
+
+
+def vote(reports: list[dict]) -> tuple[str | None, dict[str, dict], Counter]:
+    """The label a strict majority of distinct reporters gave one message (None on a tie), each reporter's
+    first report (by report id) counting; with those first reports by reporter and the tally."""
+    firsts: dict[str, dict] = {}
+    for report in sorted(reports, key=lambda r: r["report_id"]):
+        firsts.setdefault(report["reporter"], report)
+    tally = Counter(r["label"] for r in firsts.values())
+    winner, top = max(sorted(tally.items()), key=lambda kv: kv[1])
+    return (winner if top * 2 > len(firsts) else None), firsts, tally
 
 
 def _why(report: dict, field: str, reason: str) -> dict:

@@ -29,6 +29,7 @@ from spam_assets.defs.partitions import traffic_hours
 from spam_assets.defs.resources import DecayPolicy, ModelRegistry, PlatformStore
 from spam_assets.defs.retrain_policy import VERDICT_KEY, Verdict
 from spam_assets.drift import compute_drift
+from spam_assets.feedback_labels import vote
 from spam_assets.settings import LABELS
 from spam_assets.traffic.feedback_files import read_feedback
 from spam_assets.traffic_estimates import estimate_traffic
@@ -73,7 +74,7 @@ def traffic_drift(
         return _not_judged(ref, hour)
     version = str(ref.champion.version)
 
-    frame["label_fed_back"] = _feedback_labels(store, frame["verdict_id"])
+    frame["label_fed_back"] = _feedback_labels(store, frame["text_sha256"])
     texts = frame[frame["text"].notna()]
     if len(texts) > MAX_ROWS:
         texts = texts.sample(MAX_ROWS, random_state=0)
@@ -130,12 +131,13 @@ def traffic_drift(
     )
 
 
-def _feedback_labels(store: PlatformStore, verdict_ids: pd.Series) -> list[str | None]:
-    """The label users gave each verdict, where they agree; None where none reported or reports conflict."""
+def _feedback_labels(store: PlatformStore, text_sha256: pd.Series) -> list[str | None]:
+    """The label users gave each message, by the feedback batches' own vote (feedback_labels.vote: a strict
+    majority of distinct reporters); None where nobody reported it or the reporters tie."""
     reports = read_feedback(store.paths.predictions)
-    reports = reports[reports["verdict_found"].fillna(False).astype(bool) & reports["label"].isin(LABELS)]
-    agreed = reports.groupby("verdict_id")["label"].agg(lambda said: said.iloc[0] if said.nunique() == 1 else None)
-    return [agreed.get(v) for v in verdict_ids]
+    reports = reports[reports["label"].isin(LABELS) & reports["text_sha256"].notna()]
+    voted = {sha: vote(group.to_dict("records"))[0] for sha, group in reports.groupby("text_sha256")}
+    return [voted.get(sha) for sha in text_sha256]
 
 
 def _not_judged(reason: str, hour: str) -> dg.MaterializeResult:

@@ -14,14 +14,13 @@ traffic to learn from it:
   label_requests.py), and says so on the webhook: once per alarming hour.
 """
 
-from datetime import UTC, datetime
-
 import dagster as dg
 import pandas as pd
 
 from spam_assets.defs.automation.retrain import retrain_job
 from spam_assets.defs.automation.settings import env_number, sensor_interval
 from spam_assets.defs.keys import TRAFFIC_DRIFT
+from spam_assets.defs.partitions import traffic_hours
 from spam_assets.defs.resources import DecayPolicy, ModelRegistry, PlatformStore, Webhook
 from spam_assets.defs.retrain_policy import VERDICT_KEY, active_retrain, already_trained, held_back
 from spam_assets.defs.run_tags import RETRAIN_REASON_TAG, TRIGGER_TAG
@@ -108,7 +107,8 @@ def retrain_on_traffic(
         return dg.SensorResult(run_requests=[request], cursor=last_seen)
 
     hour = record.partition_key or "unpartitioned"
-    table = table_path(store.paths.traffic, _hour_start(hour)) if record.partition_key else None
+    start = traffic_hours.time_window_for_partition_key(hour).start if record.partition_key else None
+    table = table_path(store.paths.traffic, start) if start else None
     if table is None or not table.exists():
         return dg.SensorResult(cursor=last_seen, skip_reason=f"{why[:200]}; needs labels, but the hour's table is gone")
     rows = most_uncertain(pd.read_parquet(table), LABEL_REQUEST_ROWS)
@@ -122,6 +122,3 @@ def retrain_on_traffic(
     webhook.post(text, context.log)
     return dg.SensorResult(cursor=last_seen, skip_reason=text[:1000])
 
-
-def _hour_start(key: str) -> datetime:
-    return datetime.strptime(key, "%Y-%m-%d-%H:%M").replace(tzinfo=UTC)
