@@ -160,3 +160,13 @@ def test_a_calm_hour_asks_for_nothing(bootstrapped, instance):  # noqa: F811
     calm = _tick(instance)
     assert not calm.run_requests and "no drift or decay" in calm.skip_reason.skip_message
     assert not (paths().home / "review").exists()
+
+
+def test_an_alarm_whose_hour_table_is_gone_says_so_and_writes_nothing(bootstrapped, instance):  # noqa: F811
+    _serve(paths().predictions, email_messages(200, seed=14)["text"].tolist(), hours_ago=2)
+    assert _judge(instance, hours_ago=2)[VERDICT_KEY]["drift"] is True
+    for table in paths().traffic.glob("*.parquet"):
+        table.unlink()  # cleaned up by hand, or never synced to this machine
+    gone = _tick(instance)
+    assert not gone.run_requests and gone.skip_reason.skip_message.endswith("needs labels, but the hour's table is gone")
+    assert not (paths().home / "review").exists()
