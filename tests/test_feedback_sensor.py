@@ -9,6 +9,7 @@ daemon applies them, and raw_sample really runs on what it stages.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from hashlib import sha256
@@ -271,3 +272,40 @@ def test_a_report_landing_late_in_another_replicas_file_with_an_older_id_is_stil
     waiting = FeedbackCursor.load(second.cursor).waiting
     assert early_id < min(r["report_id"] for r in waiting if r["report_id"] != early_id)
     assert "late but not lost" in {r["text"] for r in waiting}
+
+
+def _full_disk_while_copying(monkeypatch):
+    """Every batch copy fails as a full disk makes it fail: a partial file, then ENOSPC."""
+    from spam_assets import batches as batches_module
+    from tests.test_hostile_files import full_disk_after
+
+    monkeypatch.setattr(batches_module, "_copy_file", full_disk_after(100))
+
+
+def _floor_above_free_space(monkeypatch):
+    """The free-space floor above what the disk has: the sensor's own check refuses before writing."""
+    monkeypatch.setenv("SPAM_MIN_FREE_BYTES", str(1 << 60))
+
+
+@pytest.mark.parametrize("fault", [_full_disk_while_copying, _floor_above_free_space], ids=["enospc", "floor"])
+def test_a_full_disk_stages_nothing_loses_no_report_and_the_batch_follows_when_space_returns(
+    instance, traffic, monkeypatch, capfd, fault
+):
+    rows = messages(12, seed=9)
+    report_all(traffic, rows)
+    with monkeypatch.context() as patched:
+        fault(patched)
+        full = tick(instance)
+    batches = PlatformStore().batches()
+    assert not ingest_requests(full) and feedback_batches(batches) == []
+    assert not [p for p in batches.root.iterdir() if not p.name.startswith(".")] if batches.root.exists() else True
+    waiting = fl.resolve(FeedbackCursor.load(full.cursor).waiting).rows
+    assert len(waiting) == 12  # every message waits in the cursor, none dropped
+    warned = [line for line in capfd.readouterr().err.splitlines() if "12 messages ready, not staged" in line]
+    assert warned and re.search(r"no space left|not enough free disk space", warned[-1], re.I), warned
+    assert "they wait, and are staged on a later tick" in warned[-1]
+
+    back = tick(instance, full.cursor)  # space again: the same messages, one batch
+    (request,) = ingest_requests(back)
+    assert feedback_batches(batches) == [request.partition_key]
+    assert FeedbackCursor.load(back.cursor).totals["trained"] == 12

@@ -187,7 +187,10 @@ def feedback_sensor(context: dg.SensorEvaluationContext, store: PlatformStore, r
             )
         else:
             cursor.waiting = candidates
-            context.log.warning(f"feedback: {len(resolved.rows)} messages ready, not staged: {problem}")
+            context.log.warning(
+                f"feedback: {len(resolved.rows)} messages ready, not staged: {problem}; "
+                "they wait, and are staged on a later tick once this is fixed"
+            )
     else:
         cursor.waiting = candidates
 
