@@ -338,6 +338,7 @@ class PredictionLog:
             except Exception:  # noqa: BLE001 - a call that cannot be serialised loses only its own verdicts
                 lost += n
                 log.exception("prediction log: could not serialise %d records; counted as dropped", n)
+        start = self._size if self._fd is not None else 0
         try:
             if chunks:
                 if self._fd is None:
@@ -350,6 +351,7 @@ class PredictionLog:
         except Exception:  # noqa: BLE001 - a full disk must not stop the writer or the server
             lost = count
             log.exception("prediction log: could not write %d records; counted as dropped", count)
+            self._take_back(start)
         finally:
             if lost:
                 self.write_errors += 1
@@ -358,6 +360,19 @@ class PredictionLog:
             with self._progress:
                 self._written += count
                 self._progress.notify_all()
+
+    def _take_back(self, size: int) -> None:
+        """Cut what a failed write left (a full disk writes part of a take): the next take must not be glued to it."""
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, size)
+        except OSError:  # cannot even shrink: leave this segment, cut to complete lines, to recovery
+            log.exception("prediction log: could not cut %s back after a failed write; left for recovery", self._part)
+            os.close(self._fd)
+            with _OPEN_PARTS_LOCK:
+                _OPEN_PARTS.discard(self._part)
+            self._fd = self._part = None
 
     def _open(self) -> None:
         name = f"{PREFIX}{new_verdict_id()}-{self.host}-{self.pid}{SUFFIX}"

@@ -126,6 +126,34 @@ def test_a_call_the_writer_cannot_serialise_loses_only_its_own_verdicts(tmp_path
     assert sorted(read_predictions(tmp_path)["verdict_id"]) == sorted(before + after + later)
 
 
+def test_a_full_disk_mid_write_loses_only_that_take_and_leaves_no_cut_line(tmp_path, monkeypatch):
+    """A full disk writes part of a take, then fails: the part is taken back, so later records are not glued to it."""
+    import errno
+
+    real_write, armed = os.write, {"calls": 0}
+
+    def full_disk_once(fd, data):
+        armed["calls"] += 1
+        if armed["calls"] == 1:
+            return real_write(fd, bytes(data)[: len(data) // 2])  # what fits
+        if armed["calls"] == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    log = PredictionLog(tmp_path)  # not started: the first take is these records
+    lost = _record(log, 5)
+    monkeypatch.setattr(plog.os, "write", full_disk_once)
+    log.start()
+    assert log.flush()
+    kept = _record(log, 4)  # space again
+    log.close()
+    (segment,) = segments(tmp_path)
+    assert _every_line_is_json(segment) == 4
+    assert (log.write_errors, log.dropped) == (1, 5)
+    assert sorted(read_predictions(tmp_path)["verdict_id"]) == sorted(kept)
+    assert not set(lost) & set(read_predictions(tmp_path)["verdict_id"])
+
+
 def test_segments_are_published_by_age_too(tmp_path):
     log = PredictionLog(tmp_path, segment_seconds=0.2).start()
     _record(log, 2)
