@@ -242,3 +242,51 @@ def test_an_answered_report_survives_sigkill_right_after(model_store, tmp_path):
     assert not FeedbackStore(log).start().report(verdict.verdict_id, "", "ham", "lee").created
     log.close()
     assert verdict.verdict_id in set(read_predictions(folder)["verdict_id"])
+
+
+def _full_disk_for(fd_of, monkeypatch) -> dict:
+    """os.write on the file `fd_of()` names writes half, then fails with ENOSPC, while `state["full"]`."""
+    import errno
+
+    real_write, state = os.write, {"full": True}
+
+    def write(fd, data):
+        if state["full"] and fd == fd_of():
+            state["full"] = False  # the next attempt gets through: space came back
+            real_write(fd, bytes(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    return state
+
+
+def test_a_full_disk_stores_no_report_and_no_half_line_and_the_retry_is_stored_once(store, tmp_path, monkeypatch):
+    log, feedback = store
+    (verdict,) = _record(log, 1, text=SPAM)
+    feedback.report("", "warm-up: opens the file", "ham", "ivy")
+    _full_disk_for(lambda: feedback._fd, monkeypatch)
+    with pytest.raises(OSError) as caught:
+        feedback.report(verdict, "", "spam", "ivy")
+    assert caught.value.errno == 28
+    retry = feedback.report(verdict, "", "spam", "ivy")  # not a repeat: nothing was stored
+    assert retry.created
+    frame = read_feedback(tmp_path / "predictions")
+    assert len(frame) == 2 and list(frame["verdict_id"].dropna()) == [verdict]
+    for path in feedback_dir(tmp_path / "predictions").glob("feedback-*.jsonl"):
+        for line in path.read_bytes().splitlines():
+            json.loads(line)  # no half line left by the failed write
+
+
+def test_report_rpc_on_a_full_disk_is_unavailable_with_the_reason_and_the_retry_works(server, monkeypatch):
+    stub = _stub(server)
+    verdict = stub.Classify(pb.ClassifyRequest(text=SPAM), timeout=10).verdict
+    stub.Report(pb.ReportRequest(text="opens the feedback file", label="ham", reporter="jo"), timeout=10)
+    _full_disk_for(lambda: server.serving.feedback._fd, monkeypatch)
+    report = pb.ReportRequest(verdict_id=verdict.verdict_id, label="ham", reporter="jo")
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Report(report, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "could not store the report: No space left on device" in caught.value.details()
+    assert stub.Report(report, timeout=10).created
+    assert not stub.Report(report, timeout=10).created
