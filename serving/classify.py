@@ -263,17 +263,37 @@ def readable(request: pb.ClassifyStreamRequest | InvalidRequest, limits: Limits)
     return messages, [over_budget or request.describe(f"messages[{i}].") for i in range(len(messages))]
 
 
+# Canary routing of a stream's messages (serving.rollout): the other model, its verdict log, and which
+# messages it answers (a list of bools, one per message; None: none of them).
+Canary = tuple["LoadedChampion", "VerdictLog | None", Callable[[Sequence[pb.Message]], "list[bool] | None"]]
+
+
 def responses_for(
     champion: LoadedChampion,
     requests: Sequence[pb.ClassifyStreamRequest | InvalidRequest],
     limits: Limits,
     log: VerdictLog | None = None,
+    canary: Canary | None = None,
 ) -> list[pb.ClassifyStreamResponse]:
-    """Score every message of several stream requests together; one response per request."""
+    """Score every message of several stream requests together; one response per request.
+
+    With `canary`, the messages it picks are answered by its model (and logged to its log), the rest by
+    `champion`: one scorer call per model, results in the order sent.
+    """
     parts = [readable(request, limits) for request in requests]
     messages = [m for part, _ in parts for m in part]
     unreadable = [why for _, part in parts for why in part]
-    results = results_for(champion, messages, limits, unreadable, log)
+    picked = canary[2](messages) if canary is not None else None
+    if not picked or not any(picked):
+        results = results_for(champion, messages, limits, unreadable, log)
+    else:
+        results = [None] * len(messages)
+        for model, model_log, answers in ((champion, log, False), (canary[0], canary[1], True)):
+            at = [i for i, chosen in enumerate(picked) if chosen is answers]
+            if at:
+                some = results_for(model, [messages[i] for i in at], limits, [unreadable[i] for i in at], model_log)
+                for i, result in zip(at, some, strict=True):
+                    results[i] = result
     responses, start = [], 0
     for part, _ in parts:
         end = start + len(part)

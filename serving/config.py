@@ -93,6 +93,15 @@ class ServingConfig:
     metrics_port: int | None = None
     # Address of the metrics endpoint; None: the same as `host`.
     metrics_host: str | None = None
+    # Staged rollout (serving/rollout.py): the share of messages the model that did not answer (the
+    # challenger in shadow; the champion for messages the challenger answers in canary) also scores,
+    # off the caller's path; 0 turns shadow scoring off.
+    shadow_share: float = 1.0
+    # Whether this server routes the canary share of messages to a challenger in stage canary;
+    # off: it only shadows (an operator refusing canary on a replica).
+    canary: bool = True
+    # Messages waiting for shadow scoring beyond this are dropped (counted), never waited for.
+    shadow_queue: int = 10_000
     token: str | None = None
 
     def __post_init__(self) -> None:
@@ -116,6 +125,10 @@ class ServingConfig:
             raise ValueError("max_message_bytes must be at least max_request_bytes")
         if self.log_retention_days < 0 or self.log_segment_bytes < 1 or self.log_segment_seconds <= 0:
             raise ValueError("log_retention_days must not be negative, log_segment_bytes and _seconds must be positive")
+        if not 0.0 <= self.shadow_share <= 1.0:  # NaN too
+            raise ValueError(f"shadow_share must be between 0 and 1, not {self.shadow_share}")
+        if self.shadow_queue < 1:
+            raise ValueError("shadow_queue must be at least 1 message")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"metrics_port must be between 0 and 65535 (0 picks a free port), not {self.metrics_port}")
 
@@ -206,6 +219,9 @@ _OPTIONS = {
     "tls_key": (Path, "PEM private key"),
     "metrics_port": (int, "serve Prometheus metrics over HTTP at /metrics on this port; 0 picks a free one; unset: no metrics"),
     "metrics_host": (str, "address of the metrics endpoint (default: the same as --host)"),
+    "shadow_share": (float, "share of messages the model that did not answer also scores (staged rollout); 0: no shadow"),
+    "canary": (on_off, "on: route a canary challenger's share of messages to it; off: shadow only"),
+    "shadow_queue": (int, "messages waiting for shadow scoring before new ones are dropped (counted)"),
 }
 
 

@@ -9,8 +9,10 @@ Three sources, each measured where it costs least:
   version as it loads (`Metrics.observing(loader)`): texts per call, verdicts
   by label and version, P(spam). One numpy pass per batch, no per-text loop;
 - the server's state, read only when scraped (`_StateCollector`): the model
-  serving (an info metric), swaps and refusals, stream slots, and the
-  prediction log's queue (`Metrics.watch_prediction_log`).
+  serving (an info metric), swaps and refusals, stream slots, the
+  prediction log's queue (`Metrics.watch_prediction_log`), and a staged
+  rollout (`Metrics.watch_rollout`): the challenger (an info metric),
+  verdicts by role, shadow agreement and shadow drops.
 
 Each server has its own CollectorRegistry, so several servers in one process
 (tests) keep separate counts. Label children are resolved once per method,
@@ -45,6 +47,7 @@ from serving.wire import InvalidRequest
 
 if TYPE_CHECKING:
     from serving.admission import StreamAdmission
+    from serving.servicers import Serving
     from serving.watcher import ChampionWatcher, LoadedChampion
 
 log = logging.getLogger(__name__)
@@ -379,10 +382,13 @@ class _StateCollector:
         self.watcher: ChampionWatcher | None = None
         self.admission: StreamAdmission | None = None
         self.prediction_log: tuple[Callable[[], int], Callable[[], int]] | None = None
+        self.rollout: Serving | None = None
 
     def collect(self):
         if self.watcher is not None:
             yield from self._champion(self.watcher)
+        if self.rollout is not None:
+            yield from self._rollout(self.rollout)
         if self.admission is not None:
             yield GaugeMetricFamily(
                 f"{PREFIX}_stream_slots_in_use",
@@ -430,6 +436,60 @@ class _StateCollector:
             "Versions refused and not to be tried again before their backoff ends",
             value=len(watcher.refused),
         )
+
+    @staticmethod
+    def _rollout(serving: Serving):
+        models, policy, shadow = serving.watcher.models, serving.policy, serving.shadow
+        info = InfoMetricFamily(
+            f"{PREFIX}_challenger",
+            "The challenger in a staged rollout beside the champion: version, stage, the canary share this server "
+            "routes to it, the shadow share, and state (loaded, or refused by this server's checks)",
+        )
+        challenger = models.challenger
+        if challenger is not None:
+            info.add_metric(
+                [],
+                {
+                    "version": challenger.version,
+                    "stage": challenger.stage.stage,
+                    "canary_share": floatToGoString(policy.canary_share(models)),
+                    "shadow_share": floatToGoString(policy.shadow_share),
+                    "state": "loaded" if challenger.model is not None else "refused",
+                },
+            )
+        yield info
+        roles = CounterMetricFamily(
+            f"{PREFIX}_role_verdicts",
+            "Verdicts by the role of the model that gave them (champion, challenger); served: returned to the "
+            "caller (true) or scored in shadow (false)",
+            labels=("role", "served"),
+        )
+        for role, count in serving.served.items():
+            roles.add_metric([role, "true"], count)
+        if shadow is not None:
+            for role, count in shadow.scored.items():
+                roles.add_metric([role, "false"], count)
+        yield roles
+        if shadow is None:
+            return
+        agreement = CounterMetricFamily(
+            f"{PREFIX}_shadow_verdicts",
+            "Shadow verdicts, by whether their label agrees with the served verdict's",
+            labels=("agreement",),
+        )
+        for key, count in shadow.agreement.items():
+            agreement.add_metric([key], count)
+        yield agreement
+        dropped = CounterMetricFamily(
+            f"{PREFIX}_shadow_dropped",
+            "Messages not scored in shadow: queue_full (the shadow queue was full), heavy (a request over "
+            "64 KiB of text), failed (the model failed on the batch)",
+            labels=("reason",),
+        )
+        for reason, count in shadow.dropped.items():
+            dropped.add_metric([reason], count)
+        yield dropped
+        yield GaugeMetricFamily(f"{PREFIX}_shadow_queue_depth", "Messages waiting for shadow scoring", value=shadow.depth())
 
     @staticmethod
     def _prediction_log(depth: Callable[[], int], dropped: Callable[[], int]):
@@ -500,6 +560,10 @@ class Metrics:
     def watch_server(self, watcher: ChampionWatcher, admission: StreamAdmission) -> None:
         """Report the serving model, swaps, refusals and stream slots at every scrape."""
         self._state.watcher, self._state.admission = watcher, admission
+
+    def watch_rollout(self, serving: Serving) -> None:
+        """Report the challenger, verdicts by role and shadow scoring at every scrape."""
+        self._state.rollout = serving
 
     def watch_prediction_log(self, depth: Callable[[], int], dropped: Callable[[], int]) -> None:
         """Report the prediction log's queue depth and its count of dropped records at every scrape."""

@@ -56,19 +56,33 @@ def server_version() -> str:
         return "0+unknown"
 
 
-def check_model(name: str, requested_version: str, model_name: str, champion: LoadedChampion | None) -> None:
-    """NOT_FOUND for another model or a version that is not the one serving."""
+def check_model(
+    name: str,
+    requested_version: str,
+    model_name: str,
+    champion: LoadedChampion | None,
+    challenger: LoadedChampion | None = None,
+) -> None:
+    """NOT_FOUND for another model or a version that is not loaded (the champion, or a live challenger)."""
     if name != model_name:
         raise RequestError(grpc.StatusCode.NOT_FOUND, f"unknown model {name!r}; this server serves {model_name!r}")
-    if requested_version and champion is not None and requested_version != champion.version:
+    loaded = [m.version for m in (champion, challenger) if m is not None]
+    if requested_version and champion is not None and requested_version not in loaded:
+        also = f" (challenger {challenger.version} in rollout)" if challenger is not None else ""
         raise RequestError(
             grpc.StatusCode.NOT_FOUND,
-            f"version {requested_version!r} of {model_name!r} is not loaded; version {champion.version} is serving",
+            f"version {requested_version!r} of {model_name!r} is not loaded; version {champion.version} is serving{also}",
         )
 
 
-def model_metadata(model_name: str, champion: LoadedChampion | None) -> pb.ModelMetadataResponse:
-    """The model's tensors, the version serving, and in `parameters` which scorer serves it and why."""
+def model_metadata(
+    model_name: str, champion: LoadedChampion | None, rollout: dict[str, str | float] | None = None
+) -> pb.ModelMetadataResponse:
+    """The model's tensors, the version serving, and in `parameters` which scorer serves it and why.
+
+    `rollout`: the challenger's parameters (`challenger_version`, `challenger_stage`, ...) when there is one;
+    a loaded challenger's version is listed in `versions` too (a request may name it).
+    """
     tensor = pb.ModelMetadataResponse.TensorMetadata
     parameters = (
         {"scorer": pb.InferParameter(string_param=champion.scorer.name),
@@ -78,9 +92,17 @@ def model_metadata(model_name: str, champion: LoadedChampion | None) -> pb.Model
         if champion
         else {}
     )  # fmt: skip
+    versions = [champion.version] if champion else []
+    for key, value in (rollout or {}).items():
+        if isinstance(value, float):
+            parameters[key] = pb.InferParameter(double_param=value)
+        else:
+            parameters[key] = pb.InferParameter(string_param=value)
+    if champion and rollout and rollout.get("challenger_loaded") == "true":
+        versions.append(str(rollout["challenger_version"]))
     return pb.ModelMetadataResponse(
         name=model_name,
-        versions=[champion.version] if champion else [],
+        versions=versions,
         platform=PLATFORM,
         inputs=[tensor(name=INPUT, datatype="BYTES", shape=[-1])],
         outputs=[tensor(name=name, datatype=DATATYPES[name], shape=[-1]) for name in OUTPUTS],
@@ -192,11 +214,29 @@ def infer(
 
     The verdicts go to `log` when given, each with the request's id as the client's id.
     """
+    return respond(request, champion, *parse(request, limits), limits, log)
+
+
+def parse(request: pb.ModelInferRequest, limits: Limits) -> tuple[list[str], bool, list[str]]:
+    """The request's texts, whether it used raw contents, and the outputs asked for; RequestError when invalid."""
     over_budget = budget_problem(request, limits)
     if over_budget:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, over_budget)
     outputs = requested_outputs(request)
     texts, raw = decode_texts(request, limits)
+    return texts, raw, outputs
+
+
+def respond(
+    request: pb.ModelInferRequest,
+    champion: LoadedChampion,
+    texts: list[str],
+    raw: bool,
+    outputs: list[str],
+    limits: Limits,
+    log: VerdictLog | None = None,
+) -> pb.ModelInferResponse:
+    """Score a parsed request's texts with `champion` (whichever model answers it) and build the response."""
     probabilities = spam_probabilities(champion, texts, limits.max_batch, limits.heavy) if texts else np.empty(0)
     labels = [label_for(p) for p in probabilities.tolist()]
     verdict_ids = new_verdict_ids(len(texts))

@@ -103,6 +103,8 @@ class _Batch(NamedTuple):
     probabilities: Sequence[float]
     labels: Sequence[str]
     verdict_ids: Sequence[str]
+    role: str = "champion"  # the alias the scoring model held
+    served: bool = True  # False: a shadow verdict (serving/shadow.py), not what the caller got
 
 
 def _lines(batch: _Batch, log_text: bool) -> str:
@@ -129,9 +131,10 @@ def _lines(batch: _Batch, log_text: bool) -> str:
     probabilities = map(repr, p) if all(map(math.isfinite, p)) else [repr(x) if math.isfinite(x) else "null" for x in p]
     labels = [_LABELS.get(label) or _ascii(label) for label in batch.labels]
     shown = map(_ascii, texts) if log_text else ["null"] * len(texts)
+    rollout = f'"role":{_ascii(batch.role)},"served":{"true" if batch.served else "false"}}}\n'
     return "".join([
         f'{{"verdict_id":"{verdict_id}","client_id":{client_id},{common}"spam_probability":{probability},'
-        f'"label":{label},"latency_ms":{latency},"text_sha256":"{digest}","text":{text}}}\n'
+        f'"label":{label},"latency_ms":{latency},"text_sha256":"{digest}","text":{text},{rollout}'
         for verdict_id, client_id, probability, label, digest, text in zip(
             batch.verdict_ids, map(_ascii, batch.client_ids), probabilities, labels, digests, shown, strict=True
         )
@@ -236,14 +239,20 @@ class PredictionLog:
         probabilities: Sequence[float],
         labels: Sequence[str],
         verdict_ids: Sequence[str],
+        role: str = "champion",
+        served: bool = True,
     ) -> bool:
-        """Queue one call's verdicts (`started`: the call's time.perf_counter()); False when dropped."""
+        """Queue one call's verdicts (`started`: the call's time.perf_counter()); False when dropped.
+
+        `role`: the alias the scoring model held; `served`: False for shadow verdicts (same verdict ids as the
+        served ones, scored by the other model).
+        """
         count = len(verdict_ids)
         if not count:
             return True
         batch = _Batch(
             api, time.time(), time.perf_counter() - started, champion, client_ids, texts, probabilities, labels,
-            verdict_ids,
+            verdict_ids, role, served,
         )  # fmt: skip
         size = count * RECORD_BYTES + (sum(map(len, texts)) if self.log_text else 0)
         return self._pending.put(batch, count, size)

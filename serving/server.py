@@ -38,7 +38,9 @@ from serving.generated.spam.v1 import classifier_pb2 as pb
 from serving.heavy_pool import ScoringPool
 from serving.metrics import Metrics
 from serving.prediction_log import PredictionLog
+from serving.rollout import Policy
 from serving.servicers import ClassifierServicer, InferenceServicer, Serving
+from serving.shadow import ShadowScorer
 from serving.watcher import ChampionWatcher
 from spam_assets.model.registry import Registry
 from spam_assets.settings import quiet_telemetry
@@ -55,6 +57,8 @@ HEALTH_SERVICES = ("", CLASSIFIER_SERVICE, INFERENCE_SERVICE)
 WATCHER_JOIN_S = 1.0
 # Longest wait for the prediction log's last write on shutdown; what is left is recovered at the next start.
 LOG_CLOSE_S = 1.0
+# Longest wait for shadow scoring of what is queued on shutdown; the rest gets no shadow verdict.
+SHADOW_CLOSE_S = 0.5
 
 
 @dataclass
@@ -66,6 +70,7 @@ class RunningServer:
     health: health.HealthServicer
     serving: Serving
     predictions: PredictionLog | None = None
+    shadow: ShadowScorer | None = None
     heavy_pool: ScoringPool | None = None
     # The Prometheus endpoint and its port, or None when --metrics-port is not set.
     metrics: Metrics | None = None
@@ -89,6 +94,8 @@ class RunningServer:
         # answers (up to MLFLOW_HTTP_REQUEST_TIMEOUT); it is a daemon thread, so do not
         # wait for it longer than a moment: shutdown stays within grace + WATCHER_JOIN_S + LOG_CLOSE_S.
         self.watcher.stop(timeout=WATCHER_JOIN_S)
+        if self.shadow is not None:  # shadow verdicts still queued go to the log if they can in time
+            self.shadow.close(timeout=SHADOW_CLOSE_S)
         if self.predictions is not None:  # after the last call: every verdict given is written
             self.predictions.close(timeout=LOG_CLOSE_S)
         if self.serving.feedback is not None:
@@ -113,11 +120,15 @@ def open_prediction_log(config: ServingConfig) -> PredictionLog | None:
 
 
 def start(
-    config: ServingConfig, watcher: ChampionWatcher | None = None, predictions: PredictionLog | None = None
+    config: ServingConfig,
+    watcher: ChampionWatcher | None = None,
+    predictions: PredictionLog | None = None,
+    shadow: ShadowScorer | None = None,
 ) -> RunningServer:
     """Build and start the server; the champion loads in the background (health says when).
 
-    `predictions`: a started PredictionLog to use instead of the one the config asks for.
+    `predictions`: a started PredictionLog to use instead of the one the config asks for;
+    `shadow`: a ShadowScorer (not started) instead of the one the config asks for.
     """
     if watcher is None:
         registry = Registry(config.resolved_tracking_uri(), config.model_name)
@@ -147,12 +158,18 @@ def start(
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
     heavy = HeavyLane(concurrency=max(1, config.heavy_workers))
+    policy = Policy(shadow_share=config.shadow_share, canary=config.canary)
+    if shadow is None:
+        shadow = ShadowScorer(policy, max_messages=config.shadow_queue, max_batch=config.max_batch)
+    shadow.heavy = heavy
     serving = Serving(
         watcher,
         config.model_name,
         Limits(config.max_text_bytes, config.max_batch, config.max_request_bytes, heavy),
         batch_delay=config.batch_delay,
         admission=StreamAdmission(config.stream_slots, config.max_streams_per_client, config.stream_idle_timeout),
+        policy=shadow.policy,
+        shadow=shadow,
     )
     # Not the generated add_*_to_server: these parsers answer invalid UTF-8 with INVALID_ARGUMENT.
     wire.add_service(server, ClassifierServicer(serving), pb.DESCRIPTOR.services_by_name["Classifier"])
@@ -170,6 +187,7 @@ def start(
     metrics_port = None
     if metrics is not None:
         metrics.watch_server(watcher, serving.admission)
+        metrics.watch_rollout(serving)
         # Before the gRPC port: a gRPC server that never started keeps its port bound even after stop().
         metrics_port = metrics.serve(config.metrics_address, config.metrics_port)
     try:
@@ -194,6 +212,7 @@ def start(
     if serving.predictions is not None and metrics is not None:
         log_ = serving.predictions
         metrics.watch_prediction_log(log_.depth, lambda: log_.dropped)
+    shadow.predictions = serving.predictions
     if serving.predictions is not None:  # feedback is kept beside the log, and finds verdicts in it
         serving.feedback = FeedbackStore(
             serving.predictions, log_text=config.log_text, max_text_bytes=config.max_text_bytes
@@ -206,13 +225,15 @@ def start(
     watcher.subscribe(on_swap)
     if config.heavy_workers:  # after the port is bound: a server that cannot start leaves no workers
         heavy.pool = ScoringPool(config.heavy_workers)
+    shadow.start()
     server.start()
     watcher.start()
     if watcher.current is not None:  # a watcher handed in already loaded
         on_swap(watcher.current)
     running = RunningServer(
         server, port, config, watcher, health_servicer, serving,
-        predictions=serving.predictions, heavy_pool=heavy.pool, metrics=metrics, metrics_port=metrics_port,
+        predictions=serving.predictions, shadow=shadow, heavy_pool=heavy.pool, metrics=metrics,
+        metrics_port=metrics_port,
     )
     log.info(
         "listening on %s:%d (%s%s)%s",

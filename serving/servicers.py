@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import queue
 import threading
@@ -22,11 +21,46 @@ from serving.generated.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from serving.generated.spam.v1 import classifier_pb2 as pb
 from serving.generated.spam.v1 import classifier_pb2_grpc as pb_grpc
 from serving.prediction_log import PredictionLog
+from serving.rollout import CHALLENGER, CHAMPION, Models, Policy
+from serving.shadow import ShadowJob, ShadowScorer
 
 log = logging.getLogger(__name__)
 
 
-def champion_message(champion: LoadedChampion) -> pb.Champion:
+def challenger_message(models: Models, policy: Policy) -> pb.Challenger | None:
+    """The challenger in rollout beside the champion, as this server treats it; None when there is none."""
+    challenger = models.challenger
+    if challenger is None:
+        return None
+    stage = challenger.stage
+    return pb.Challenger(
+        version=stage.version,
+        stage=stage.stage,
+        canary_share=policy.canary_share(models),
+        stage_canary_share=stage.canary_share,
+        stage_since=stage.since,
+        shadow_share=policy.shadow_share,
+        loaded=challenger.model is not None,
+        refusal=challenger.refusal or stage.problem,
+    )
+
+
+def rollout_parameters(models: Models, policy: Policy) -> dict[str, str | float]:
+    """The challenger for OIP ModelMetadata `parameters` (empty without one)."""
+    message = challenger_message(models, policy)
+    if message is None:
+        return {}
+    return {
+        "challenger_version": message.version,
+        "challenger_stage": message.stage,
+        "challenger_canary_share": message.canary_share,
+        "challenger_shadow_share": message.shadow_share,
+        "challenger_loaded": "true" if message.loaded else "false",
+        "challenger_refusal": message.refusal,
+    }
+
+
+def champion_message(champion: LoadedChampion, challenger: pb.Challenger | None = None) -> pb.Champion:
     card = champion.card
     loaded_at = Timestamp()
     loaded_at.FromDatetime(champion.loaded_at)
@@ -44,6 +78,7 @@ def champion_message(champion: LoadedChampion) -> pb.Champion:
         alias=champion.resolution.alias,
         alias_version=champion.resolution.alias_version,
         fallback_reason=champion.resolution.reason,
+        challenger=challenger,
     )
 
 
@@ -59,6 +94,8 @@ class Serving:
         admission: StreamAdmission,
         predictions: PredictionLog | None = None,
         feedback: FeedbackStore | None = None,
+        policy: Policy = Policy(),
+        shadow: ShadowScorer | None = None,
     ):
         self.watcher = watcher
         self.model_name = model_name
@@ -68,26 +105,61 @@ class Serving:
         self.admission = admission
         self.predictions = predictions
         self.feedback = feedback
+        self.policy = policy
+        self.shadow = shadow
+        # Verdicts returned to callers, by the role of the model that gave them (for /metrics).
+        self.served = {CHAMPION: 0, CHALLENGER: 0}
+        self._served_lock = threading.Lock()
 
-    def verdict_log(self, api: str, started: float) -> VerdictLog | None:
-        """Records one call's verdicts in the prediction log (None when it is off); `started` is its perf_counter()."""
-        if self.predictions is None:
+    def verdict_log(self, api: str, started: float, models: Models | None = None, role: str = CHAMPION) -> VerdictLog:
+        """What happens to one call's served verdicts (`started`: its perf_counter()), given by the `role` model.
+
+        Counted; recorded in the prediction log (when it is on); and handed to the shadow scorer for the model
+        that did not answer, when there is one. Only appends to queues: nothing here waits.
+        """
+        predictions, served, lock = self.predictions, self.served, self._served_lock
+        other, other_role = models.other(role) if models is not None else (None, CHAMPION)
+        shadow = self.shadow if other is not None and self.policy.shadow_share > 0 else None
+
+        def record(model, client_ids, texts, probabilities, labels, verdict_ids) -> None:
+            with lock:
+                served[role] += len(verdict_ids)
+            if predictions is not None:
+                predictions.record(api, started, model, client_ids, texts, probabilities, labels, verdict_ids, role=role)
+            if shadow is not None:
+                shadow.submit(ShadowJob(other, other_role, api, client_ids, texts, labels, verdict_ids))
+
+        return record
+
+    def canary(self, models: Models, api: str, started: float) -> classify.Canary | None:
+        """Canary routing of a stream's messages to the challenger, when this server routes any now."""
+        if self.policy.canary_share(models) <= 0.0:
             return None
-        return functools.partial(self.predictions.record, api, started)
+        policy = self.policy
+
+        def answers(messages) -> list[bool] | None:
+            roles = policy.roles_for(models, [m.id for m in messages], [m.text for m in messages])
+            return None if roles is None else [role == CHALLENGER for role in roles]
+
+        return models.scoring_challenger, self.verdict_log(api, started, models, CHALLENGER), answers
 
     @property
     def open_streams(self) -> int:
         return self.admission.open_streams
 
     def champion_or_abort(self, context: grpc.ServicerContext) -> LoadedChampion:
-        champion = self.watcher.current
-        if champion is None:
+        return self.models_or_abort(context).champion
+
+    def models_or_abort(self, context: grpc.ServicerContext) -> Models:
+        """The champion and challenger, read once for the request; UNAVAILABLE without a champion."""
+        models = self.watcher.models
+        if models.champion is None:
             context.abort(
                 grpc.StatusCode.UNAVAILABLE,
                 f"no champion model loaded yet: waiting for {self.model_name}@{self.watcher.alias} "
                 "to resolve to a version that loads and passes verification",
             )
-        return champion
+        return models
 
     def stream_slot_or_abort(self, context: grpc.ServicerContext) -> str:
         """Take a stream slot for the calling client (returned, for `release_stream_slot`) or refuse the call."""
@@ -118,10 +190,12 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
 
     def Classify(self, request, context):
         started = time.perf_counter()
-        champion = self.s.champion_or_abort(context)
+        models = self.s.models_or_abort(context)
         _check_deadline(context)
+        role = self.s.policy.role_for(models, request.id, request.text)
+        log = self.s.verdict_log("Classify", started, models, role)
         try:
-            verdict = classify.classify_one(champion, request, self.s.limits, self.s.verdict_log("Classify", started))
+            verdict = classify.classify_one(models.model(role), request, self.s.limits, log)
         except RequestError as error:
             _abort(context, error)
         return pb.ClassifyResponse(id=request.id, verdict=verdict)
@@ -141,26 +215,29 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
             try:
                 for group in groups:
                     started = time.perf_counter()
-                    champion = self.s.watcher.current  # once per batch: a swap lands between batches
-                    log = self.s.verdict_log("ClassifyStream", started)
-                    yield from classify.responses_for(champion, group, self.s.limits, log)
+                    models = self.s.watcher.models  # once per batch: a swap lands between batches
+                    log = self.s.verdict_log("ClassifyStream", started, models)
+                    canary = self.s.canary(models, "ClassifyStream", started)
+                    yield from classify.responses_for(models.champion, group, self.s.limits, log, canary)
             except classify.StreamIdle as idle:
                 context.abort(grpc.StatusCode.UNAVAILABLE, str(idle))
         finally:
             self.s.release_stream_slot(client)
 
     def GetChampion(self, request, context):
-        return champion_message(self.s.champion_or_abort(context))
+        models = self.s.models_or_abort(context)
+        return champion_message(models.champion, challenger_message(models, self.s.policy))
 
     def WatchChampion(self, request, context) -> Iterator[pb.Champion]:
         client = self.s.stream_slot_or_abort(context)
         swaps: queue.Queue = queue.Queue()
         unsubscribe = self.s.watcher.subscribe(swaps.put)
         context.add_callback(lambda: swaps.put(None))  # cancelled or finished: wake up
+        policy = self.s.policy
         try:
-            last = self.s.watcher.current
-            if last is not None:
-                yield champion_message(last)
+            last = self.s.watcher.models
+            if last.champion is not None:
+                yield champion_message(last.champion, challenger_message(last, policy))
             while context.is_active() and not self.s.closing.is_set():
                 try:
                     champion = swaps.get(timeout=0.5)
@@ -168,9 +245,10 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
                     continue
                 if champion is None:
                     break
-                if champion is not last:
-                    last = champion
-                    yield champion_message(champion)
+                models = self.s.watcher.models  # a swap, or the challenger beside it changed
+                if models is not last and models.champion is not None:
+                    last = models
+                    yield champion_message(models.champion, challenger_message(models, policy))
         finally:
             unsubscribe()
             self.s.release_stream_slot(client)
@@ -206,35 +284,47 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         return oip_pb.ServerReadyResponse(ready=self.s.watcher.current is not None)
 
     def ModelReady(self, request, context):
-        champion = self.s.watcher.current
+        models = self.s.watcher.models
+        champion = models.champion
         try:
             oip.check_model(request.name, "", self.s.model_name, champion)
         except RequestError as error:
             _abort(context, error)
-        ready = champion is not None and request.version in ("", champion.version)
+        loaded = {m.version for m in (champion, models.scoring_challenger) if m is not None}
+        ready = champion is not None and (request.version == "" or request.version in loaded)
         return oip_pb.ModelReadyResponse(ready=ready)
 
     def ServerMetadata(self, request, context):
         return oip_pb.ServerMetadataResponse(name=oip.SERVER_NAME, version=oip.server_version(), extensions=[])
 
     def ModelMetadata(self, request, context):
-        champion = self.s.watcher.current
+        models = self.s.watcher.models
         try:
-            oip.check_model(request.name, request.version, self.s.model_name, champion)
+            oip.check_model(request.name, request.version, self.s.model_name, models.champion, models.scoring_challenger)
         except RequestError as error:
             _abort(context, error)
-        return oip.model_metadata(self.s.model_name, champion)
+        return oip.model_metadata(self.s.model_name, models.champion, rollout_parameters(models, self.s.policy))
 
     def ModelInfer(self, request, context):
         started = time.perf_counter()
-        champion = self.s.watcher.current
+        models = self.s.watcher.models
+        challenger = models.scoring_challenger
         try:
-            oip.check_model(request.model_name, request.model_version, self.s.model_name, champion)
+            oip.check_model(request.model_name, request.model_version, self.s.model_name, models.champion, challenger)
         except RequestError as error:
             _abort(context, error)
-        champion = self.s.champion_or_abort(context) if champion is None else champion
+        if models.champion is None:
+            self.s.models_or_abort(context)
         _check_deadline(context)
         try:
-            return oip.infer(request, champion, self.s.limits, self.s.verdict_log("ModelInfer", started))
+            texts, raw, outputs = oip.parse(request, self.s.limits)
+            # The response has one model_version: the request is routed as one message, by its id (else its
+            # first text); a request naming a loaded version gets that one.
+            if request.model_version:
+                role = CHALLENGER if challenger is not None and request.model_version == challenger.version else CHAMPION
+            else:
+                role = self.s.policy.role_for(models, request.id, texts[0] if texts else "")
+            log = self.s.verdict_log("ModelInfer", started, models, role)
+            return oip.respond(request, models.model(role), texts, raw, outputs, self.s.limits, log)
         except RequestError as error:
             _abort(context, error)

@@ -17,6 +17,15 @@ keeps serving. A server with no champion yet (just started) falls back to
 the last good model instead (`spam_assets.model.last_good`: previous-champion,
 then earlier champions, newest first). Either way the champion's
 `resolution` says what the alias names, what serves, and why.
+
+The same poll follows the `challenger` alias for a staged rollout
+(`serving.rollout`): a version in a live stage (shadow, canary) is loaded
+through the same gate and published beside the champion in one `Models`
+reference (`watcher.models`), so a request reads one consistent pair; it is
+unloaded when its stage ends or the alias moves, and a stage or canary share
+changed on the version's tags takes effect at the next poll. A challenger
+the gate refuses is remembered with the same backoff, and the champion
+serves every message meanwhile.
 """
 
 from __future__ import annotations
@@ -38,7 +47,9 @@ from spam_assets.model.last_good import Resolution, first_servable, refused_reas
 from spam_assets.model.registry import ModelCard, Registry
 from spam_assets.model.scorer import Scorer
 from spam_assets.model.verify import DEFAULT_PROBES, VerifiedModel
-from spam_assets.settings import CHAMPION_ALIAS, MAX_FALLBACKS
+from spam_assets.settings import CHALLENGER_ALIAS, CHAMPION_ALIAS, MAX_FALLBACKS
+
+from serving.rollout import Challenger, Models, live_stage
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +139,10 @@ class ChampionWatcher:
     max_fallbacks: int = MAX_FALLBACKS
     probes: Sequence[tuple[str, str]] = DEFAULT_PROBES
     loader: Callable[..., LoadedChampion] = load_version
+    # The alias of a staged rollout's challenger (serving.rollout); None: this server never scores one.
+    challenger_alias: str | None = CHALLENGER_ALIAS
 
-    _current: LoadedChampion | None = field(default=None, init=False, repr=False)
+    _models: Models = field(default_factory=Models, init=False, repr=False)
     _settled: LoadedChampion | None = field(default=None, init=False, repr=False)  # published and announced
     refused: dict[str, Refusal] = field(default_factory=dict, init=False)
     # Versions swapped in (the first load included) and failed loads, for serving.metrics.
@@ -142,11 +155,21 @@ class ChampionWatcher:
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
     _last_poll_error: str | None = field(default=None, init=False, repr=False)
     _last_no_champion: str | None = field(default=None, init=False, repr=False)
+    _last_challenger_error: str | None = field(default=None, init=False, repr=False)
 
     @property
     def current(self) -> LoadedChampion | None:
         """The serving champion. Read it once per request and keep the object."""
-        return self._current
+        return self._models.champion
+
+    @property
+    def models(self) -> Models:
+        """The champion and the challenger beside it, as one object. Read it once per request and keep it."""
+        return self._models
+
+    @property
+    def _current(self) -> LoadedChampion | None:
+        return self._models.champion
 
     def subscribe(self, listener: Callable[[LoadedChampion], None]) -> Callable[[], None]:
         """Call `listener(champion)` after every swap or change of its `resolution` (in the watcher thread).
@@ -164,7 +187,13 @@ class ChampionWatcher:
         return unsubscribe
 
     def poll_once(self) -> bool:
-        """Resolve the alias once; load, verify and swap if it moved. True when a swap happened."""
+        """Resolve the aliases once; load, verify and swap if they moved. True when the champion swapped."""
+        swapped = self._poll_champion()
+        if self.challenger_alias is not None:
+            self._poll_challenger()
+        return swapped
+
+    def _poll_champion(self) -> bool:
         try:
             target = self.registry.version_for(self.alias)
         except Exception as error:  # noqa: BLE001 - registry down: keep serving, say so once
@@ -226,12 +255,60 @@ class ChampionWatcher:
         refusal = self.refused.get(version)
         return refusal is not None and time.monotonic() < refusal.retry_at
 
-    def _load(self, target: Any) -> LoadedChampion:
-        """Load and verify one version; a refusal is remembered and raised as RefusedModel (also while in backoff)."""
+    def _poll_challenger(self) -> None:
+        """Follow the challenger alias: load a live one, update its stage, or unload it."""
+        try:
+            target = self.registry.version_for(self.challenger_alias)
+        except Exception as error:  # noqa: BLE001 - registry down: keep what is loaded, say so once
+            message = f"cannot resolve {self.registry.model_name}@{self.challenger_alias}: {error!r}"
+            if message != self._last_challenger_error:
+                log.warning("%s; the challenger stays as it was", message)
+            self._last_challenger_error = message
+            return
+        self._last_challenger_error = None
+        models = self._models
+        current = models.challenger
+        stage = live_stage(target, models.champion.version if models.champion is not None else None)
+        if stage is None:
+            if current is not None:
+                reason = "its stage ended" if target is not None and str(target.version) == current.version else (
+                    "the alias moved" if target is not None else "the alias is gone")
+                log.info("challenger version %s unloaded: %s", current.version, reason)
+                self._publish_challenger(None)
+            return
+        if current is not None and current.version == stage.version and current.model is not None:
+            if current.stage != stage:
+                log.info("challenger version %s: stage %s, canary share %g", stage.version, stage.stage, stage.canary_share)
+                self._publish_challenger(replace(current, stage=stage))
+            return
+        if stage.problem and (current is None or current.stage != stage):
+            log.error("challenger version %s: %s", stage.version, stage.problem)
+        started = time.perf_counter()
+        try:
+            model = self._load(target, self.challenger_alias)
+        except RefusedModel as error:
+            refused = Challenger(stage, None, str(error))
+            if current != refused:  # once per new state, not every poll
+                self._publish_challenger(refused)
+            return
+        self._publish_challenger(Challenger(stage, model))
+        log.info(
+            "challenger version %s loaded and verified in %.2fs (stage %s, canary share %g); scorer %s",
+            stage.version, time.perf_counter() - started, stage.stage, stage.canary_share, model.scorer.name,
+        )  # fmt: skip
+
+    def _load(self, target: Any, alias: str | None = None) -> LoadedChampion:
+        """Load and verify one version; a refusal is remembered and raised as RefusedModel (also while in backoff).
+
+        A version already loaded as the challenger (promoted) is reused: it passed the same gate.
+        """
         version = str(target.version)
+        loaded = self._models.scoring_challenger
+        if loaded is not None and loaded.version == version:
+            return loaded
         if self._in_backoff(version):
             raise RefusedModel(self.refused[version].reason)  # remembered, not reloaded before its backoff ends
-        log.info("loading %s version %s (alias %s)", self.registry.model_name, version, self.alias)
+        log.info("loading %s version %s (alias %s)", self.registry.model_name, version, alias or self.alias)
         try:
             return self.loader(self.registry, target, self.probes)
         except Exception as error:  # noqa: BLE001 - RefusedModel, or anything unexpected
@@ -278,7 +355,10 @@ class ChampionWatcher:
         """Replace the one reference every request reads, tell the listeners (a swap, or news of the alias),
         say so, and only then wake `wait_for`: whoever waited sees the swap whole (health, log, metrics)."""
         with self._changed:
-            self._current = champion
+            challenger = self._models.challenger
+            if challenger is not None and challenger.version == champion.version:
+                challenger = None  # promoted: one model is never both
+            self._models = Models(champion, challenger)
             self.refused.pop(champion.version, None)
         with self._lock:
             listeners = list(self._listeners)
@@ -292,6 +372,28 @@ class ChampionWatcher:
         with self._changed:
             self._settled = champion
             self._changed.notify_all()
+
+    def _publish_challenger(self, challenger: Challenger | None) -> None:
+        """Replace the one reference with the same champion and this challenger; tell the listeners."""
+        with self._changed:
+            self._models = Models(self._models.champion, challenger)
+        champion = self._models.champion
+        if champion is not None:
+            with self._lock:
+                listeners = list(self._listeners)
+            for listener in listeners:
+                try:
+                    listener(champion)
+                except Exception:  # noqa: BLE001 - a listener must not stop the watcher
+                    log.exception("champion listener failed")
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for_models(self, ready: Callable[[Models], bool], timeout: float = 30.0) -> Models | None:
+        """Block until `ready(watcher.models)`; those models, or None on timeout."""
+        with self._changed:
+            self._changed.wait_for(lambda: ready(self._models), timeout)
+            return self._models if ready(self._models) else None
 
     def wait_for(self, version: str | None = None, timeout: float = 30.0) -> LoadedChampion | None:
         """Block until a champion (of `version`, if given) serves; None on timeout."""

@@ -33,10 +33,21 @@ if TYPE_CHECKING:
 # ISO 8601, ms); `latency_ms` the server time of the call (unary, ModelInfer)
 # or of the stream's micro-batch, scoring included; `text` is null when the
 # server runs with --log-text off.
+#
+# Staged rollout (a `challenger` in shadow or canary): `role` is the alias the
+# scoring model held (`champion` | `challenger`), `served` is true for the
+# verdict the caller got and false for a shadow verdict. A shadow record has
+# its served twin's verdict_id, client_id, api, text_sha256 and text, and its
+# own time, model, verdict and latency_ms (the shadow scoring time). Every
+# message has exactly one served record: whoever counts traffic counts served
+# records only.
 FIELDS = (
     "verdict_id", "client_id", "api", "time", "model_name", "model_version", "scorer",
-    "spam_probability", "label", "latency_ms", "text_sha256", "text",
+    "spam_probability", "label", "latency_ms", "text_sha256", "text", "role", "served",
 )  # fmt: skip
+ROLES = ("champion", "challenger")
+# What segments written before the rollout fields existed held: every verdict served by the champion.
+ROLLOUT_DEFAULTS = {"role": "champion", "served": True}
 
 PREFIX = "predictions-"
 SUFFIX = ".jsonl"
@@ -103,14 +114,20 @@ def read_predictions(directory: Path | str, include_open: bool = False) -> pd.Da
             frames.append(pd.DataFrame.from_records(rows))
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(FIELDS))
     frame = frame.reindex(columns=list(FIELDS))
+    for column, default in ROLLOUT_DEFAULTS.items():  # older segments lack them
+        frame[column] = frame[column].where(frame[column].notna(), default)
+    frame["served"] = frame["served"].astype(bool)
     frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601")
-    for column in ("verdict_id", "client_id", "api", "model_name", "model_version", "scorer", "label", "text_sha256"):
+    for column in ("verdict_id", "client_id", "api", "model_name", "model_version", "scorer", "label", "text_sha256", "role"):
         frame[column] = frame[column].astype("string")
     return frame
 
 
 def find(directory: Path | str, verdict_id: str) -> dict | None:
-    """The record of `verdict_id` in `directory` (published and open segments of every replica), or None.
+    """The served record of `verdict_id` in `directory` (published and open segments of every replica), or None.
+
+    A shadow record of the same verdict id (`served` false) is never returned:
+    the verdict is what the caller got.
 
     Only files that can hold it are read, oldest first: opened (the time in
     the file's name) before the verdict's time (the time in its id) and
@@ -157,11 +174,18 @@ def opened_at(name: str) -> datetime.datetime | None:
 
 
 def _find_line(path: Path, key: bytes) -> dict | None:
-    """The complete JSON line of `path` starting with `key`, or None (no newline yet: still being written)."""
+    """The complete served record of `path` starting with `key`, or None (no newline yet: still being written)."""
     with open(path, "rb") as file:
         if os.fstat(file.fileno()).st_size == 0:
             return None  # mmap refuses an empty file
         with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
             at = data.find(key)
-            end = data.find(b"\n", at) if at >= 0 else -1
-            return json.loads(data[at:end]) if end >= 0 else None
+            while at >= 0:
+                end = data.find(b"\n", at)
+                if end < 0:
+                    return None
+                record = json.loads(data[at:end])
+                if record.get("served", True) is not False:  # older records have no `served`: all were served
+                    return record
+                at = data.find(key, end)
+            return None

@@ -106,7 +106,7 @@ class WatchChampionRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Champion(_message.Message):
-    __slots__ = ("model_name", "version", "run_id", "dagster_run_id", "corpus_data_version", "metrics", "loaded_at", "candidate", "model_sha256", "scorer", "alias", "alias_version", "fallback_reason")
+    __slots__ = ("model_name", "version", "run_id", "dagster_run_id", "corpus_data_version", "metrics", "loaded_at", "candidate", "model_sha256", "scorer", "alias", "alias_version", "fallback_reason", "challenger")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +127,7 @@ class Champion(_message.Message):
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     ALIAS_VERSION_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_REASON_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGER_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     version: str
     run_id: str
@@ -140,7 +141,28 @@ class Champion(_message.Message):
     alias: str
     alias_version: str
     fallback_reason: str
-    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[str] = ..., run_id: _Optional[str] = ..., dagster_run_id: _Optional[str] = ..., corpus_data_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., candidate: _Optional[str] = ..., model_sha256: _Optional[str] = ..., scorer: _Optional[_Union[Scorer, _Mapping]] = ..., alias: _Optional[str] = ..., alias_version: _Optional[str] = ..., fallback_reason: _Optional[str] = ...) -> None: ...
+    challenger: Challenger
+    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[str] = ..., run_id: _Optional[str] = ..., dagster_run_id: _Optional[str] = ..., corpus_data_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., candidate: _Optional[str] = ..., model_sha256: _Optional[str] = ..., scorer: _Optional[_Union[Scorer, _Mapping]] = ..., alias: _Optional[str] = ..., alias_version: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., challenger: _Optional[_Union[Challenger, _Mapping]] = ...) -> None: ...
+
+class Challenger(_message.Message):
+    __slots__ = ("version", "stage", "canary_share", "stage_canary_share", "stage_since", "shadow_share", "loaded", "refusal")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    CANARY_SHARE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_CANARY_SHARE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_SINCE_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_SHARE_FIELD_NUMBER: _ClassVar[int]
+    LOADED_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    stage: str
+    canary_share: float
+    stage_canary_share: float
+    stage_since: str
+    shadow_share: float
+    loaded: bool
+    refusal: str
+    def __init__(self, version: _Optional[str] = ..., stage: _Optional[str] = ..., canary_share: _Optional[float] = ..., stage_canary_share: _Optional[float] = ..., stage_since: _Optional[str] = ..., shadow_share: _Optional[float] = ..., loaded: _Optional[bool] = ..., refusal: _Optional[str] = ...) -> None: ...
 
 class Scorer(_message.Message):
     __slots__ = ("name", "reason")

@@ -27,7 +27,10 @@ if _version_not_supported:
 
 class ClassifierStub:
     """Classifies short messages (SMS, e-mail bodies) as ham or spam with the
-    model that currently holds the MLflow alias `champion`.
+    model that currently holds the MLflow alias `champion`. During a staged
+    rollout's canary, a share of messages (always the same ones: by a hash of
+    the message's id, of its text when it has none) is answered by the
+    challenger instead; every verdict names the version that gave it.
 
     Server limits (spam-serve flags, defaults in brackets):
     - text length: --max-text-bytes [65536 UTF-8 bytes];
@@ -82,7 +85,10 @@ class ClassifierStub:
 
 class ClassifierServicer:
     """Classifies short messages (SMS, e-mail bodies) as ham or spam with the
-    model that currently holds the MLflow alias `champion`.
+    model that currently holds the MLflow alias `champion`. During a staged
+    rollout's canary, a share of messages (always the same ones: by a hash of
+    the message's id, of its text when it has none) is answered by the
+    challenger instead; every verdict names the version that gave it.
 
     Server limits (spam-serve flags, defaults in brackets):
     - text length: --max-text-bytes [65536 UTF-8 bytes];
@@ -205,7 +211,10 @@ def add_ClassifierServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Classifier:
     """Classifies short messages (SMS, e-mail bodies) as ham or spam with the
-    model that currently holds the MLflow alias `champion`.
+    model that currently holds the MLflow alias `champion`. During a staged
+    rollout's canary, a share of messages (always the same ones: by a hash of
+    the message's id, of its text when it has none) is answered by the
+    challenger instead; every verdict names the version that gave it.
 
     Server limits (spam-serve flags, defaults in brackets):
     - text length: --max-text-bytes [65536 UTF-8 bytes];

@@ -1,0 +1,208 @@
+"""Shadow scoring: the model that did not answer a message scores it too, off the caller's path.
+
+The request thread hands the verdicts it just gave to `ShadowScorer.submit`,
+which only appends them to a bounded queue and never blocks: when the queue
+holds `max_messages` messages the new ones are dropped and counted (reason
+`queue_full`). One worker thread takes everything queued, keeps the
+`--shadow-share` of messages (by `rollout.shadow_bucket`, so a message is
+always shadowed or never), scores them with the other model in batches, and
+records each shadow verdict in the prediction log with the served verdict's
+id (`served` false) and counts whether the two labels agree.
+
+Requests over the heavy-request threshold (64 KiB of text) are not shadowed
+(counted, reason `heavy`): in this process they would hold the GIL the
+light calls need, and the scoring workers are for requests that callers
+wait for. A model that fails on a shadow batch loses only that batch
+(reason `failed`); the callers already have their verdicts.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+from serving.classify import label_for
+from serving.heavy_pool import score_in_chunks
+from serving.rollout import Policy
+
+if TYPE_CHECKING:
+    from serving.classify import HeavyLane
+    from serving.prediction_log import PredictionLog
+    from serving.watcher import LoadedChampion
+
+log = logging.getLogger(__name__)
+
+DROP_REASONS = ("queue_full", "heavy", "failed")
+# Messages scored together by the worker: more is cheaper per message, and the scorer chunks by max_batch anyway.
+TAKE_MESSAGES = 1024
+
+
+class ShadowJob(NamedTuple):
+    """One call's served verdicts, for the other model to score. Built on the request thread: a NamedTuple."""
+
+    model: LoadedChampion  # the model that did not answer
+    role: str  # its role
+    api: str
+    client_ids: Sequence[str]
+    texts: Sequence[str]
+    labels: Sequence[str]  # what the caller got
+    verdict_ids: Sequence[str]
+
+
+class ShadowScorer:
+    """A bounded queue and one worker thread scoring queued messages with the model that did not answer.
+
+    `delay` (seconds slept before each take) exists for tests that need a
+    slow worker to fill the queue; the server never sets it.
+    """
+
+    def __init__(
+        self,
+        policy: Policy = Policy(),
+        *,
+        max_messages: int = 10_000,
+        max_batch: int = 256,
+        heavy: HeavyLane | None = None,
+        predictions: PredictionLog | None = None,
+        delay: float = 0.0,
+    ):
+        self.policy = policy
+        self.max_messages = max_messages
+        self.max_batch = max_batch
+        self.heavy = heavy
+        self.predictions = predictions
+        self.delay = delay
+        self._jobs: collections.deque[ShadowJob] = collections.deque()
+        self._queued = 0  # messages in _jobs
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._idle = threading.Condition(self._lock)
+        self._busy = False
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        # Counts for /metrics, each written by one side only (the worker, or request threads under the lock).
+        self.agreement = {"agree": 0, "disagree": 0}
+        self.scored = {"champion": 0, "challenger": 0}  # shadow verdicts, by the role of the model that gave them
+        self.dropped = dict.fromkeys(DROP_REASONS, 0)
+
+    # --- the request threads' side -------------------------------------------------------------
+
+    def submit(self, job: ShadowJob) -> bool:
+        """Queue one call's verdicts for shadow scoring; False (counted) when the queue is full. Never blocks."""
+        count = len(job.verdict_ids)
+        if not count:
+            return True
+        if self.heavy is not None and self.heavy.is_heavy(job.texts):
+            with self._lock:
+                self.dropped["heavy"] += count
+            return False
+        with self._lock:
+            if self._queued + count > self.max_messages or self._stop:
+                self.dropped["queue_full"] += count
+                return False
+            self._jobs.append(job)
+            self._queued += count
+            self._ready.notify()
+        return True
+
+    def depth(self) -> int:
+        """Messages queued for shadow scoring."""
+        return self._queued
+
+    # --- life cycle --------------------------------------------------------------------------------
+
+    def start(self) -> ShadowScorer:
+        self._thread = threading.Thread(target=self._run, name="shadow-scorer", daemon=True)
+        self._thread.start()
+        return self
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued before this call is scored and recorded; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._jobs or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Score what is queued (for at most `timeout` seconds) and stop the worker."""
+        with self._lock:
+            self._stop = True
+            self._ready.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # --- the worker thread ------------------------------------------------------------------------
+
+    def _take(self) -> list[ShadowJob] | None:
+        """Queued jobs, up to about TAKE_MESSAGES messages; None once stopped with nothing left."""
+        with self._lock:
+            while not self._jobs:
+                self._busy = False
+                self._idle.notify_all()
+                if self._stop:
+                    return None
+                self._ready.wait()
+            jobs, count = [], 0
+            while self._jobs and count < TAKE_MESSAGES:
+                job = self._jobs.popleft()
+                jobs.append(job)
+                count += len(job.verdict_ids)
+            self._queued -= count
+            self._busy = True
+            return jobs
+
+    def _run(self) -> None:
+        while True:
+            if self.delay:
+                time.sleep(self.delay)
+            jobs = self._take()
+            if jobs is None:
+                return
+            # One scorer call per model (a swap may put two versions in one take).
+            by_model: dict[int, list[ShadowJob]] = {}
+            for job in jobs:
+                by_model.setdefault(id(job.model), []).append(job)
+            for group in by_model.values():
+                try:
+                    self._score(group)
+                except Exception:  # noqa: BLE001 - the worker must survive anything; callers are unaffected
+                    lost = sum(len(job.verdict_ids) for job in group)
+                    with self._lock:
+                        self.dropped["failed"] += lost
+                    log.exception("shadow scoring of %d messages failed; they have no shadow verdict", lost)
+
+    def _score(self, jobs: list[ShadowJob]) -> None:
+        model, role = jobs[0].model, jobs[0].role
+        picked = []
+        for job in jobs:
+            keep = self.policy.shadowed(job.client_ids, job.texts)
+            if keep:
+                picked.append((job, keep))
+        texts = [job.texts[i] for job, keep in picked for i in keep]
+        if not texts:
+            return
+        started = time.perf_counter()
+        probabilities = score_in_chunks(model.scorer.scores, texts, self.max_batch).tolist()
+        agree = at = 0
+        for job, keep in picked:
+            p = probabilities[at : at + len(keep)]
+            at += len(keep)
+            labels = [label_for(x) for x in p]
+            agree += sum(label == job.labels[i] for label, i in zip(labels, keep, strict=True))
+            if self.predictions is not None:
+                self.predictions.record(
+                    job.api, started, model,
+                    [job.client_ids[i] for i in keep], [job.texts[i] for i in keep], p, labels,
+                    [job.verdict_ids[i] for i in keep], role=role, served=False,
+                )  # fmt: skip
+        self.agreement["agree"] += agree
+        self.agreement["disagree"] += len(texts) - agree
+        self.scored[role] += len(texts)
