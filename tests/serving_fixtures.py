@@ -182,8 +182,8 @@ def model_store(tmp_path_factory) -> ModelStore:
 
 
 @contextlib.contextmanager
-def running_server(store: ModelStore, model_name: str, wait_for: str | None = None, **overrides):
-    """A real server on a free 127.0.0.1 port, following `model_name` in `store`."""
+def running_server(store: ModelStore, model_name: str, wait_for: str | None = None, shadow=None, **overrides):
+    """A real server on a free 127.0.0.1 port, following `model_name` in `store` (`shadow`: a ShadowScorer to use)."""
     from serving.config import ServingConfig
     from serving.server import start
 
@@ -191,7 +191,7 @@ def running_server(store: ModelStore, model_name: str, wait_for: str | None = No
     # Each server's prediction log in a folder of its own under the store's temp folder, never the user's home.
     settings["prediction_log"] = str(store.root / store.unique_name("predictions"))
     settings.update(overrides)
-    running = start(ServingConfig(**settings))
+    running = start(ServingConfig(**settings), shadow=shadow)
     try:
         if wait_for is not None:
             assert running.watcher.wait_for(wait_for, timeout=30), f"version {wait_for} never loaded"

@@ -114,11 +114,11 @@ def read_predictions(directory: Path | str, include_open: bool = False) -> pd.Da
             frames.append(pd.DataFrame.from_records(rows))
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(FIELDS))
     frame = frame.reindex(columns=list(FIELDS))
-    for column, default in ROLLOUT_DEFAULTS.items():  # older segments lack them
-        frame[column] = frame[column].where(frame[column].notna(), default)
-    frame["served"] = frame["served"].astype(bool)
+    # Older segments lack the rollout fields: their verdicts were all served, by the champion.
+    frame["role"] = frame["role"].astype("string").fillna(ROLLOUT_DEFAULTS["role"])
+    frame["served"] = (frame["served"].isna() | frame["served"].eq(True)).astype(bool)
     frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601")
-    for column in ("verdict_id", "client_id", "api", "model_name", "model_version", "scorer", "label", "text_sha256", "role"):
+    for column in ("verdict_id", "client_id", "api", "model_name", "model_version", "scorer", "label", "text_sha256"):
         frame[column] = frame[column].astype("string")
     return frame
 
