@@ -36,6 +36,15 @@ SCRAPE_INTERVAL_S, and the prediction log with texts) and one without (`--predic
 reports on/off: the goal is at most 5% less throughput and at most 0.2 ms
 more unary p50. Each row also reports the server process's CPU seconds on/off
 for the same work, which a busy machine disturbs less than wall time.
+
+    .venv/bin/python benchmarks/serving.py --compare-shadow
+
+measures the same rows on two servers of one champion with a challenger in
+stage `shadow` beside it (a second registered version of the same model
+files, loaded and verified separately): one with `--shadow-share 1` (the
+challenger scores every message off the caller's path), one with
+`--shadow-share 0`, rounds alternating; the goal is a unary p50 at most 5%
+higher with shadow on, and the throughput cost is reported.
 """
 
 from __future__ import annotations
@@ -420,7 +429,8 @@ def counted_verdicts(port: int) -> float:
     )
 
 
-def comparison_table(off: dict[str, dict], on: dict[str, dict]) -> str:
+def comparison_table(off: dict[str, dict], on: dict[str, dict], unary_goal=None) -> str:
+    """Rows off against on; `unary_goal(off_p50, on_p50)` -> (text, met) replaces row 5's default goal."""
     lines = [
         "| # | measurement | off msgs/s | on msgs/s | on/off | server CPU on/off | off p50 ms | on p50 ms | Δ p50 ms "
         "| off p99 ms | on p99 ms | goal |",
@@ -437,7 +447,10 @@ def comparison_table(off: dict[str, dict], on: dict[str, dict]) -> str:
             delta = b["p50"] - a["p50"]
             p50 = [f"{a['p50']:.2f}", f"{b['p50']:.2f}", f"{delta:+.2f}"]
             p99 = [f"{a['p99']:.2f}", f"{b['p99']:.2f}"]
-            if key == "5":
+            if key == "5" and unary_goal is not None:
+                text, met = unary_goal(a["p50"], b["p50"])
+                goals = [f"{text}: {'met' if met else 'MISSED'}"]
+            elif key == "5":
                 goals.append(f"Δ p50 ≤ 0.2 ms: {'met' if delta <= 0.2 else 'MISSED'}")
         else:
             p99 = ["", ""]
@@ -502,6 +515,111 @@ def compare_observability(args, frame, texts, sizes, server_cpu, client_cpu, pin
     )
     print(comparison_table(off, on))
     return 0
+
+
+def add_shadow_challenger(uri: str) -> str:
+    """A second version of the champion's model files as challenger in stage `shadow`; its version."""
+    from datetime import UTC, datetime
+
+    from spam_assets.model.registry import Registry
+    from spam_assets.model.tags import TAG_ROLLOUT_SINCE, TAG_ROLLOUT_STAGE
+
+    registry = Registry(uri)
+    champion = registry.champion()
+    tags = {**champion.tags, TAG_ROLLOUT_STAGE: "shadow", TAG_ROLLOUT_SINCE: datetime.now(UTC).isoformat()}
+    version = registry.client.create_model_version(registry.model_name, champion.source, champion.run_id, tags=tags)
+    registry.set_challenger(version.version)
+    return str(version.version)
+
+
+def wait_challenger_loaded(target: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.ClassifierStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                if stub.GetChampion(pb.GetChampionRequest(), timeout=2).challenger.loaded:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise TimeoutError(f"server at {target} never loaded the challenger")
+
+
+# Shadow on against off: the caller's unary p50 with shadow at 100% at most this much higher.
+SHADOW_P50_GOAL = 1.05
+
+
+def compare_shadow(args, frame, texts, sizes, server_cpu, client_cpu, pinned) -> int:
+    """Rows (3)-(6) against two servers with a challenger in shadow: --shadow-share 0 and 1, alternating."""
+    only = set(COMPARED_ROWS) if args.rows is None else set(args.rows.split(",")) & set(COMPARED_ROWS)
+    load_before = os.getloadavg()
+    metrics_port = free_port()
+    with tempfile.TemporaryDirectory(prefix="spam-bench-") as tmp:
+        uri = train_and_register(frame, Path(tmp), args.candidate)
+        challenger = add_shadow_challenger(uri)
+        from serving.watcher import load_version
+        from spam_assets.model.registry import Registry
+
+        registry = Registry(uri)
+        champion = load_version(registry, registry.champion())
+        ports = {"off": free_port(), "on": free_port()}
+        flags = {"off": ["--shadow-share", "0"], "on": ["--shadow-share", "1", "--metrics-port", str(metrics_port)]}
+        servers = {k: start_server(uri, ports[k], server_cpu, [*args.server_arg, *flags[k]]) for k in ports}
+        targets = {k: f"127.0.0.1:{port}" for k, port in ports.items()}
+        rounds: dict[str, list] = {"off": [], "on": []}
+        try:
+            for target in targets.values():
+                wait_ready(target)
+                wait_challenger_loaded(target)
+            pin(client_cpu)
+            for i in range(args.rounds):
+                order = ("off", "on") if i % 2 == 0 else ("on", "off")
+                for which in order:
+                    row = {}
+                    for key in sorted(only):
+                        cpu = server_cpu_s(servers[which])
+                        row[key] = measure_round(champion, texts, None, targets[which], registry.model_name, sizes, {key})[key]
+                        row[key]["server_cpu_s"] = server_cpu_s(servers[which]) - cpu
+                    rounds[which].append(row)
+                summary = "; ".join(
+                    f"({k}) {rounds['on'][-1][k]['msgs_per_s'] / rounds['off'][-1][k]['msgs_per_s']:.3f}" for k in sorted(only)
+                )
+                log(f"round {i + 1}: shadow on/off {summary}")
+            shadow = shadow_counts(metrics_port)
+        finally:
+            for server in servers.values():
+                stop_process(server)
+    off, on = median_rows(rounds["off"]), median_rows(rounds["on"])
+    load_after = os.getloadavg()
+    print()
+    print(
+        f"model: {champion.card.candidate} (champion version {champion.version}, challenger {challenger} in shadow: "
+        f"the same files, loaded separately); {len(texts)} SMS messages; "
+        f"{'servers on CPU 0, client on CPU 1' if pinned else 'not pinned'} of {os.cpu_count()}; "
+        f"median of {args.rounds} rounds, alternating; on = --shadow-share 1, off = --shadow-share 0; "
+        f"the on server scored {shadow['scored']:,.0f} messages in shadow and dropped {shadow['dropped']:,.0f}; "
+        f"per-message errors: {sum(r['errors'] for r in (*off.values(), *on.values()))}; "
+        f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
+    )
+
+    def unary_goal(off_p50: float, on_p50: float) -> tuple[str, bool]:
+        ratio = on_p50 / off_p50
+        return f"p50 on/off {ratio:.3f} ≤ {SHADOW_P50_GOAL}", ratio <= SHADOW_P50_GOAL
+
+    print(comparison_table(off, on, unary_goal))
+    return 0
+
+
+def shadow_counts(port: int) -> dict[str, float]:
+    """Messages the server scored in shadow and dropped, from its /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = [s for family in text_string_to_metric_families(scrape(port)) for s in family.samples]
+    return {
+        "scored": sum(s.value for s in samples if s.name == "spam_serving_shadow_verdicts_total"),
+        "dropped": sum(s.value for s in samples if s.name == "spam_serving_shadow_dropped_total"),
+    }
 
 
 def table(rows: list[dict]) -> str:
@@ -596,6 +714,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="measure rows 3-6 with metrics (and every other observability switch) on and off, and report the ratio",
     )
+    parser.add_argument(
+        "--compare-shadow",
+        action="store_true",
+        help="measure rows 3-6 with a challenger in shadow, --shadow-share 1 against 0, and report the ratio",
+    )
     parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     only = None if args.rows is None else set(args.rows.split(","))
@@ -621,6 +744,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.compare_observability:
         return compare_observability(args, frame, texts, sizes, server_cpu, client_cpu, pinned)
+    if args.compare_shadow:
+        return compare_shadow(args, frame, texts, sizes, server_cpu, client_cpu, pinned)
     load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory(prefix="spam-bench-") as tmp:

@@ -102,6 +102,9 @@ class ServingConfig:
     canary: bool = True
     # Messages waiting for shadow scoring beyond this are dropped (counted), never waited for.
     shadow_queue: int = 10_000
+    # Shadow scoring in a worker process at the lowest CPU priority (serving/shadow.py), so it only
+    # uses spare CPU; off: in a thread of the server, competing with requests for its GIL and core.
+    shadow_worker: bool = True
     token: str | None = None
 
     def __post_init__(self) -> None:
@@ -222,6 +225,7 @@ _OPTIONS = {
     "shadow_share": (float, "share of messages the model that did not answer also scores (staged rollout); 0: no shadow"),
     "canary": (on_off, "on: route a canary challenger's share of messages to it; off: shadow only"),
     "shadow_queue": (int, "messages waiting for shadow scoring before new ones are dropped (counted)"),
+    "shadow_worker": (on_off, "on: shadow scoring in a lowest-priority worker process; off: in a server thread"),
 }
 
 

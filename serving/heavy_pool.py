@@ -13,7 +13,8 @@ talks to the registry: each job names the version, the local model folder
 the serving process already downloaded and verified, and its sha256; the
 worker loads it through the same gate (`spam_assets.model.verify.load_verified`:
 sha256 again, allow-list, probes, choice of scorer), keeps that scorer
-until a job names another version (a hot swap), and scores with the same
+(two versions at most: a champion and a challenger in rollout, whose
+shadow jobs alternate) until jobs name others (a hot swap), and scores with the same
 chunked loop as the serving process (`score_in_chunks`), so the answer is
 bit for bit the one in-process scoring gives.
 
@@ -69,6 +70,10 @@ def _lower_priority() -> None:
     except (AttributeError, OSError):  # not Linux, or refused: the portable second best
         os.nice(WORKER_NICE)
 
+
+# Versions a worker keeps loaded: a champion and a staged rollout's challenger (serving/shadow.py
+# alternates between them during a canary); a third evicts the one used least recently.
+KEEP_VERSIONS = 2
 
 # How long a heavy request waits for a free worker (one that is starting
 # included) before it is answered UNAVAILABLE.
@@ -142,22 +147,25 @@ def worker_main(sock_fd: int, lifeline_fd: int) -> None:
     _lower_priority()
     threading.Thread(target=_exit_with_parent, args=(lifeline_fd,), name="lifeline", daemon=True).start()
     conn = Connection(sock_fd)
-    loaded: tuple[tuple[str, str], object] | None = None  # ((version, sha256), scorer)
+    loaded: dict[tuple[str, str], object] = {}  # (version, sha256) -> scorer, least recently used first
     while True:
         try:
             job: Job = conn.recv()
         except EOFError:
             return
         key = (job.version, job.sha256)
-        if loaded is None or loaded[0] != key:
+        scorer = loaded.pop(key, None)
+        if scorer is None:
             try:
-                loaded = (key, _load(job))
+                scorer = _load(job)
             except Exception as error:  # noqa: BLE001 - RefusedModel or anything else: say why, keep running
-                loaded = None
                 conn.send(("refused", f"version {job.version}: {error}"))
                 continue
+            while len(loaded) >= KEEP_VERSIONS:
+                loaded.pop(next(iter(loaded)))
+        loaded[key] = scorer  # most recently used last
         try:
-            reply = ("scores", score_in_chunks(loaded[1].scores, job.texts, job.max_batch))
+            reply = ("scores", score_in_chunks(scorer.scores, job.texts, job.max_batch))
         except Exception as error:  # noqa: BLE001 - the model failed on this batch; the serving process decides
             reply = ("failed", f"{type(error).__name__}: {error}")
         conn.send(reply)
@@ -203,10 +211,11 @@ class _Worker:
 class ScoringPool:
     """`size` worker processes; `scores` runs a job on a free one, waiting for one if all are busy."""
 
-    def __init__(self, size: int, checkout_timeout: float = CHECKOUT_TIMEOUT_S):
+    def __init__(self, size: int, checkout_timeout: float = CHECKOUT_TIMEOUT_S, purpose: str = "heavy-request"):
         if size < 1:
             raise ValueError("a scoring pool needs at least one worker")
         self.size = size
+        self.purpose = purpose  # for log lines and errors: "heavy-request", "shadow"
         self.checkout_timeout = checkout_timeout
         # Only this process holds the write end (os.pipe fds are not inherited): when
         # this process ends, however it ends, every worker reads end-of-file and exits.
@@ -223,7 +232,7 @@ class ScoringPool:
         worker = _Worker(self._lifeline_read)
         with self._lock:
             self._workers.add(worker)
-        log.info("heavy-request scoring worker started (pid %d)", worker.pid)
+        log.info("%s scoring worker started (pid %d)", self.purpose, worker.pid)
         return worker
 
     @property
@@ -241,10 +250,10 @@ class ScoringPool:
             worker = self._idle.get(timeout=self.checkout_timeout)
         except queue.Empty:
             free_for = f"{self.checkout_timeout:g} s"
-            raise WorkerLost(f"no heavy-request scoring worker free for {free_for}; retry later") from None
+            raise WorkerLost(f"no {self.purpose} scoring worker free for {free_for}; retry later") from None
         if worker.process.poll() is not None:  # died while idle: nothing was lost yet, replace it
             ended = _ended(worker.process.returncode)
-            log.warning("heavy-request scoring worker %d %s while idle; starting another", worker.pid, ended)
+            log.warning("%s scoring worker %d %s while idle; starting another", self.purpose, worker.pid, ended)
             self._forget(worker)
             worker = self._spawn()
         return worker
@@ -267,7 +276,7 @@ class ScoringPool:
             worker.busy = False
             self._lost(worker)
             raise WorkerLost(
-                f"the heavy-request scoring worker (pid {worker.pid}) {_ended(worker.process.returncode)} "
+                f"the {self.purpose} scoring worker (pid {worker.pid}) {_ended(worker.process.returncode)} "
                 "while scoring this request; a new worker is starting: retry"
             ) from None
         worker.busy = False
@@ -285,7 +294,7 @@ class ScoringPool:
             worker.process.kill()
             worker.process.wait()
         self._forget(worker)
-        log.error("heavy-request scoring worker %d %s while scoring", worker.pid, _ended(worker.process.returncode))
+        log.error("%s scoring worker %d %s while scoring", self.purpose, worker.pid, _ended(worker.process.returncode))
         if not self._closed:
             self._idle.put(self._spawn())
 

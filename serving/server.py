@@ -160,7 +160,9 @@ def start(
     heavy = HeavyLane(concurrency=max(1, config.heavy_workers))
     policy = Policy(shadow_share=config.shadow_share, canary=config.canary)
     if shadow is None:
-        shadow = ShadowScorer(policy, max_messages=config.shadow_queue, max_batch=config.max_batch)
+        shadow = ShadowScorer(
+            policy, max_messages=config.shadow_queue, max_batch=config.max_batch, worker_process=config.shadow_worker
+        )
     shadow.heavy = heavy
     serving = Serving(
         watcher,

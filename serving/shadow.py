@@ -2,12 +2,24 @@
 
 The request thread hands the verdicts it just gave to `ShadowScorer.submit`,
 which only appends them to a bounded queue and never blocks: when the queue
-holds `max_messages` messages the new ones are dropped and counted (reason
-`queue_full`). One worker thread takes everything queued, keeps the
+holds `max_messages` messages (or `max_bytes` of text) the new ones are
+dropped and counted (reason `queue_full`). One thread takes everything queued, keeps the
 `--shadow-share` of messages (by `rollout.shadow_bucket`, so a message is
-always shadowed or never), scores them with the other model in batches, and
-records each shadow verdict in the prediction log with the served verdict's
-id (`served` false) and counts whether the two labels agree.
+always shadowed or never), has them scored by the other model in batches,
+and records each shadow verdict in the prediction log with the served
+verdict's id (`served` false) and counts whether the two labels agree.
+
+Where the scoring runs (`--shadow-worker`): by default in a worker process
+(`serving.heavy_pool`, started at the first shadow batch) that runs under
+SCHED_IDLE, so it only ever uses CPU nobody else wants: a request's thread
+takes the core from it the moment it wakes, and the server process only
+pays for handing the batch over (the thread waits on a socket, GIL
+released). Scored in a thread of the server instead, the same work competes
+for the server's GIL and core: measured, it put 31% on the unary p50 and
+halved batch throughput on one core (README, Measured). The price of the
+worker: on a saturated core it gets no CPU, the queue fills and shadow
+messages are dropped (counted) - shadow is best effort, served traffic comes
+first.
 
 Requests over the heavy-request threshold (64 KiB of text) are not shadowed
 (counted, reason `heavy`): in this process they would hold the GIL the
@@ -26,7 +38,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from serving.classify import label_for
-from serving.heavy_pool import score_in_chunks
+from serving.heavy_pool import Job, ScoringPool, score_in_chunks
 from serving.rollout import Policy
 
 if TYPE_CHECKING:
@@ -65,19 +77,25 @@ class ShadowScorer:
         policy: Policy = Policy(),
         *,
         max_messages: int = 10_000,
+        max_bytes: int = 64 * 1024 * 1024,
         max_batch: int = 256,
         heavy: HeavyLane | None = None,
         predictions: PredictionLog | None = None,
+        worker_process: bool = True,
         delay: float = 0.0,
     ):
         self.policy = policy
         self.max_messages = max_messages
+        self.max_bytes = max_bytes
         self.max_batch = max_batch
         self.heavy = heavy
         self.predictions = predictions
         self.delay = delay
+        self.worker_process = worker_process
+        self._pool: ScoringPool | None = None  # started by the first batch that needs it
         self._jobs: collections.deque[ShadowJob] = collections.deque()
         self._queued = 0  # messages in _jobs
+        self._queued_chars = 0  # their text, in characters (at most 4 bytes each; SMS and mail are mostly 1)
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._idle = threading.Condition(self._lock)
@@ -96,16 +114,18 @@ class ShadowScorer:
         count = len(job.verdict_ids)
         if not count:
             return True
-        if self.heavy is not None and self.heavy.is_heavy(job.texts):
+        chars = sum(map(len, job.texts))
+        if self.heavy is not None and chars >= self.heavy.min_bytes:  # HeavyLane.is_heavy, already summed
             with self._lock:
                 self.dropped["heavy"] += count
             return False
         with self._lock:
-            if self._queued + count > self.max_messages or self._stop:
+            if self._queued + count > self.max_messages or self._queued_chars + chars > self.max_bytes or self._stop:
                 self.dropped["queue_full"] += count
                 return False
             self._jobs.append(job)
             self._queued += count
+            self._queued_chars += chars
             self._ready.notify()
         return True
 
@@ -138,6 +158,14 @@ class ShadowScorer:
             self._ready.notify()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._pool is not None:
+            self._pool.close()
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The shadow scoring worker process, once started."""
+        pool = self._pool
+        return pool.pids[0] if pool is not None and pool.pids else None
 
     # --- the worker thread ------------------------------------------------------------------------
 
@@ -150,12 +178,14 @@ class ShadowScorer:
                 if self._stop:
                     return None
                 self._ready.wait()
-            jobs, count = [], 0
+            jobs, count, chars = [], 0, 0
             while self._jobs and count < TAKE_MESSAGES:
                 job = self._jobs.popleft()
                 jobs.append(job)
                 count += len(job.verdict_ids)
+                chars += sum(map(len, job.texts))
             self._queued -= count
+            self._queued_chars -= chars
             self._busy = True
             return jobs
 
@@ -190,7 +220,7 @@ class ShadowScorer:
         if not texts:
             return
         started = time.perf_counter()
-        probabilities = score_in_chunks(model.scorer.scores, texts, self.max_batch).tolist()
+        probabilities = self._probabilities(model, texts).tolist()
         agree = at = 0
         for job, keep in picked:
             p = probabilities[at : at + len(keep)]
@@ -206,3 +236,17 @@ class ShadowScorer:
         self.agreement["agree"] += agree
         self.agreement["disagree"] += len(texts) - agree
         self.scored[role] += len(texts)
+
+    def _probabilities(self, model: LoadedChampion, texts: list[str]):
+        """P(spam) per text from `model`: in the worker process (the verified folder), else in this thread."""
+        if not self.worker_process or model.model_dir is None:
+            return score_in_chunks(model.scorer.scores, texts, self.max_batch)
+        if self._pool is None:
+            self._pool = ScoringPool(1, purpose="shadow")
+        job = Job(
+            model.version, str(model.model_dir), model.model_sha256, model.scorer.name, model.probes, texts,
+            self.max_batch,
+        )  # fmt: skip
+        p = self._pool.scores(job)
+        observe = getattr(model.scorer, "observe", None)  # serving.metrics counts what the worker scored too
+        return observe(p) if observe is not None else p

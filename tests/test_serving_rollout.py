@@ -17,10 +17,22 @@ import time
 import urllib.request
 
 import grpc
+import psutil
 import pytest
 from mlflow.entities.model_registry import ModelVersion, ModelVersionTag
 from prometheus_client.parser import text_string_to_metric_families
-from serving_fixtures import PROJECT_ROOT, PYTHON, free_port, model_store, running_server, wait_until  # noqa: F401
+import numpy as np
+from serving_fixtures import (  # noqa: F401
+    PROJECT_ROOT,
+    PYTHON,
+    free_port,
+    model_store,
+    random_words,
+    running_server,
+    wait_until,
+)
+
+from serving.config import ServingConfig, from_args
 
 from serving.generated.inference import grpc_predict_v2_pb2 as oip_pb
 from serving.generated.inference import grpc_predict_v2_pb2_grpc as oip_grpc
@@ -144,6 +156,29 @@ def test_live_stage_reads_the_contracts_tags(tags, expected):
     assert live_stage(None, champion_version="2") is None
 
 
+def test_rollout_switches_come_from_flags_and_environment():
+    config, _ = from_args(["--shadow-share", "0.25", "--canary", "off"], environ={})
+    assert (config.shadow_share, config.canary, config.shadow_queue) == (0.25, False, 10_000)
+    config, _ = from_args([], environ={"SPAM_SERVING_SHADOW_SHARE": "0", "SPAM_SERVING_CANARY": "on",
+                                       "SPAM_SERVING_SHADOW_QUEUE": "7"})  # fmt: skip
+    assert (config.shadow_share, config.canary, config.shadow_queue) == (0.0, True, 7)
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="shadow_share must be between 0 and 1"):
+            ServingConfig(shadow_share=bad)
+    with pytest.raises(ValueError, match="expected on or off"):
+        from_args([], environ={"SPAM_SERVING_CANARY": "maybe"})
+
+
+def test_shadow_share_picks_the_same_messages_every_time():
+    policy = Policy(shadow_share=0.4)
+    ids, texts = [f"m{i}" for i in range(500)], [HAM] * 500
+    picked = policy.shadowed(ids, texts)
+    assert picked == policy.shadowed(ids, texts) == [i for i in range(500) if shadow_bucket(ids[i], HAM) < 0.4]
+    assert 0.33 < len(picked) / 500 < 0.47
+    assert Policy(shadow_share=1.0).shadowed(ids, texts) == list(range(500))
+    assert Policy(shadow_share=0.0).shadowed(ids, texts) == []
+
+
 def test_older_segments_read_as_served_by_the_champion(tmp_path):
     old = {
         "verdict_id": "019ac6f0-5b1e-7c3a-9f2e-4d1b8a6c0e21", "client_id": "1", "api": "Classify",
@@ -227,23 +262,34 @@ def test_shadow_through_every_api_logs_pairs_and_callers_see_the_champion(model_
         assert len(info) == 1 and info[0].labels["version"] == "2" and info[0].labels["stage"] == "shadow"
         assert info[0].labels["state"] == "loaded"
         assert sample(samples, "spam_serving_shadow_dropped_total", reason="queue_full") == 0
+        # Scored in a worker process that only gets CPU nobody else wants.
+        worker = srv.shadow.worker_pid
+        assert worker is not None and worker != os.getpid()
+        assert os.sched_getscheduler(worker) == os.SCHED_IDLE
+    assert wait_until(lambda: not psutil.pid_exists(worker) or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE,
+                      timeout=10, message="the shadow worker to exit with the server")  # fmt: skip
 
 
 def test_a_full_shadow_queue_drops_and_counts_and_the_caller_never_fails(model_store):
     registry = model_store.clone("shadow-full", [model_store.good[0], model_store.good[1]])
     registry.promote("1", "champion")
     set_stage(registry, "2", "shadow")
-    slow = ShadowScorer(Policy(), max_messages=3, delay=0.5)  # a worker that takes twice a second
+    # A shadow thread that takes twice a second, scoring in the server's own thread (--shadow-worker off).
+    slow = ShadowScorer(Policy(), max_messages=3, delay=0.5, worker_process=False)
     with running_server(model_store, registry.model_name, wait_for="1", shadow=slow, metrics_port=0) as srv:
         wait_challenger(srv, "2", "shadow")
         with grpc.insecure_channel(srv.target) as channel:
             stub = pb_grpc.ClassifierStub(channel)
             versions = [stub.Classify(pb.ClassifyRequest(text=TEXTS[i % 5]), timeout=10).verdict.model_version for i in range(40)]
-        assert versions == ["1"] * 40
+            # A request of 64 KiB of text is heavy: not scored in shadow (in this process it would hold the GIL).
+            heavy = random_words(np.random.default_rng(0), 64 * 1024)
+            versions.append(stub.Classify(pb.ClassifyRequest(text=heavy), timeout=30).verdict.model_version)
+        assert versions == ["1"] * 41
         frame = logged(srv)
         dropped = slow.dropped["queue_full"]
         assert dropped >= 30, slow.dropped
-        assert int(frame["served"].sum()) == 40
+        assert slow.dropped["heavy"] == 1
+        assert int(frame["served"].sum()) == 41
         assert int((~frame["served"]).sum()) == 40 - dropped
         assert sample(scrape(srv.metrics_port), "spam_serving_shadow_dropped_total", reason="queue_full") == dropped
 
