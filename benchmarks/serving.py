@@ -548,6 +548,8 @@ def wait_challenger_loaded(target: str, timeout: float = 120.0) -> None:
 
 # Shadow on against off: the caller's unary p50 with shadow at 100% at most this much higher.
 SHADOW_P50_GOAL = 1.05
+# Longest wait after a row for the shadow queue to be worked off before counting what was scored and dropped.
+SHADOW_SETTLE_S = 5.0
 
 
 def compare_shadow(args, frame, texts, sizes, server_cpu, client_cpu, pinned) -> int:
@@ -568,6 +570,7 @@ def compare_shadow(args, frame, texts, sizes, server_cpu, client_cpu, pinned) ->
         servers = {k: start_server(uri, ports[k], server_cpu, [*args.server_arg, *flags[k]]) for k in ports}
         targets = {k: f"127.0.0.1:{port}" for k, port in ports.items()}
         rounds: dict[str, list] = {"off": [], "on": []}
+        shadowed = {key: {"scored": 0.0, "dropped": 0.0} for key in only}
         try:
             for target in targets.values():
                 wait_ready(target)
@@ -579,8 +582,16 @@ def compare_shadow(args, frame, texts, sizes, server_cpu, client_cpu, pinned) ->
                     row = {}
                     for key in sorted(only):
                         cpu = server_cpu_s(servers[which])
+                        before = shadow_counts(metrics_port) if which == "on" else None
                         row[key] = measure_round(champion, texts, None, targets[which], registry.model_name, sizes, {key})[key]
                         row[key]["server_cpu_s"] = server_cpu_s(servers[which]) - cpu
+                        if before is not None:  # what the shadow worker managed while this row ran (and just after)
+                            settle = time.monotonic() + SHADOW_SETTLE_S
+                            while shadow_counts(metrics_port)["queued"] and time.monotonic() < settle:
+                                time.sleep(0.1)
+                            after = shadow_counts(metrics_port)
+                            for count in ("scored", "dropped"):
+                                shadowed[key][count] += after[count] - before[count]
                     rounds[which].append(row)
                 summary = "; ".join(
                     f"({k}) {rounds['on'][-1][k]['msgs_per_s'] / rounds['off'][-1][k]['msgs_per_s']:.3f}" for k in sorted(only)
@@ -608,6 +619,13 @@ def compare_shadow(args, frame, texts, sizes, server_cpu, client_cpu, pinned) ->
         return f"p50 on/off {ratio:.3f} ≤ {SHADOW_P50_GOAL}", ratio <= SHADOW_P50_GOAL
 
     print(comparison_table(off, on, unary_goal))
+    print()
+    for key in sorted(shadowed):
+        counts = shadowed[key]
+        total = counts["scored"] + counts["dropped"]
+        share = counts["scored"] / total if total else float("nan")
+        print(f"({key}) {NAMES[key]}: shadow scored {share:.1%} of the messages it could ({counts['scored']:,.0f} scored, "
+              f"{counts['dropped']:,.0f} dropped with the queue full)")
     return 0
 
 
@@ -619,6 +637,7 @@ def shadow_counts(port: int) -> dict[str, float]:
     return {
         "scored": sum(s.value for s in samples if s.name == "spam_serving_shadow_verdicts_total"),
         "dropped": sum(s.value for s in samples if s.name == "spam_serving_shadow_dropped_total"),
+        "queued": sum(s.value for s in samples if s.name == "spam_serving_shadow_queue_depth"),
     }
 
 

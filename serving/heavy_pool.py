@@ -64,7 +64,16 @@ CHUNK_CHARS = 64 * 1024
 WORKER_NICE = 10
 
 
-def _lower_priority() -> None:
+# Nice value of a worker that must make progress on a busy host (shadow scoring): the lowest weight the
+# ordinary scheduler has, so a waking request thread still preempts it, but other normal-priority
+# processes cannot starve it as they starve SCHED_IDLE.
+LOWEST_NICE = 19
+
+
+def _lower_priority(idle: bool = True) -> None:
+    if not idle:
+        os.nice(LOWEST_NICE - os.nice(0))
+        return
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):  # not Linux, or refused: the portable second best
@@ -141,10 +150,10 @@ def _load(job: Job):
     return verified.scorer
 
 
-def worker_main(sock_fd: int, lifeline_fd: int) -> None:
+def worker_main(sock_fd: int, lifeline_fd: int, idle: bool = True) -> None:
     # Ctrl-C reaches the whole process group: the server handles it and stops its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _lower_priority()
+    _lower_priority(idle)
     threading.Thread(target=_exit_with_parent, args=(lifeline_fd,), name="lifeline", daemon=True).start()
     conn = Connection(sock_fd)
     loaded: dict[tuple[str, str], object] = {}  # (version, sha256) -> scorer, least recently used first
@@ -184,11 +193,12 @@ def _ended(returncode: int | None) -> str:
 
 
 class _Worker:
-    def __init__(self, lifeline_fd: int):
+    def __init__(self, lifeline_fd: int, idle: bool = True):
         ours, theirs = socket.socketpair()
         with theirs:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "serving.heavy_pool", str(theirs.fileno()), str(lifeline_fd)],
+                [sys.executable, "-m", "serving.heavy_pool", str(theirs.fileno()), str(lifeline_fd),
+                 "idle" if idle else "nice"],
                 pass_fds=(theirs.fileno(), lifeline_fd),
                 stdin=subprocess.DEVNULL,
             )
@@ -211,11 +221,14 @@ class _Worker:
 class ScoringPool:
     """`size` worker processes; `scores` runs a job on a free one, waiting for one if all are busy."""
 
-    def __init__(self, size: int, checkout_timeout: float = CHECKOUT_TIMEOUT_S, purpose: str = "heavy-request"):
+    def __init__(
+        self, size: int, checkout_timeout: float = CHECKOUT_TIMEOUT_S, purpose: str = "heavy-request", idle: bool = True
+    ):
         if size < 1:
             raise ValueError("a scoring pool needs at least one worker")
         self.size = size
         self.purpose = purpose  # for log lines and errors: "heavy-request", "shadow"
+        self.idle = idle  # workers under SCHED_IDLE; False: nice LOWEST_NICE
         self.checkout_timeout = checkout_timeout
         # Only this process holds the write end (os.pipe fds are not inherited): when
         # this process ends, however it ends, every worker reads end-of-file and exits.
@@ -229,7 +242,7 @@ class ScoringPool:
             self._idle.put(self._spawn())
 
     def _spawn(self) -> _Worker:
-        worker = _Worker(self._lifeline_read)
+        worker = _Worker(self._lifeline_read, self.idle)
         with self._lock:
             self._workers.add(worker)
         log.info("%s scoring worker started (pid %d)", self.purpose, worker.pid)
@@ -313,4 +326,4 @@ class ScoringPool:
 
 
 if __name__ == "__main__":
-    worker_main(int(sys.argv[1]), int(sys.argv[2]))
+    worker_main(int(sys.argv[1]), int(sys.argv[2]), idle=len(sys.argv) < 4 or sys.argv[3] == "idle")

@@ -10,21 +10,23 @@ and records each shadow verdict in the prediction log with the served
 verdict's id (`served` false) and counts whether the two labels agree.
 
 Where the scoring runs (`--shadow-worker`): by default in a worker process
-(`serving.heavy_pool`, started at the first shadow batch) that runs under
-SCHED_IDLE, so it only ever uses CPU nobody else wants: a request's thread
-takes the core from it the moment it wakes, and the server process only
-pays for handing the batch over (the thread waits on a socket, GIL
-released). Scored in a thread of the server instead, the same work competes
-for the server's GIL and core: measured, it put 31% on the unary p50 and
-halved batch throughput on one core (README, Measured). The price of the
-worker: on a saturated core it gets no CPU, the queue fills and shadow
-messages are dropped (counted) - shadow is best effort, served traffic comes
-first.
+(`serving.heavy_pool`, started at the first shadow batch) at nice 19, the
+lowest weight of the ordinary scheduler: a request's thread that wakes takes
+the core from it, and the server process only pays for handing the batch
+over (the thread waits on a socket, GIL released). Scored in a thread of the
+server instead, the same work competes for the server's GIL and core:
+measured, it put 31% on the unary p50 and halved batch throughput on one
+core (README, Measured). Not SCHED_IDLE as the heavy-request workers: on a
+busy host that starved the worker completely (0 messages shadowed in a
+benchmark run at load average 5-10), where nice 19 still makes progress. The
+price: on a saturated core the worker gets little CPU, the queue fills and
+shadow messages are dropped (counted) - shadow is best effort, served
+traffic comes first.
 
 Requests over the heavy-request threshold (64 KiB of text) are not shadowed
-(counted, reason `heavy`): in this process they would hold the GIL the
-light calls need, and the scoring workers are for requests that callers
-wait for. A model that fails on a shadow batch loses only that batch
+(counted, reason `heavy`): handing megabytes to the worker costs the
+server a copy of them, and scored in the server they would hold the GIL the
+light calls need. A model that fails on a shadow batch loses only that batch
 (reason `failed`); the callers already have their verdicts.
 """
 
@@ -51,6 +53,9 @@ log = logging.getLogger(__name__)
 DROP_REASONS = ("queue_full", "heavy", "failed")
 # Messages scored together by the worker: more is cheaper per message, and the scorer chunks by max_batch anyway.
 TAKE_MESSAGES = 1024
+# The shadow thread takes what is queued this often, or sooner when the queue is half full (or someone
+# waits for it): waking it on every call cost each call a GIL hand-over and a socket round trip of its own.
+TAKE_INTERVAL_S = 0.05
 
 
 class ShadowJob(NamedTuple):
@@ -126,7 +131,8 @@ class ShadowScorer:
             self._jobs.append(job)
             self._queued += count
             self._queued_chars += chars
-            self._ready.notify()
+            if self._queued * 2 > self.max_messages or self._queued_chars * 2 > self.max_bytes:
+                self._ready.notify()
         return True
 
     def depth(self) -> int:
@@ -144,6 +150,7 @@ class ShadowScorer:
         """Wait until everything queued before this call is scored and recorded; False on timeout."""
         deadline = time.monotonic() + timeout
         with self._lock:
+            self._ready.notify()
             while self._jobs or self._busy:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -172,12 +179,14 @@ class ShadowScorer:
     def _take(self) -> list[ShadowJob] | None:
         """Queued jobs, up to about TAKE_MESSAGES messages; None once stopped with nothing left."""
         with self._lock:
+            if not self._stop and self._queued * 2 <= self.max_messages:
+                self._ready.wait(TAKE_INTERVAL_S)  # let calls queue up: one hand-over for all of them
             while not self._jobs:
                 self._busy = False
                 self._idle.notify_all()
                 if self._stop:
                     return None
-                self._ready.wait()
+                self._ready.wait(TAKE_INTERVAL_S)
             jobs, count, chars = [], 0, 0
             while self._jobs and count < TAKE_MESSAGES:
                 job = self._jobs.popleft()
@@ -242,7 +251,7 @@ class ShadowScorer:
         if not self.worker_process or model.model_dir is None:
             return score_in_chunks(model.scorer.scores, texts, self.max_batch)
         if self._pool is None:
-            self._pool = ScoringPool(1, purpose="shadow")
+            self._pool = ScoringPool(1, purpose="shadow", idle=False)
         job = Job(
             model.version, str(model.model_dir), model.model_sha256, model.scorer.name, model.probes, texts,
             self.max_batch,
