@@ -70,6 +70,8 @@ SCHEMA = pa.schema(
         ("latency_ms", pa.float64()),
         ("text_sha256", pa.string()),
         ("text", pa.string()),
+        ("role", pa.string()),  # which alias answered: "challenger" for a canary verdict
+        ("served", pa.bool_()),  # always true in a table: unserved (shadow) records are left out
         (SEGMENT, pa.string()),
     ]
 )
@@ -86,7 +88,7 @@ _ARROW_JSON = pj.ParseOptions(
     unexpected_field_behavior="ignore",
 )
 _NUMBERS = {"spam_probability", "latency_ms"}
-_STRINGS = [name for name in FIELDS if name not in _NUMBERS and name != "time"]
+_STRINGS = [name for name in FIELDS if name not in _NUMBERS and name not in ("time", "served")]
 
 
 def hour_start(moment: dt.datetime) -> dt.datetime:

@@ -32,22 +32,15 @@ if TYPE_CHECKING:
 # Columns of a record, in order. `time` is when the verdict was given (UTC,
 # ISO 8601, ms); `latency_ms` the server time of the call (unary, ModelInfer)
 # or of the stream's micro-batch, scoring included; `text` is null when the
-# server runs with --log-text off.
-#
-# Staged rollout (a `challenger` in shadow or canary): `role` is the alias the
-# scoring model held (`champion` | `challenger`), `served` is true for the
-# verdict the caller got and false for a shadow verdict. A shadow record has
-# its served twin's verdict_id, client_id, api, text_sha256 and text, and its
-# own time, model, verdict and latency_ms (the shadow scoring time). Every
-# message has exactly one served record: whoever counts traffic counts served
-# records only.
+# server runs with --log-text off. `role` is the alias the scoring model held
+# (champion or challenger); `served` is true for the verdict the caller got,
+# false for a shadow verdict of the other model (same verdict_id and text).
 FIELDS = (
     "verdict_id", "client_id", "api", "time", "model_name", "model_version", "scorer",
     "spam_probability", "label", "latency_ms", "text_sha256", "text", "role", "served",
 )  # fmt: skip
-ROLES = ("champion", "challenger")
-# What segments written before the rollout fields existed held: every verdict served by the champion.
-ROLLOUT_DEFAULTS = {"role": "champion", "served": True}
+# What a record written before the staged rollout stands for: the champion's verdict, served.
+DEFAULTS = {"role": "champion", "served": True}
 
 PREFIX = "predictions-"
 SUFFIX = ".jsonl"
@@ -114,11 +107,11 @@ def read_predictions(directory: Path | str, include_open: bool = False) -> pd.Da
             frames.append(pd.DataFrame.from_records(rows))
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(FIELDS))
     frame = frame.reindex(columns=list(FIELDS))
-    # Older segments lack the rollout fields: their verdicts were all served, by the champion.
-    frame["role"] = frame["role"].astype("string").fillna(ROLLOUT_DEFAULTS["role"])
-    frame["served"] = (frame["served"].isna() | frame["served"].eq(True)).astype(bool)
+    for column, default in DEFAULTS.items():
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), default)
+    frame["served"] = frame["served"].astype(bool)
     frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601")
-    for column in ("verdict_id", "client_id", "api", "model_name", "model_version", "scorer", "label", "text_sha256"):
+    for column in ("verdict_id", "client_id", "api", "model_name", "model_version", "scorer", "label", "text_sha256", "role"):
         frame[column] = frame[column].astype("string")
     return frame
 
