@@ -41,7 +41,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from spam_assets.settings import LABELS
-from spam_assets.traffic.feedback_files import feedback_dir
+from spam_assets.traffic.feedback_files import feedback_dir, read_feedback
 from spam_assets.traffic.prediction_files import CLOCK_SLACK_S, open_segments, segments
 from spam_assets.traffic.verdict_ids import parse_verdict_id, verdict_time
 
@@ -298,6 +298,17 @@ def vote(reports: list[dict]) -> tuple[str | None, dict[str, dict], Counter]:
     tally = Counter(r["label"] for r in firsts.values())
     winner, top = max(sorted(tally.items()), key=lambda kv: kv[1])
     return (winner if top * 2 > len(firsts) else None), firsts, tally
+
+
+def voted_labels(log_dir: Path | str) -> dict[str, str]:
+    """The label users gave each reported message (text sha256 -> ham or spam), by `vote`; a tie gives none.
+
+    What the graph judges served traffic by (traffic_drift, the live comparison).
+    """
+    reports = read_feedback(log_dir)
+    reports = reports[reports["label"].isin(LABELS) & reports["text_sha256"].notna()]
+    voted = {sha: vote(group.to_dict("records"))[0] for sha, group in reports.groupby("text_sha256")}
+    return {sha: label for sha, label in voted.items() if label is not None}
 
 
 def _why(report: dict, field: str, reason: str) -> dict:

@@ -23,6 +23,13 @@ Which segments can hold an hour is known without opening them: a segment's
 name starts with a UUIDv7 of when it was opened and its mtime is when it was
 last written, so its records lie between the two (give or take SLACK_S).
 
+Served verdicts only: with a challenger in shadow or canary the log holds a
+second, unserved record of some messages under the same verdict_id (the
+other model's opinion, spam_assets/live_comparison.py pairs them). A table
+counts what callers were answered, so those records are left out (and
+counted); records written before the rollout fields existed are served
+champion verdicts (prediction_files.DEFAULTS).
+
 Bad input: a line that is not a JSON record of the log's schema (a corrupt
 or hostile file; the server never writes one) is skipped and reported with
 its file and line number, never fatal. A line too broken to have a time is
@@ -47,7 +54,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from spam_assets.traffic.prediction_files import FIELDS, opened_at, segments
+from spam_assets.traffic.prediction_files import DEFAULTS, FIELDS, opened_at, segments
 
 HOUR = dt.timedelta(hours=1)
 # Records are stamped when the server queues them, up to the writer's latency before their segment is
@@ -163,6 +170,7 @@ class Compaction:
     segments_read: list[str] = field(default_factory=list)
     bad_lines: list[BadLine] = field(default_factory=list)
     duplicates: int = 0  # records whose verdict_id was already in the table
+    unserved: int = 0  # shadow records (served false) of the hour, left out
 
 
 def compact_hour(directory: Path | str, start: dt.datetime, candidates: Iterable[Segment] | None = None) -> Compaction:
@@ -191,6 +199,10 @@ def compact_hour(directory: Path | str, start: dt.datetime, candidates: Iterable
                 pc.greater_equal(table["time"], pa.scalar(start, _TIME)), pc.less(table["time"], pa.scalar(end, _TIME))
             )
             table = table.filter(in_hour)
+        table = _with_defaults(table)
+        shadow = pc.invert(table["served"])
+        result.unserved += pc.sum(shadow.cast(pa.int64())).as_py() or 0
+        table = table.filter(table["served"])
         tables.append(table.append_column(SEGMENT, pa.array([segment.name] * table.num_rows, pa.string())))
     if not tables:
         return result
@@ -201,6 +213,15 @@ def compact_hour(directory: Path | str, start: dt.datetime, candidates: Iterable
         table = table.filter(pa.array(~repeated))
     result.table = table.sort_by([("time", "ascending"), ("verdict_id", "ascending")]).select(SCHEMA.names)
     return result
+
+
+def _with_defaults(table: pa.Table) -> pa.Table:
+    """Records written before the rollout fields existed: DEFAULTS (the champion's verdict, served)."""
+    for name, default in DEFAULTS.items():
+        index = table.schema.get_field_index(name)
+        column = pc.fill_null(table[name], pa.scalar(default, table.schema.field(name).type))
+        table = table.set_column(index, name, column)
+    return table
 
 
 def _read_clean(data: bytes) -> pa.Table | None:
@@ -268,6 +289,8 @@ def _type_problem(record: dict) -> str | None:
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if value is not None and not (number and math.isfinite(value)):
             return f"{name} {value!r} is not a finite number"
+    if not isinstance(record.get("served"), bool | None):
+        return f"served {record['served']!r} is not true or false"
     return None
 
 

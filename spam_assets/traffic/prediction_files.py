@@ -90,16 +90,26 @@ def complete_records(path: Path) -> Iterator[dict]:
         yield json.loads(line)
 
 
-def read_predictions(directory: Path | str, include_open: bool = False) -> pd.DataFrame:
+def read_predictions(
+    directory: Path | str, include_open: bool = False, since: datetime.datetime | None = None
+) -> pd.DataFrame:
     """Every published record under `directory` as a DataFrame (columns FIELDS, `time` as UTC datetimes).
 
     `include_open` adds the complete lines of segments still being written
-    (by live writers, or left by dead ones and not yet recovered).
+    (by live writers, or left by dead ones and not yet recovered). `since`
+    skips segments last written before it (give or take CLOCK_SLACK_S), so
+    a reader of recent traffic does not parse the whole log; records older
+    than `since` in the segments read are kept. Records written before the
+    staged rollout get DEFAULTS for `role` and `served`.
     """
     import pandas as pd
 
     directory = Path(directory)
-    frames = [pd.read_json(path, lines=True, dtype=False, convert_dates=False) for path in segments(directory)]
+    frames = [
+        pd.read_json(path, lines=True, dtype=False, convert_dates=False)
+        for path in segments(directory)
+        if since is None or _written_since(path, since)
+    ]
     frames = [f for f in frames if len(f)]
     if include_open:
         rows = [r for path in open_segments(directory) for r in complete_records(path)]
@@ -114,6 +124,13 @@ def read_predictions(directory: Path | str, include_open: bool = False) -> pd.Da
     for column in ("verdict_id", "client_id", "api", "model_name", "model_version", "scorer", "label", "text_sha256", "role"):
         frame[column] = frame[column].astype("string")
     return frame
+
+
+def _written_since(path: Path, since: datetime.datetime) -> bool:
+    try:
+        return path.stat().st_mtime >= since.timestamp() - CLOCK_SLACK_S
+    except FileNotFoundError:  # expired by the server's retention meanwhile
+        return False
 
 
 def find(directory: Path | str, verdict_id: str) -> dict | None:

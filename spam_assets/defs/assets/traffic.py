@@ -31,7 +31,8 @@ BAD_LINES_SHOWN = 20
     description=(
         "Every verdict the server gave in one UTC hour (its prediction log, $SPAM_HOME/predictions), "
         "compacted from the log's segments into one typed table, traffic/<YYYY-MM-DD-HH>.parquet, "
-        "deduplicated by verdict_id. Materialised by traffic_sensor as segments close; "
+        "deduplicated by verdict_id; served verdicts only (shadow verdicts of a challenger under rollout are "
+        "left out and counted). Materialised by traffic_sensor as segments close; "
         "re-materialising an hour replaces its table."
     ),
 )
@@ -51,6 +52,7 @@ def traffic(context: dg.AssetExecutionContext, store: PlatformStore) -> dg.Mater
         "segments_read": len(result.segments_read),
         "bad_lines": len(result.bad_lines),
         "duplicates_dropped": result.duplicates,
+        "shadow_verdicts_left_out": result.unserved,  # a challenger's (or the champion's) unserved opinion
         "path": dg.MetadataValue.path(str(path)),
         "summary": dg.MetadataValue.json(stats),
     }

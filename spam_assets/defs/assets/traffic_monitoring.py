@@ -29,9 +29,7 @@ from spam_assets.defs.partitions import traffic_hours
 from spam_assets.defs.resources import DecayPolicy, ModelRegistry, PlatformStore
 from spam_assets.defs.retrain_policy import VERDICT_KEY, Verdict
 from spam_assets.drift import compute_drift
-from spam_assets.feedback_labels import vote
-from spam_assets.settings import LABELS
-from spam_assets.traffic.feedback_files import read_feedback
+from spam_assets.feedback_labels import voted_labels
 from spam_assets.traffic_estimates import estimate_traffic
 from spam_assets.traffic_tables import table_path
 
@@ -134,9 +132,7 @@ def traffic_drift(
 def _feedback_labels(store: PlatformStore, text_sha256: pd.Series) -> list[str | None]:
     """The label users gave each message, by the feedback batches' own vote (feedback_labels.vote: a strict
     majority of distinct reporters); None where nobody reported it or the reporters tie."""
-    reports = read_feedback(store.paths.predictions)
-    reports = reports[reports["label"].isin(LABELS) & reports["text_sha256"].notna()]
-    voted = {sha: vote(group.to_dict("records"))[0] for sha, group in reports.groupby("text_sha256")}
+    voted = voted_labels(store.paths.predictions)
     return [voted.get(sha) for sha in text_sha256]
 
 
