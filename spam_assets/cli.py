@@ -6,6 +6,8 @@
                                   drift, decay or no champion yet (--retrain: train anyway)
     spam-platform status          champion, challenger, what a server would serve, and batches
     spam-platform rollback        make previous-champion the champion again
+    spam-platform rollout promote|retire [--reason TEXT]
+                                  end the challenger's staged rollout now, by hand (recorded)
 
 A command that cannot do its job prints one line saying what and where, and
 exits with a status listed below; --debug prints the traceback as well,
@@ -224,11 +226,30 @@ def cmd_status(_args) -> int:
             line += "  REFUSED by the server's checks"
         print(f"{alias:>18}: {line}")
     print(f"{'serves':>18}: {serves}")
+    print(f"{'rollout':>18}: {_rollout_state(reg)}")
     batches = PlatformStore().batches()
     print(f"batches: {len(batches.accepted_ids())} accepted, {len(batches.rejected_ids())} rejected")
     for batch_id in batches.rejected_ids():
         print(f"  rejected {batch_id}: {batches.validation(batch_id)['reason']}")
     return 0
+
+
+def _rollout_state(reg) -> str:
+    """The challenger's stage in the staged rollout, since when, and the latest reason for it."""
+    from spam_assets.model.tags import TAG_ROLLOUT_CANARY_SHARE, TAG_ROLLOUT_SINCE, TAG_ROLLOUT_STAGE
+    from spam_assets.rollout import CANARY, TAG_REASON
+
+    challenger, champion = reg.challenger(), reg.champion()
+    if challenger is None:
+        return "no challenger"
+    stage = challenger.tags.get(TAG_ROLLOUT_STAGE)
+    if stage is None:
+        same = champion is not None and champion.version == challenger.version
+        return "the challenger is the champion" if same else f"v{challenger.version} not in a rollout ({challenger.tags.get('decision', 'undecided')})"
+    share = f" at {float(challenger.tags.get(TAG_ROLLOUT_CANARY_SHARE, 0)):.0%}" if stage == CANARY else ""
+    why = challenger.tags.get(TAG_REASON.format(stage=stage), "")
+    why = why if len(why) <= 300 else why[:299] + "…"
+    return f"v{challenger.version} {stage}{share} since {challenger.tags.get(TAG_ROLLOUT_SINCE, '?')}: {why}"
 
 
 def _describe_version(reg, version) -> str:
@@ -272,6 +293,38 @@ def cmd_rollback(_args) -> int:
             ExitCode.NOT_POSSIBLE,
         )
     print(f"champion is now v{registry.rollback()}")
+    return ExitCode.OK
+
+
+def cmd_rollout(args) -> int:
+    """Promote or retire the challenger under rollout now; recorded on the version and posted to the webhook."""
+    from datetime import UTC, datetime
+
+    from spam_assets.defs.automation.notifications import rollout_message
+    from spam_assets.defs.resources import Webhook
+    from spam_assets.model.registry import Registry
+    from spam_assets.rollout import PROMOTED, RETIRED, Rollout
+
+    prepare_home()
+    registry = Registry(tracking_uri())
+    action = PROMOTED if args.action == "promote" else RETIRED
+    champion = registry.champion()
+    try:
+        version, previous = Rollout(registry).override(action, args.reason or "", datetime.now(UTC))
+    except LookupError as error:
+        raise UserError(str(error), ExitCode.NOT_POSSIBLE) from error
+    now = registry.champion()
+    outcome = {
+        "action": action, "version": version, "stage_before": "live", "stage_now": action,
+        "reasons": [f"manual override: {args.reason or 'no reason given'}"], "previous_champion": previous,
+        "champion_version_now": str(now.version) if now else None,
+    }  # fmt: skip
+    Webhook().post(rollout_message(outcome, "By: spam-platform rollout") or "")
+    if action == PROMOTED:
+        before = f"v{champion.version}" if champion else "none"
+        print(f"v{version} promoted by hand: champion is now v{version} (previous-champion {before})")
+    else:
+        print(f"v{version} retired by hand: champion v{now.version if now else '—'} keeps serving")
     return ExitCode.OK
 
 
@@ -437,6 +490,18 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
     rollback = sub.add_parser("rollback", help="make previous-champion the champion", **listed)
     rollback.set_defaults(func=cmd_rollback)
+    rollout = sub.add_parser(
+        "rollout",
+        help="promote or retire the challenger in shadow or canary now (recorded with who, when and why)",
+        description="End the challenger's staged rollout by hand: `promote` makes it the champion (the old one "
+        "keeps previous-champion), `retire` stops servers scoring it. Recorded on the MLflow version (tag "
+        "rollout_override: who, when, why) and posted to $SPAM_WEBHOOK_URL. Exit 4 when no challenger is in "
+        "shadow or canary.",
+        **listed,
+    )
+    rollout.add_argument("action", choices=("promote", "retire"))
+    rollout.add_argument("--reason", default="", help="why, for the record")
+    rollout.set_defaults(func=cmd_rollout)
     return parser
 
 
@@ -456,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     serving = args.func is cmd_up and not args.no_ui  # its servers keep their own logging
     if not (serving or args.debug or args.verbose):
         _quiet_libraries()
-    if args.command in ("rollback", "status"):
+    if args.command in ("rollback", "rollout", "status"):
         _short_registry_timeouts()
     return run_command(f"{parser.prog} {args.command}", lambda: args.func(args), debug=args.debug)
 

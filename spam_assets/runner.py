@@ -124,7 +124,10 @@ def training_outcome(result: dg.ExecuteInProcessResult, instance: dg.DagsterInst
         if (decided := materialised.get(CHAMPION_DECISION)) is not None:
             outcome = decided.materialization.metadata[OUTCOME_KEY].value
             now = outcome.get("champion_version_now")
-            line += f"; {'promoted' if outcome['promoted'] else 'not promoted'}, champion " + (f"v{now}" if now else "none")
+            done = "promoted" if outcome["promoted"] else "not promoted"
+            if outcome.get("rollout_stage") == "shadow":
+                done = "in shadow (staged rollout: shadow, canary, then champion on live traffic)"
+            line += f"; {done}, champion " + (f"v{now}" if now else "none")
         return TrainingOutcome(True, line)
     if (why := tags.get(NOT_TRAINED_TAG)) is None:
         return None

@@ -74,6 +74,11 @@ class Paths:
         return self.home / "traffic"
 
     @property
+    def rollout(self) -> Path:
+        """The staged rollout's reports: live comparisons and stage decisions (spam_assets/rollout.py)."""
+        return self.home / "rollout"
+
+    @property
     def dagster_home(self) -> Path:
         return self.home / "dagster"
 

@@ -34,6 +34,9 @@ def home(tmp_path: Path, monkeypatch) -> Path:
     folder.mkdir()
     monkeypatch.setenv("SPAM_HOME", str(folder))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # The staged rollout (on by default) holds a winning challenger in shadow until servers have compared it
+    # on live traffic; tests of the holdout decision expect it promoted at once. Rollout tests turn it on.
+    monkeypatch.setenv("SPAM_ROLLOUT", "off")
     return folder
 
 

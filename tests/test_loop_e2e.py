@@ -64,6 +64,7 @@ class Platform:
             SPAM_HOME=str(self.home),
             DAGSTER_HOME=str(self.dagster_home),
             SPAM_WEBHOOK_URL=webhook_url,
+            SPAM_ROLLOUT="off",  # these loops judge the holdout promotion; the staged rollout has its own tests
         )
         self.workspace = root / "workspace.yaml"
         self.workspace.write_text(  # the project is installed: no working_directory needed

@@ -9,6 +9,7 @@ import.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import urllib.parse
@@ -21,9 +22,16 @@ from dagster_mlflow.resources import MlFlow
 from spam_assets.batches import BatchStore
 from spam_assets.corpus import CorpusStore
 from spam_assets.decision import DecisionRules
-from spam_assets.defs.automation.settings import F1_FLOOR_ENV, WEBHOOK_ENV, WEBHOOK_TIMEOUT_ENV, env_number
+from spam_assets.defs.automation.settings import (
+    F1_FLOOR_ENV,
+    WEBHOOK_ENV,
+    WEBHOOK_TIMEOUT_ENV,
+    env_number,
+    rollout_settings,
+)
 from spam_assets.drift import DriftThresholds
 from spam_assets.model.registry import Registry, ensure_experiment
+from spam_assets.rollout import RolloutRules
 from spam_assets.settings import EXPERIMENT_NAME, Paths, paths, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -83,6 +91,30 @@ class DecayPolicy(dg.ConfigurableResource):
     """
 
     f1_floor: float = DriftThresholds.f1_floor
+
+
+class RolloutPolicy(dg.ConfigurableResource):
+    """The staged rollout (spam_assets/rollout.py): champion_decision, the rollout sensor and assets apply it.
+
+    A resource like `promotion`, so the decision that starts a rollout and the
+    runs that advance it read the same rules; its defaults come from
+    $SPAM_ROLLOUT and $SPAM_ROLLOUT_<KNOB> when the definitions load.
+    """
+
+    enabled: bool = RolloutRules.enabled  # off: a winning challenger is promoted at once
+    shadow_pairs: int = RolloutRules.shadow_pairs
+    shadow_min_seconds: float = RolloutRules.shadow_min_seconds
+    canary_share: float = RolloutRules.canary_share
+    canary_pairs: int = RolloutRules.canary_pairs
+    canary_min_seconds: float = RolloutRules.canary_min_seconds
+    alpha: float = RolloutRules.alpha
+    max_precision_drop: float = RolloutRules.max_precision_drop
+    max_disagreement: float = RolloutRules.max_disagreement
+    min_labelled_pairs: int = RolloutRules.min_labelled_pairs
+    watch_seconds: float = RolloutRules.watch_seconds
+
+    def rules(self) -> RolloutRules:
+        return RolloutRules(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RolloutRules)})
 
 
 class Webhook(dg.ConfigurableResource):
@@ -171,6 +203,7 @@ def build_resources(home: str | None = None, mlflow_uri: str | None = None) -> d
         "registry": ModelRegistry(home=home, tracking_uri=uri),
         "mlflow_run": platform_mlflow(uri, home),
         "promotion": PromotionPolicy(),
+        "rollout": RolloutPolicy(**rollout_settings()),
         "decay": DecayPolicy(f1_floor=env_number(F1_FLOOR_ENV, DriftThresholds.f1_floor)),
         "webhook": Webhook(),
     }

@@ -1,20 +1,23 @@
-"""champion_decision: promote the challenger only when it is measurably better."""
+"""champion_decision: promote the challenger only when it is measurably better, or start its staged rollout."""
 
+from datetime import UTC, datetime
 
 import dagster as dg
 
 from spam_assets.decision import Decision, decide
-from spam_assets.defs.resources import ModelRegistry, PlatformStore, PromotionPolicy
+from spam_assets.defs.resources import ModelRegistry, PlatformStore, PromotionPolicy, RolloutPolicy
 from spam_assets.defs.keys import TRAINED_MODEL
 from spam_assets.defs.retrain_policy import rides_with
 from spam_assets.defs.upstream import handed_over
 from spam_assets.model.artifact import RefusedModel
 from spam_assets.modeling import evaluate, spam_probability
+from spam_assets.rollout import PROMOTED, SHADOW, Rollout
 
 # One champion decision at a time, platform-wide: the pool's limit is set in
 # the instance config (concurrency: pools: default_limit) by `spam-platform`.
 DECISION_POOL = "champion_decision"
 OUTCOME_KEY = "outcome"  # the decision as JSON metadata: what notifications read
+SHADOW_ACTION = "shadow"  # the decision's action when a winning challenger starts its staged rollout
 
 
 @dg.asset(
@@ -28,12 +31,18 @@ OUTCOME_KEY = "outcome"  # the decision as JSON metadata: what notifications rea
         "holdout (of the corpus that challenger was trained on); promotes the challenger by moving the "
         "MLflow alias `champion` only if the server's own load-and-verify accepts it, it passes the "
         "absolute gates and beats the champion by "
-        "`min_improvement` on the compared metrics (resource `promotion`). The previous champion "
-        "keeps alias `previous-champion` for rollback."
+        "`min_improvement` on the compared metrics (resource `promotion`). With the staged rollout on "
+        "(resource `rollout`, default) a winner that has a champion to beat goes to shadow instead "
+        "(MLflow tag rollout_stage) and rollout_decision promotes or retires it on live traffic. The "
+        "previous champion keeps alias `previous-champion` for rollback."
     ),
 )
 def champion_decision(
-    context: dg.AssetExecutionContext, promotion: PromotionPolicy, store: PlatformStore, registry: ModelRegistry
+    context: dg.AssetExecutionContext,
+    promotion: PromotionPolicy,
+    store: PlatformStore,
+    registry: ModelRegistry,
+    rollout: RolloutPolicy,
 ) -> dg.MaterializeResult:
     # The challenger trained_model recorded, and the corpus it was trained on: not the
     # `challenger` alias nor CURRENT, which another run may have moved since.
@@ -71,16 +80,34 @@ def champion_decision(
             refused_champion=refused_champion,
         )
     reason = "; ".join(decision.reasons)
-    previous = reg.promote(challenger.version, reason) if decision.promote else None
-    serving = challenger.version if decision.promote else (champion.version if champion else None)
+    rules, now, stages = rollout.rules(), datetime.now(UTC), Rollout(reg)
+    superseded = stages.retire_superseded(challenger.version, now)  # this challenger replaces any still under rollout
+    # A winner with a champion servers can load proves itself on live traffic first; with none there is
+    # nothing to compare against, so it serves at once.
+    staged = decision.promote and rules.enabled and champion is not None and champion.version != challenger.version
+    staged = staged and not any(r.startswith(f"champion v{champion.version} refused") for r in decision.reasons)
+    previous, action = None, SHADOW_ACTION if staged else decision.action
+    if staged:
+        plan = (
+            f"shadow until {rules.shadow_pairs} paired messages and {rules.shadow_min_seconds / 60:.0f} minutes, "
+            f"then canary at {rules.canary_share:.0%}"
+        )
+        decision.reasons.append(f"staged rollout: {plan}; champion v{champion.version} keeps serving meanwhile")
+        reason = "; ".join(decision.reasons)
+        stages.start_shadow(challenger.version, [f"holdout decision: {reason}"], now)
+    elif decision.promote:
+        previous = stages.promote(challenger.version, decision.reasons, now)
+    serving = challenger.version if decision.promote and not staged else (champion.version if champion else None)
 
-    reg.client.set_model_version_tag(reg.model_name, challenger.version, "decision", decision.action)
+    reg.client.set_model_version_tag(reg.model_name, challenger.version, "decision", action)
     reg.client.set_model_version_tag(reg.model_name, challenger.version, "decision_reason", reason[:5000])
-    reg.client.log_text(challenger.run_id, decision.to_markdown() + f"\n\n{decision.action}: {reason}\n", "champion_decision.md")
-    context.log.info(f"{decision.action} v{challenger.version}: {reason}")
+    reg.client.log_text(challenger.run_id, decision.to_markdown() + f"\n\n{action}: {reason}\n", "champion_decision.md")
+    context.log.info(f"{action} v{challenger.version}: {reason}")
     outcome = {
-        "action": decision.action,
-        "promoted": decision.promote,
+        "action": action,
+        "promoted": decision.promote and not staged,
+        "rollout_stage": SHADOW if staged else PROMOTED if decision.promote else None,
+        "superseded": superseded,
         "reasons": list(decision.reasons),
         "challenger_version": str(challenger.version),
         "champion_version_before": str(champion.version) if champion else None,
@@ -91,8 +118,8 @@ def champion_decision(
     return dg.MaterializeResult(
         metadata={
             OUTCOME_KEY: dg.MetadataValue.json(outcome),  # the hand-off; the rest is for people
-            "decision": decision.action,
-            "promoted": decision.promote,
+            "decision": action,
+            "promoted": outcome["promoted"],
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
             "comparison": dg.MetadataValue.md(decision.to_markdown()),
             "challenger_version": challenger.version,
@@ -102,5 +129,5 @@ def champion_decision(
             "holdout_rows": len(holdout),
             "corpus_data_version": corpus_version,
         },
-        tags={"spam/decision": decision.action},
+        tags={"spam/decision": action},
     )

@@ -8,9 +8,10 @@ swallowed, so a broken chat integration never fails or stalls the platform.
 import dagster as dg
 
 from spam_assets.defs.assets.deployment import OUTCOME_KEY
+from spam_assets.defs.assets.rollout import ROLLED_BACK, ROLLOUT_KEY
 from spam_assets.defs.automation.recovery import death_reason, plain_words
 from spam_assets.defs.automation.settings import notify_interval, retry_backoff_seconds
-from spam_assets.defs.keys import CHAMPION_DECISION
+from spam_assets.defs.keys import CHAMPION_DECISION, ROLLOUT_DECISION
 from spam_assets.defs.resources import PlatformStore, Webhook
 from spam_assets.defs.run_tags import (
     CORPUS_VERSION_TAG,
@@ -25,12 +26,33 @@ def decision_message(outcome: dict, run: dg.DagsterRun) -> str:
     """The text for one champion_decision outcome (its JSON metadata)."""
     challenger, before = outcome["challenger_version"], outcome["champion_version_before"]
     why = run.tags.get(RETRAIN_REASON_TAG) or f"requested by {run.tags.get(TRIGGER_TAG, 'hand or bootstrap')}"
-    if outcome["promoted"]:
+    if outcome.get("rollout_stage") == "shadow":
+        head = (
+            f"spam-classifier v{challenger} passed the holdout and starts its staged rollout in shadow; "
+            f"champion v{before} keeps serving."
+        )
+    elif outcome["promoted"]:
         previous = f"previous champion: v{before}" if before is not None else "first champion"
         head = f"spam-classifier v{challenger} promoted to champion ({previous})."
     else:
         head = f"Retrain rejected by the gates: champion v{before} kept, challenger v{challenger} not promoted."
     return f"{head}\nDecision: {'; '.join(outcome['reasons'])}\nRetrain reason: {why}\nRun: {run.run_id}"
+
+
+def rollout_message(outcome: dict, where: str) -> str | None:
+    """The text for a rollout transition (rollout_decision's outcome, or an operator's override); None for no change."""
+    action, version = outcome["action"], outcome["version"]
+    if action == "wait" or outcome.get("stage_before") == outcome.get("stage_now"):
+        return None
+    if action == ROLLED_BACK:
+        head = f"spam-classifier v{version} ROLLED BACK: v{outcome['champion_version_now']} serves again."
+    elif action == "promoted":
+        head = f"spam-classifier v{version} promoted to champion after its staged rollout (previous champion: v{outcome['previous_champion']})."
+    elif action == "retired":
+        head = f"spam-classifier v{version} retired in {outcome['stage_before']}: champion v{outcome['champion_version_now']} keeps serving."
+    else:
+        head = f"spam-classifier v{version}: {outcome['stage_before']} → {outcome['stage_now']}."
+    return "\n".join([head, *[f"- {r}" for r in outcome["reasons"][:8]], where])
 
 
 def failure_message(
@@ -68,6 +90,15 @@ def _root_cause(error) -> str:
     return error.message.strip()
 
 
+def materialised_json(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey, name: str) -> dict | None:
+    """The JSON metadata `name` of the asset `key` if this run materialised it, else None."""
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        materialization = entry.asset_materialization
+        if materialization is not None and materialization.asset_key == key and name in materialization.metadata:
+            return materialization.metadata[name].value
+    return None
+
+
 def decision_outcome(instance: dg.DagsterInstance, run_id: str) -> dict | None:
     """champion_decision's outcome (JSON metadata) if this run materialised it, else None."""
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
@@ -90,6 +121,20 @@ def notify_champion_decision(context: dg.RunStatusSensorContext, webhook: Webhoo
     if outcome is not None:
         webhook.post(decision_message(outcome, context.dagster_run), context.log)
     # Returning None lets the sensor go on to the next finished run in the same tick.
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    name="notify_rollout",
+    minimum_interval_seconds=notify_interval(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Posts to $SPAM_WEBHOOK_URL each stage a challenger's staged rollout enters (canary, promoted, "
+    "retired) and each rollback of a champion that decayed on live traffic, with the evidence.",
+)
+def notify_rollout(context: dg.RunStatusSensorContext, webhook: Webhook) -> None:
+    outcome = materialised_json(context.instance, context.dagster_run.run_id, ROLLOUT_DECISION, ROLLOUT_KEY)
+    if outcome is not None and (text := rollout_message(outcome, f"Run: {context.dagster_run.run_id}")):
+        webhook.post(text, context.log)
 
 
 @dg.run_failure_sensor(

@@ -30,6 +30,13 @@ RETRY_BACKOFF_ENV = "SPAM_RETRY_BACKOFF_SECONDS"
 TRAFFIC_INTERVAL_ENV = "SPAM_TRAFFIC_INTERVAL_SECONDS"
 TRAFFIC_START_ENV = "SPAM_TRAFFIC_START"  # first hour of the traffic partitions, e.g. 2026-11-01-00:00
 TRAFFIC_START = "2026-11-01-00:00"
+ROLLOUT_INTERVAL_ENV = "SPAM_ROLLOUT_INTERVAL_SECONDS"
+ROLLOUT_ENV = "SPAM_ROLLOUT"  # on | off: off promotes a winning challenger at once, as before the staged rollout
+# The rollout's knobs (spam_assets/rollout.py RolloutRules), each SPAM_ROLLOUT_<NAME>, e.g. SPAM_ROLLOUT_CANARY_SHARE.
+ROLLOUT_KNOBS = (
+    "shadow_pairs", "shadow_min_seconds", "canary_share", "canary_pairs", "canary_min_seconds",
+    "alpha", "max_precision_drop", "max_disagreement", "min_labelled_pairs", "watch_seconds",
+)  # fmt: skip
 
 
 def env(name: str, default: str = "") -> str:
@@ -82,6 +89,29 @@ def traffic_start() -> str:
         except ValueError:
             continue
     raise ValueError(f"{TRAFFIC_START_ENV}={raw!r} is not an hour like {TRAFFIC_START} (UTC) or a date like 2026-11-01")
+
+
+def rollout_interval() -> int:
+    """Minimum seconds between ticks of the rollout sensor: evidence arrives with log segments (every few
+    minutes per replica) and feedback, and every stage lasts tens of minutes, so a minute is plenty."""
+    return max(1, int(env_number(ROLLOUT_INTERVAL_ENV, 60)))
+
+
+def rollout_settings() -> dict:
+    """The staged rollout's knobs set in the environment ($SPAM_ROLLOUT=off, $SPAM_ROLLOUT_<KNOB>); unset ones keep
+    RolloutRules' defaults."""
+    out: dict = {}
+    switch = env(ROLLOUT_ENV).strip().lower()
+    if switch:
+        if switch not in ("on", "off", "true", "false", "1", "0"):
+            raise ValueError(f"{ROLLOUT_ENV}={switch!r} is not on or off")
+        out["enabled"] = switch in ("on", "true", "1")
+    for knob in ROLLOUT_KNOBS:
+        name = f"{ROLLOUT_ENV}_{knob.upper()}"
+        if env(name).strip():
+            value = env_number(name, 0.0)
+            out[knob] = int(value) if knob.endswith("pairs") else value
+    return out
 
 
 def retry_backoff_seconds() -> float:
