@@ -48,7 +48,7 @@ def test_definitions_load():
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert keys == {
         "raw_sample", "cleaned_corpus", "drift_statistics", "trained_model", "champion_decision", "traffic", "traffic_drift",
-        "feedback_review",
+        "feedback_review", "live_comparison", "rollout_decision",
     }  # fmt: skip
     assert len(graph_assets()) == len(keys)  # each asset held by the one module that defines it (defs/keys.py)
 

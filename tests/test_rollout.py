@@ -360,3 +360,68 @@ def test_notify_rollout_posts_each_stage_change(registry, instance, resources, h
     (posted,) = received
     assert posted["text"].startswith("spam-classifier v2 retired in shadow: champion v1 keeps serving.")
     assert "McNemar" in posted["text"] and "Run: " in posted["text"]
+
+
+# --- champion_decision starts the rollout (real training on generated SMS) -----------------------------
+
+
+def test_champion_decision_sends_a_winner_to_shadow_and_supersedes_the_older_one(home, instance, tmp_path, monkeypatch):
+    from spam_assets.defs.assets.deployment import OUTCOME_KEY
+    from spam_assets.defs.automation.notifications import decision_message
+    from spam_assets.defs.resources import PlatformStore, PromotionPolicy
+    from spam_assets.defs.run_tags import FORCE_RETRAIN_TAG
+    from spam_assets.intake import register, stage
+    from spam_assets.runner import graph_assets, materialize_batches
+    from tests.synthetic import sms_messages, write_sms_file
+
+    monkeypatch.setenv("SPAM_ROLLOUT", "on")
+    fast = {"ops": {"trained_model": {"config": {"folds": 3}}}}
+    # Lenient enough that a retrain on the same data wins: what follows the win is under test.
+    resources = {**build_resources(str(home)), "promotion": PromotionPolicy(min_spam_f1=0.5, min_spam_precision=0.5, min_improvement=-1.0)}
+    batch = stage(write_sms_file(sms_messages(900, seed=1), tmp_path / "first.txt"), PlatformStore().batches())
+    register(instance, batch)
+    assert all(r.success for r in materialize_batches([batch], instance, resources, fast))
+    reg = Registry(tracking_uri())
+    assert str(reg.champion().version) == "1" and tags(reg, "1")[TAG_ROLLOUT_STAGE] == PROMOTED  # nothing to compare with
+
+    def retrain() -> dict:
+        result = dg.materialize(graph_assets(), selection=["trained_model", "champion_decision"], instance=instance,
+                                resources=resources, run_config=fast, tags={FORCE_RETRAIN_TAG: "true"})  # fmt: skip
+        assert result.success
+        outcome = instance.get_latest_materialization_event(dg.AssetKey("champion_decision")).asset_materialization
+        return outcome.metadata[OUTCOME_KEY].value, instance.get_run_by_id(result.run_id)
+
+    outcome, run = retrain()
+    assert (outcome["action"], outcome["promoted"], outcome["rollout_stage"]) == ("shadow", False, SHADOW)
+    assert outcome["champion_version_now"] == "1" and str(reg.champion().version) == "1"
+    assert str(reg.challenger().version) == "2" and Rollout(reg).live().stage == SHADOW
+    t = tags(reg, "2")
+    assert (t[TAG_ROLLOUT_STAGE], t[TAG_ROLLOUT_CANARY_SHARE], t["decision"]) == (SHADOW, "0.0", "shadow")
+    assert "staged rollout: shadow until 300 paired messages and 30 minutes, then canary at 10%" in t[TAG_REASON.format(stage=SHADOW)]
+    assert decision_message(outcome, run).startswith(
+        "spam-classifier v2 passed the holdout and starts its staged rollout in shadow; champion v1 keeps serving."
+    )
+
+    outcome, _ = retrain()  # a newer challenger while v2 is in shadow
+    assert outcome["action"] == "shadow" and outcome["superseded"] == ["2"]
+    assert tags(reg, "2")[TAG_ROLLOUT_STAGE] == RETIRED and Rollout(reg).live().name == "3"
+
+
+def test_knobs_come_from_the_environment_and_bad_ones_are_named(home, monkeypatch):
+    monkeypatch.setenv("SPAM_ROLLOUT", "on")
+    monkeypatch.setenv("SPAM_ROLLOUT_CANARY_SHARE", "0.5")
+    monkeypatch.setenv("SPAM_ROLLOUT_SHADOW_PAIRS", "1000")
+    rules = build_resources(str(home))["rollout"].rules()
+    assert (rules.enabled, rules.canary_share, rules.shadow_pairs, rules.alpha) == (True, 0.5, 1000, 0.05)
+    monkeypatch.setenv("SPAM_ROLLOUT", "off")
+    assert build_resources(str(home))["rollout"].rules().enabled is False
+    monkeypatch.setenv("SPAM_ROLLOUT", "maybe")
+    with pytest.raises(ValueError, match="SPAM_ROLLOUT='maybe' is not on or off"):
+        build_resources(str(home))
+    monkeypatch.setenv("SPAM_ROLLOUT", "on")
+    monkeypatch.setenv("SPAM_ROLLOUT_CANARY_SHARE", "2")
+    with pytest.raises(ValueError, match=r"canary_share 2.0 is not in \(0, 1\] \(from \$SPAM_ROLLOUT_<KNOB>"):
+        build_resources(str(home))
+    monkeypatch.setenv("SPAM_ROLLOUT_CANARY_SHARE", "ten percent")
+    with pytest.raises(ValueError, match="SPAM_ROLLOUT_CANARY_SHARE='ten percent' is not a number"):
+        build_resources(str(home))

@@ -195,6 +195,15 @@ def platform_mlflow(uri: str, home: str | None = None) -> dg.ResourceDefinition:
     return mlflow_with_experiment.configured({"experiment_name": EXPERIMENT_NAME, "mlflow_tracking_uri": uri})
 
 
+def _checked(rollout: RolloutPolicy) -> RolloutPolicy:
+    """A bad rollout knob fails when the definitions load, naming where it came from, not in a run hours later."""
+    try:
+        rollout.rules()
+    except ValueError as error:
+        raise ValueError(f"{error} (from $SPAM_ROLLOUT_<KNOB> in the environment)") from None
+    return rollout
+
+
 def build_resources(home: str | None = None, mlflow_uri: str | None = None) -> dict:
     """Every resource the graph and the automation use ($SPAM_F1_FLOOR is read here)."""
     uri = mlflow_uri or tracking_uri(home)
@@ -203,7 +212,7 @@ def build_resources(home: str | None = None, mlflow_uri: str | None = None) -> d
         "registry": ModelRegistry(home=home, tracking_uri=uri),
         "mlflow_run": platform_mlflow(uri, home),
         "promotion": PromotionPolicy(),
-        "rollout": RolloutPolicy(**rollout_settings()),
+        "rollout": _checked(RolloutPolicy(**rollout_settings())),
         "decay": DecayPolicy(f1_floor=env_number(F1_FLOOR_ENV, DriftThresholds.f1_floor)),
         "webhook": Webhook(),
     }

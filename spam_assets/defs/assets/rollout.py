@@ -190,7 +190,8 @@ def _watch(store: PlatformStore, reg, stages: Rollout, champion, rules, f1_floor
     if not log_dir.is_dir():
         return {"version": version, "reasons": [f"no prediction log at {log_dir}: live decay not judged"]}
     records = read_predictions(log_dir, since=promoted_at)
-    # alpha as drift_statistics splits it: the realised-F1 part is a quarter of the verdict's alpha
+    # The level of drift_statistics' realised-F1 part (alpha/4, 0.0125): the watch looks again at each new
+    # segment, and a level stricter than 0.05 keeps those repeated looks from rolling back a good champion.
     alpha = DriftThresholds.alpha / 4
     judged = live_decay(
         records, voted_labels(log_dir), version, pd.Timestamp(promoted_at), f1_floor, alpha, rules.min_labelled_pairs
