@@ -245,7 +245,9 @@ def _rollout_state(reg) -> str:
     stage = challenger.tags.get(TAG_ROLLOUT_STAGE)
     if stage is None:
         same = champion is not None and champion.version == challenger.version
-        return "the challenger is the champion" if same else f"v{challenger.version} not in a rollout ({challenger.tags.get('decision', 'undecided')})"
+        if same:
+            return "the challenger is the champion"
+        return f"v{challenger.version} not in a rollout ({challenger.tags.get('decision', 'undecided')})"
     share = f" at {float(challenger.tags.get(TAG_ROLLOUT_CANARY_SHARE, 0)):.0%}" if stage == CANARY else ""
     why = challenger.tags.get(TAG_REASON.format(stage=stage), "")
     why = why if len(why) <= 300 else why[:299] + "…"
@@ -310,12 +312,12 @@ def cmd_rollout(args) -> int:
     action = PROMOTED if args.action == "promote" else RETIRED
     champion = registry.champion()
     try:
-        version, previous = Rollout(registry).override(action, args.reason or "", datetime.now(UTC))
+        version, stage, previous = Rollout(registry).override(action, args.reason or "", datetime.now(UTC))
     except LookupError as error:
         raise UserError(str(error), ExitCode.NOT_POSSIBLE) from error
     now = registry.champion()
     outcome = {
-        "action": action, "version": version, "stage_before": "live", "stage_now": action,
+        "action": action, "version": version, "stage_before": stage, "stage_now": action,
         "reasons": [f"manual override: {args.reason or 'no reason given'}"], "previous_champion": previous,
         "champion_version_now": str(now.version) if now else None,
     }  # fmt: skip

@@ -116,7 +116,8 @@ class Delta:
     def __str__(self) -> str:
         if math.isnan(self.difference):
             return f"{_f(self.champion)} → {_f(self.challenger)} (difference undefined)"
-        return f"{self.champion:.3f} → {self.challenger:.3f} ({self.difference:+.3f}, 95% [{_f(self.low, '+.3f')}, {_f(self.high, '+.3f')}])"
+        interval = f"95% [{_f(self.low, '+.3f')}, {_f(self.high, '+.3f')}]"
+        return f"{self.champion:.3f} → {self.challenger:.3f} ({self.difference:+.3f}, {interval})"
 
 
 @dataclasses.dataclass(frozen=True)

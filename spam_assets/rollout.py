@@ -80,7 +80,10 @@ class RolloutRules:
         if not 0.0 < self.alpha < 1.0:
             problems.append(f"alpha {self.alpha} is not in (0, 1)")
         if not 0.0 <= self.max_disagreement <= 1.0 or not 0.0 <= self.max_precision_drop <= 1.0:
-            problems.append(f"max_disagreement {self.max_disagreement} and max_precision_drop {self.max_precision_drop} must be in [0, 1]")
+            problems.append(
+                f"max_disagreement {self.max_disagreement} and max_precision_drop {self.max_precision_drop} "
+                "must be in [0, 1]"
+            )
         if min(self.shadow_pairs, self.canary_pairs, self.min_labelled_pairs) < 0:
             problems.append("pair counts must not be negative")
         if min(self.shadow_min_seconds, self.canary_min_seconds, self.watch_seconds) < 0:
@@ -199,7 +202,8 @@ def live_decay(
     decayed = bool(upper < f1_floor)  # False for NaN (no spam among the labelled)
     bound = f"its p{100 * (1 - alpha):g} bootstrap upper bound {upper:.3f} at n={n}"
     if decayed:
-        return LiveDecay(n, f1, upper, True, f"live spam F1 {f1:.3f} of v{version} since promotion < floor {f1_floor}; {bound}")
+        why = f"live spam F1 {f1:.3f} of v{version} since promotion < floor {f1_floor}; {bound}"
+        return LiveDecay(n, f1, upper, True, why)
     return LiveDecay(n, f1, upper, False, f"live spam F1 {f1:.3f} of v{version}: not credibly below {f1_floor} ({bound})")
 
 
@@ -260,15 +264,19 @@ class Rollout:
                 retired.append(str(version.version))
         return retired
 
-    def override(self, action: str, reason: str, now: dt.datetime, by: str | None = None) -> tuple[str, str | None]:
-        """An operator's promote or retire of the version under rollout, recorded; (its version, previous champion)."""
+    def override(self, action: str, reason: str, now: dt.datetime, by: str | None = None) -> tuple[str, str, str | None]:
+        """An operator's promote or retire of the version under rollout, recorded.
+
+        Returns its version, the stage it was in, and the previous champion (after a promote)."""
         if action not in (PROMOTED, RETIRED):
             raise ValueError(f"override action must be {PROMOTED!r} or {RETIRED!r}, not {action!r}")
         live = self.live()
         if live is None:
-            raise LookupError(f"{self.model} has no challenger in {' or '.join(ROLLOUT_LIVE_STAGES)}: nothing to {action[:-1]}")
+            stages = " or ".join(ROLLOUT_LIVE_STAGES)
+            raise LookupError(f"{self.model} has no challenger in {stages}: nothing to {action[:-1]}")
         by = by or _who()
-        record = {"action": action, "by": by, "at": now.isoformat(timespec="seconds"), "reason": reason, "stage_was": live.stage}
+        at = now.isoformat(timespec="seconds")
+        record = {"action": action, "by": by, "at": at, "reason": reason, "stage_was": live.stage}
         self.client.set_model_version_tag(self.model, live.name, TAG_OVERRIDE, json.dumps(record)[:MAX_TAG])
         reasons = [f"manual override by {by} in {live.stage}: {reason or 'no reason given'}"]
         previous = None
@@ -276,10 +284,10 @@ class Rollout:
             previous = self.promote(live.name, reasons, now)
         else:
             self.retire(live.name, reasons, now)
-        return live.name, previous
+        return live.name, live.stage, previous
 
     def rollback(self, champion: str, reasons: list[str], now: dt.datetime) -> str:
-        """previous-champion serves again (Registry.rollback); the rolled-back version is retired. The version now serving."""
+        """previous-champion serves again (Registry.rollback) and `champion` is retired; the version now serving."""
         serving = self.registry.rollback()
         self.client.set_model_version_tag(self.model, champion, TAG_ROLLED_BACK_REASON, "; ".join(reasons)[:MAX_TAG])
         self._enter(champion, RETIRED, [f"rolled back to v{serving}", *reasons], now, share=0.0)

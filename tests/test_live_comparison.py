@@ -154,3 +154,12 @@ def test_traffic_tables_count_served_verdicts_only(tmp_path):
     assert (frame["model_version"] == "2").sum() == 1  # the canary message, answered by the challenger
     same = ["client_id", "time", "model_version", "role", "spam_probability", "label", "text"]
     assert frame[same].equals(b.table.to_pandas()[same])  # verdict ids are random per file
+
+
+def test_a_served_field_that_is_not_true_or_false_is_a_bad_line_named_with_its_line(tmp_path):
+    good = record(uuid7_at(NOW), NOW, "1", "champion", True, 0.1, ham(1))
+    bad = {**record(uuid7_at(NOW), NOW, "1", "champion", True, 0.1, ham(2)), "served": "yes"}
+    segment = write_segment(tmp_path, [good, bad], NOW, NOW + dt.timedelta(seconds=1))
+    result = compact_hour(tmp_path, NOW)
+    assert result.table.num_rows == 1
+    assert [str(b) for b in result.bad_lines] == [f"{segment.name} line 2: served 'yes' is not true or false"]

@@ -55,7 +55,8 @@ def live_comparison(
     if live is None or champion is None:
         note = "no challenger in shadow or canary: nothing to compare"
         context.log.info(note)
-        return dg.MaterializeResult(metadata={COMPARISON_KEY: dg.MetadataValue.json({"live": False, "note": note}), "note": note})
+        handoff = dg.MetadataValue.json({"live": False, "note": note})
+        return dg.MaterializeResult(metadata={COMPARISON_KEY: handoff, "note": note})
     began = stages.began(live.version)
     log_dir = store.paths.predictions
     records = read_predictions(log_dir, since=began)  # no log folder yet: no records
@@ -133,13 +134,15 @@ def rollout_decision(
         outcome |= {"version": live.name, "stage_before": live.stage, "stage_now": live.stage}
         handoff = handed_over(context.instance, LIVE_COMPARISON, "rollout_decision").require(COMPARISON_KEY)
         current = (champion_before, live.name, live.stage)
-        if not handoff.get("live") or (handoff["champion_version"], handoff["challenger_version"], handoff["stage"]) != current:
+        compared = (handoff.get("champion_version"), handoff.get("challenger_version"), handoff.get("stage"))
+        if not handoff.get("live") or compared != current:
             outcome["reasons"] = [
                 f"live_comparison is not of champion v{champion_before} and challenger v{live.name} in {live.stage}: "
                 "materialise it again (the rollout sensor does)"
             ]
         elif not rules.enabled:
-            outcome["reasons"] = ["staged rollout off ($SPAM_ROLLOUT=off): only `spam-platform rollout promote|retire` moves it"]
+            off = "staged rollout off ($SPAM_ROLLOUT=off): only `spam-platform rollout promote|retire` moves it"
+            outcome["reasons"] = [off]
         else:
             whole = LiveComparison.from_metadata(handoff["whole"])
             period = LiveComparison.from_metadata(handoff["stage_period"])

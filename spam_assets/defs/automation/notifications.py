@@ -47,9 +47,11 @@ def rollout_message(outcome: dict, where: str) -> str | None:
     if action == ROLLED_BACK:
         head = f"spam-classifier v{version} ROLLED BACK: v{outcome['champion_version_now']} serves again."
     elif action == "promoted":
-        head = f"spam-classifier v{version} promoted to champion after its staged rollout (previous champion: v{outcome['previous_champion']})."
+        previous = outcome["previous_champion"]
+        head = f"spam-classifier v{version} promoted to champion after its staged rollout (previous champion: v{previous})."
     elif action == "retired":
-        head = f"spam-classifier v{version} retired in {outcome['stage_before']}: champion v{outcome['champion_version_now']} keeps serving."
+        serving = outcome["champion_version_now"]
+        head = f"spam-classifier v{version} retired in {outcome['stage_before']}: champion v{serving} keeps serving."
     else:
         head = f"spam-classifier v{version}: {outcome['stage_before']} → {outcome['stage_now']}."
     return "\n".join([head, *[f"- {r}" for r in outcome["reasons"][:8]], where])

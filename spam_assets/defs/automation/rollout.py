@@ -45,7 +45,8 @@ def subject(reg, rules, now: dt.datetime) -> tuple[str, dt.datetime, bool] | str
         return f"{champion.version if champion else '-'}:{live.name}:{live.stage}", stages.began(live.version), ripe
     if champion is not None and champion.tags.get(TAG_ROLLOUT_STAGE) == PROMOTED:
         promoted_at = parse_time(champion.tags.get(TAG_AT.format(stage=PROMOTED)))
-        if reg.version_for(PREVIOUS_CHAMPION_ALIAS) is not None and (now - promoted_at).total_seconds() <= rules.watch_seconds:
+        watched = (now - promoted_at).total_seconds() <= rules.watch_seconds
+        if watched and reg.version_for(PREVIOUS_CHAMPION_ALIAS) is not None:
             return f"watch:{champion.version}", promoted_at, True
     return "no challenger in shadow or canary, and no champion in its watch after promotion"
 
@@ -87,5 +88,6 @@ def rollout_sensor(
     digest = fingerprint(store, what, since, ripe)
     if digest == context.cursor:
         return dg.SkipReason(f"{what}: no new segment, feedback or stage time since the last run")
-    request = dg.RunRequest(run_key=f"rollout:{what}:{digest}", tags={TRIGGER_TAG: ROLLOUT_TRIGGER, "spam/rollout_subject": what})
+    tags = {TRIGGER_TAG: ROLLOUT_TRIGGER, "spam/rollout_subject": what}
+    request = dg.RunRequest(run_key=f"rollout:{what}:{digest}", tags=tags)
     return dg.SensorResult(run_requests=[request], cursor=digest)
