@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
+from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from mlflow.models import infer_signature
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from spam_assets import faults
+from spam_assets.model.operating_point import OperatingPoint
 from spam_assets.model.pipelines import SKOPS_TRUSTED_TYPES
 from spam_assets.model.registry import Registry
 from spam_assets.model.tags import TAG_CANDIDATE, TAG_CORPUS_VERSION, TAG_DAGSTER_RUN, TAG_MODEL_SHA256
@@ -51,7 +53,9 @@ def log_challenger(
     params: dict,
     n_train: int,
     n_holdout: int,
+    operating_point: OperatingPoint | None = None,
 ) -> ModelVersion:
+    """`operating_point`, when given, is logged as metrics and stored as the version's tags (serving labels by it)."""
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("log_challenger needs an active MLflow run")
@@ -70,6 +74,9 @@ def log_challenger(
     mlflow.log_metrics({f"holdout_{k}": result.holdout_metrics[k] for k in METRIC_NAMES})
     # The unprefixed names are the headline metrics shown in run lists.
     mlflow.log_metrics({k: result.holdout_metrics[k] for k in METRIC_NAMES})
+    if operating_point is not None:
+        mlflow.log_metrics(operating_point.metrics())
+        mlflow.log_dict(asdict(operating_point), "operating_point.json")
     mlflow.log_table(result.holdout_confusion.reset_index(names="actual"), "holdout_confusion_matrix.json")
     mlflow.log_text(result.holdout_confusion.to_csv(), "holdout_confusion_matrix.csv")
 
@@ -101,6 +108,7 @@ def log_challenger(
         TAG_CORPUS_VERSION: corpus_version,
         TAG_CANDIDATE: result.name,
         TAG_MODEL_SHA256: sha256,
+        **(operating_point.to_tags() if operating_point is not None else {}),
     }.items():
         registry.client.set_model_version_tag(registry.model_name, version.version, key, value)
     registry.set_challenger(version.version)

@@ -24,12 +24,15 @@ from spam_assets.corpus import CorpusStore
 from spam_assets.decision import DecisionRules
 from spam_assets.defs.automation.settings import (
     F1_FLOOR_ENV,
+    SUSPICIOUS_HAM_FPR_ENV,
+    TARGET_HAM_FPR_ENV,
     WEBHOOK_ENV,
     WEBHOOK_TIMEOUT_ENV,
     env_number,
     rollout_settings,
 )
 from spam_assets.drift import DriftThresholds
+from spam_assets.model import operating_point
 from spam_assets.model.registry import Registry, ensure_experiment
 from spam_assets.rollout import RolloutRules
 from spam_assets.settings import EXPERIMENT_NAME, Paths, paths, tracking_uri
@@ -81,6 +84,21 @@ class PromotionPolicy(dg.ConfigurableResource):
 
     def rules(self) -> DecisionRules:
         return DecisionRules(self.min_spam_f1, self.min_spam_precision, self.min_improvement, tuple(self.compared_metrics))
+
+
+class OperatingPointPolicy(dg.ConfigurableResource):
+    """The ham false-positive rates trained_model chooses each version's thresholds for, on the holdout.
+
+    `target_ham_fpr` sets the spam threshold (the label), `suspicious_ham_fpr`
+    where the suspicious tier starts (spam_assets.model.operating_point).
+    Defaults from $SPAM_TARGET_HAM_FPR and $SPAM_SUSPICIOUS_HAM_FPR.
+    """
+
+    target_ham_fpr: float = operating_point.DEFAULT_TARGET_HAM_FPR
+    suspicious_ham_fpr: float = operating_point.DEFAULT_SUSPICIOUS_HAM_FPR
+
+    def choose(self, labels, spam_scores) -> operating_point.OperatingPoint:
+        return operating_point.choose(labels, spam_scores, self.target_ham_fpr, self.suspicious_ham_fpr)
 
 
 class DecayPolicy(dg.ConfigurableResource):
@@ -205,7 +223,7 @@ def _checked(rollout: RolloutPolicy) -> RolloutPolicy:
 
 
 def build_resources(home: str | None = None, mlflow_uri: str | None = None) -> dict:
-    """Every resource the graph and the automation use ($SPAM_F1_FLOOR is read here)."""
+    """Every resource the graph and the automation use ($SPAM_F1_FLOOR and the operating point's targets are read here)."""
     uri = mlflow_uri or tracking_uri(home)
     return {
         "store": PlatformStore(home=home),
@@ -213,6 +231,10 @@ def build_resources(home: str | None = None, mlflow_uri: str | None = None) -> d
         "mlflow_run": platform_mlflow(uri, home),
         "promotion": PromotionPolicy(),
         "rollout": _checked(RolloutPolicy(**rollout_settings())),
+        "operating_point": OperatingPointPolicy(
+            target_ham_fpr=env_number(TARGET_HAM_FPR_ENV, operating_point.DEFAULT_TARGET_HAM_FPR),
+            suspicious_ham_fpr=env_number(SUSPICIOUS_HAM_FPR_ENV, operating_point.DEFAULT_SUSPICIOUS_HAM_FPR),
+        ),
         "decay": DecayPolicy(f1_floor=env_number(F1_FLOOR_ENV, DriftThresholds.f1_floor)),
         "webhook": Webhook(),
     }

@@ -19,6 +19,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from spam_assets.model.artifact import RefusedModel, load_skops, read_artifact
+from spam_assets.model.operating_point import Tiers
 from spam_assets.model.tags import (
     TAG_CANDIDATE,
     TAG_CORPUS_VERSION,
@@ -63,6 +64,8 @@ class ModelCard:
     candidate: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     source: str = ""
+    # The label threshold and action tiers from the version's operating point (0.5 without one).
+    tiers: Tiers = field(default_factory=Tiers)
 
 
 class Registry:
@@ -170,6 +173,7 @@ class Registry:
             candidate=version.tags.get(TAG_CANDIDATE, ""),
             metrics={k: float(v) for k, v in run.data.metrics.items() if k.startswith("holdout_")},
             source=version.source,
+            tiers=Tiers.from_tags(version.tags),  # RefusedModel for a garbled operating point
         )
 
     def set_challenger(self, version: str | int) -> None:

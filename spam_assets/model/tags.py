@@ -13,3 +13,8 @@ TAG_ROLLOUT_STAGE = "rollout_stage"  # "shadow" | "canary" | "promoted" | "retir
 TAG_ROLLOUT_CANARY_SHARE = "rollout_canary_share"  # share of traffic in [0, 1] the challenger answers in canary
 TAG_ROLLOUT_SINCE = "rollout_stage_since"  # ISO 8601 UTC time the stage began
 ROLLOUT_LIVE_STAGES = ("shadow", "canary")  # stages in which servers load and score the challenger
+
+# The operating point (spam_assets.model.operating_point): serving labels spam from the threshold on.
+TAG_OPERATING_THRESHOLD = "operating_threshold"  # P(spam) from which the label is spam; absent: 0.5
+TAG_SUSPICIOUS_THRESHOLD = "suspicious_threshold"  # P(spam) from which the tier is "suspicious"
+TAG_OPERATING_POINT = "operating_point"  # JSON: target, holdout ham count, false positives, 95% CI, basis

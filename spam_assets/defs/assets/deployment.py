@@ -10,8 +10,10 @@ from spam_assets.defs.keys import TRAINED_MODEL
 from spam_assets.defs.retrain_policy import rides_with
 from spam_assets.defs.upstream import handed_over
 from spam_assets.model.artifact import RefusedModel
+from spam_assets.model.operating_point import Tiers
 from spam_assets.modeling import evaluate, spam_probability
 from spam_assets.rollout import PROMOTED, SHADOW, Rollout
+from spam_assets.operating_rows import operating_rows
 
 # One champion decision at a time, platform-wide: the pool's limit is set in
 # the instance config (concurrency: pools: default_limit) by `spam-platform`.
@@ -57,28 +59,34 @@ def champion_decision(
     corpus = corpora.read(corpus_version)
     holdout = corpus[corpus["split"] == "holdout"]
 
-    def score(model) -> dict[str, float]:
-        return evaluate(holdout["label"], spam_probability(model, holdout["text"].tolist()))
+    scored: dict[str, tuple] = {}  # who -> (P(spam) on the holdout, tiers): for the rows at the operating points
+
+    def score(model, who: str = "challenger", tiers: Tiers | None = None) -> dict[str, float]:
+        scores = spam_probability(model, holdout["text"].tolist())
+        scored[who] = (scores, tiers or Tiers())
+        return evaluate(holdout["label"], scores)
 
     try:  # a blocking gate: the server's own load-and-verify, so no server can refuse what is promoted
         challenger_model = reg.load_verified(challenger).model
+        challenger_tiers = Tiers.from_tags(challenger.tags)  # the server refuses a garbled operating point too
     except RefusedModel as error:
         decision = Decision(False, [f"challenger v{challenger.version} refused by the serving checks: {error}"])
     else:
         champion_metrics, refused_champion = None, None
         if champion is not None and champion.version != challenger.version:
             try:  # the same checks: a champion no server can load must not block its replacement
-                champion_metrics = score(reg.load_verified(champion).model)
+                champion_metrics = score(reg.load_verified(champion).model, "champion", Tiers.from_tags(champion.tags))
             except RefusedModel as error:
                 refused_champion = f"champion v{champion.version} refused by the serving checks: {error}"
                 context.log.warning(f"{refused_champion}; the challenger only has to pass the gates")
         decision = decide(
-            score(challenger_model),
+            score(challenger_model, "challenger", challenger_tiers),
             champion_metrics,
             promotion.rules(),
             same_version=champion is not None and champion.version == challenger.version,
             refused_champion=refused_champion,
         )
+        decision.rows.extend(operating_rows(holdout["label"], scored["challenger"], scored.get("champion")))
     reason = "; ".join(decision.reasons)
     rules, now, stages = rollout.rules(), datetime.now(UTC), Rollout(reg)
     superseded = stages.retire_superseded(challenger.version, now)  # this challenger replaces any still under rollout

@@ -7,7 +7,7 @@ import dagster as dg
 
 from spam_assets.challenger import log_challenger
 from spam_assets.decision import gate_failures
-from spam_assets.defs.resources import LazyMlflowRun, ModelRegistry, PlatformStore, PromotionPolicy
+from spam_assets.defs.resources import LazyMlflowRun, ModelRegistry, OperatingPointPolicy, PlatformStore, PromotionPolicy
 from spam_assets.defs.keys import CLEANED_CORPUS, DRIFT_STATISTICS, TRAINED_MODEL
 from spam_assets.defs.retrain_policy import MAX_REASON, challenger_for, rides_with, verdict_of_run
 from spam_assets.defs.upstream import Handover, handed_over
@@ -20,7 +20,7 @@ from spam_assets.defs.run_tags import (
     TRIGGER_TAG,
 )
 from spam_assets.model.pipelines import candidate_pipelines
-from spam_assets.modeling import METRIC_NAMES, select_and_fit
+from spam_assets.modeling import METRIC_NAMES, select_and_fit, spam_probability
 from spam_assets.training_runs import end_failed
 
 
@@ -55,7 +55,9 @@ TRAINING_POOL = "trained_model"
                 "The challenger: every candidate pipeline (TF-IDF + MultinomialNB; linear SVM on word and "
                 "character n-grams, calibrated) cross-validated on the train split, the best refit and scored "
                 "on the holdout, logged to MLflow (params, metrics, confusion matrix, model with signature) "
-                "and registered as a new version of `spam-classifier` with alias `challenger`. Rides along in "
+                "and registered as a new version of `spam-classifier` with alias `challenger`, with its operating "
+                "point (the P(spam) thresholds of the spam and suspicious tiers for the target ham false-positive "
+                "rates of resource `operating_point`, chosen on the holdout) as version tags. Rides along in "
                 "each refresh run and trains there only when that run's drift verdict says drift or decay, "
                 "or no champion exists yet; "
                 "requested any other way (retrain job, timer, drift sensor, `ingest`, UI), only when the corpus has "
@@ -82,6 +84,7 @@ def trained_model(
     store: PlatformStore,
     registry: ModelRegistry,
     promotion: PromotionPolicy,
+    operating_point: OperatingPointPolicy,
     mlflow_run: dg.ResourceParam[Any],
 ):
     if TRAINED_MODEL not in context.selected_asset_keys:
@@ -110,7 +113,7 @@ def trained_model(
         return
     # Which corpus this run trains: if its process dies, the retry sensor reads it here.
     context.instance.add_run_tags(context.run.run_id, {CORPUS_VERSION_TAG: version})
-    yield _train(context, config, store, registry, promotion, mlflow_run, reason, upstream, version)
+    yield _train(context, config, store, registry, promotion, operating_point, mlflow_run, reason, upstream, version)
 
 
 def _not_training(context: dg.AssetExecutionContext, reason: str, hint: str = "") -> None:
@@ -125,6 +128,7 @@ def _train(
     store: PlatformStore,
     registry: ModelRegistry,
     promotion: PromotionPolicy,
+    operating: OperatingPointPolicy,
     mlflow_run: LazyMlflowRun,
     reason: str,
     upstream: Handover,
@@ -152,6 +156,9 @@ def _train(
         n_jobs=config.n_jobs,
         log=context.log.info,
     )
+    # The threshold serving labels spam from, chosen on the holdout for the target ham false-positive rate.
+    point = operating.choose(holdout["label"], spam_probability(result.model, holdout["text"].tolist()))
+    context.log.info(f"operating point: threshold {point.threshold:.4f}; {point.basis}")
     reg = registry.registry()
     # Started only now, so a step that fails before this leaves no MLflow run behind:
     # dagster-mlflow's MlFlow starts (or resumes) the MLflow run tagged with this Dagster run's id.
@@ -165,6 +172,7 @@ def _train(
             params={"seed": config.seed, "folds": config.folds, "candidates": ",".join(config.candidates)},
             n_train=len(train),
             n_holdout=len(holdout),
+            operating_point=point,
         )
     except BaseException as error:
         # End the MLflow run FAILED with the reason now: dagster-mlflow's cleanup cannot see the
@@ -198,6 +206,8 @@ def _train(
             ),
             "confusion_matrix": dg.MetadataValue.md(_confusion_md(result.holdout_confusion)),
             **{f"holdout_{k}": float(result.holdout_metrics[k]) for k in METRIC_NAMES},
+            **point.metrics(),
+            "operating_point": point.basis,
         },
         check_results=[
             dg.AssetCheckResult(
