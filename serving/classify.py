@@ -21,6 +21,7 @@ import grpc
 import numpy as np
 
 from serving.generated.spam.v1 import classifier_pb2 as pb
+from serving import verdicts
 from serving.heavy_pool import Job, ScoringPool, WorkerFailed, WorkerLost, WorkerRefused, score_in_chunks
 from spam_assets.traffic.verdict_ids import new_verdict_id
 from serving.wire import InvalidRequest
@@ -37,7 +38,7 @@ VerdictLog = Callable[
 
 log = logging.getLogger(__name__)
 
-THRESHOLD = 0.5
+THRESHOLD = 0.5  # the label threshold of a version without an operating point (serving.verdicts)
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 INTERNAL = grpc.StatusCode.INTERNAL.value[0]
 
@@ -144,7 +145,10 @@ def text_problem(text: str, max_bytes: int) -> str | None:
     return None
 
 
-def label_for(probability: float) -> str:
+def label_for(probability: float, champion: LoadedChampion | None = None) -> str:
+    """The label by `champion`'s operating threshold (0.5 without a champion or an operating point)."""
+    if champion is not None:
+        return champion.card.tiers.label(probability)
     return POSITIVE_LABEL if probability >= THRESHOLD else "ham"
 
 
@@ -165,10 +169,10 @@ def classify_one(
     if problem:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, problem)
     p = float(champion.scorer.scores([text])[0])
-    label, verdict_id = label_for(p), new_verdict_id()
+    verdict = verdicts.verdict(champion, p, new_verdict_id(), text if request.explain else None)
     if log is not None:
-        log(champion, (request.id,), (text,), (p,), (label,), (verdict_id,))
-    return pb.Verdict(label=label, spam_probability=p, model_version=champion.version, verdict_id=verdict_id)
+        log(champion, (request.id,), (text,), (p,), (verdict.label,), (verdict.verdict_id,))
+    return verdict
 
 
 def _score_isolating_failures(
@@ -199,13 +203,16 @@ def results_for(
     limits: Limits,
     unreadable: Sequence[str | None] | None = None,
     log: VerdictLog | None = None,
+    explain: Sequence[bool] | None = None,
 ) -> list[pb.Result]:
     """One Result per message, in order: a verdict, or an error status for a bad message.
 
-    `unreadable[i]`, when given, is why message i could not be read (invalid UTF-8).
+    `unreadable[i]`, when given, is why message i could not be read (invalid UTF-8);
+    `explain[i]` whether message i's verdict carries its explanation.
     The verdicts (not the errors) go to `log` when given.
     """
     unreadable = unreadable or [None] * len(messages)
+    explain = explain or [False] * len(messages)
     problems = [
         bad or text_problem(m.text, limits.max_text_bytes) for m, bad in zip(messages, unreadable, strict=True)
     ]
@@ -213,7 +220,6 @@ def results_for(
     scored = _score_isolating_failures(champion, good, limits) if good else []
     lost = scored if isinstance(scored, RequestError) else None
     scored_texts = zip(good, scored if lost is None else ())  # (text, score) of each message without a problem
-    version = champion.version
     results = []
     # The verdicts to log, column by column: appending to five lists allocates nothing the garbage collector
     # tracks, where a tuple per verdict made the collector run (and promote every live message) every batch.
@@ -222,7 +228,7 @@ def results_for(
     probabilities: list[float] = []
     labels: list[str] = []
     verdict_ids: list[str] = []
-    for message, problem in zip(messages, problems, strict=True):
+    for message, problem, explained in zip(messages, problems, explain, strict=True):
         if problem is None and lost is not None:
             status = pb.Status(code=lost.code.value[0], message=lost.message)
             results.append(pb.Result(id=message.id, error=status))
@@ -231,8 +237,8 @@ def results_for(
             if isinstance(score, str):
                 results.append(pb.Result(id=message.id, error=pb.Status(code=INTERNAL, message=score)))
             else:
-                client_id, label, verdict_id = message.id, label_for(score), new_verdict_id()
-                verdict = pb.Verdict(label=label, spam_probability=score, model_version=version, verdict_id=verdict_id)
+                verdict = verdicts.verdict(champion, score, new_verdict_id(), text if explained else None)
+                client_id, label, verdict_id = message.id, verdict.label, verdict.verdict_id
                 results.append(pb.Result(id=client_id, verdict=verdict))
                 if log is not None:
                     ids.append(client_id)
@@ -283,15 +289,18 @@ def responses_for(
     parts = [readable(request, limits) for request in requests]
     messages = [m for part, _ in parts for m in part]
     unreadable = [why for _, part in parts for why in part]
+    explain = [wants_explanation(request) for request, (part, _) in zip(requests, parts, strict=True) for _ in part]
     picked = canary[2](messages) if canary is not None else None
     if not picked or not any(picked):
-        results = results_for(champion, messages, limits, unreadable, log)
+        results = results_for(champion, messages, limits, unreadable, log, explain)
     else:
         results = [None] * len(messages)
         for model, model_log, answers in ((champion, log, False), (canary[0], canary[1], True)):
             at = [i for i, chosen in enumerate(picked) if chosen is answers]
             if at:
-                some = results_for(model, [messages[i] for i in at], limits, [unreadable[i] for i in at], model_log)
+                some = results_for(
+                    model, [messages[i] for i in at], limits, [unreadable[i] for i in at], model_log, [explain[i] for i in at]
+                )
                 for i, result in zip(at, some, strict=True):
                     results[i] = result
     responses, start = [], 0
@@ -300,6 +309,12 @@ def responses_for(
         responses.append(pb.ClassifyStreamResponse(results=results[start:end]))
         start = end
     return responses
+
+
+def wants_explanation(request: pb.ClassifyStreamRequest | InvalidRequest) -> bool:
+    if isinstance(request, InvalidRequest):
+        return request.request is not None and request.request.explain
+    return request.explain
 
 
 def message_count(request: pb.ClassifyStreamRequest | InvalidRequest) -> int:

@@ -4,13 +4,16 @@
     spam-classify --file messages.txt              # one message per line
     spam-classify < messages.jsonl                 # {"id": ..., "text": ...} per line
     spam-classify --target host:50051 --tls-ca ca.pem --file big.txt > verdicts.jsonl
+    spam-classify --explain "WINNER! claim your prize"   # and the n-grams that moved each verdict
     spam-classify report VERDICT_ID spam --reporter alice --reason "phishing"
     spam-classify report --text "the message" ham  # a message without a verdict id
 
 Messages go over one ClassifyStream call in batches (--batch-size); one JSON
-line per message comes out, in input order: id, label, spam_probability,
-model_version and verdict_id (the server's id of the verdict, for
-`spam-classify report`), or id and error. Exit status 0 when every message was
+line per message comes out, in input order: id, label, tier (ham,
+suspicious or spam, by the model version's operating point),
+spam_probability, model_version and verdict_id (the server's id of the
+verdict, for `spam-classify report`), with --explain also `explanation`
+(the n-grams that moved P(spam), with signed weights), or id and error. Exit status 0 when every message was
 classified, 1 when some were rejected, 2 when the call failed.
 The token comes from --token or $SPAM_SERVING_TOKEN.
 
@@ -63,7 +66,7 @@ def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
 
 
 def stream_requests(
-    messages: Iterable[tuple[str, str]], batch_size: int, max_bytes: int = MAX_REQUEST_BYTES
+    messages: Iterable[tuple[str, str]], batch_size: int, max_bytes: int = MAX_REQUEST_BYTES, explain: bool = False
 ) -> Iterator[pb.ClassifyStreamRequest]:
     """Group (id, text) pairs into stream requests of at most batch_size messages and max_bytes serialized."""
     batch: list[pb.Message] = []
@@ -72,12 +75,12 @@ def stream_requests(
         message = pb.Message(id=message_id, text=text)
         grows = message.ByteSize() + 6  # the field's tag and length
         if batch and (len(batch) >= batch_size or size + grows > max_bytes):
-            yield pb.ClassifyStreamRequest(messages=batch)
+            yield pb.ClassifyStreamRequest(messages=batch, explain=explain)
             batch, size = [], 0
         batch.append(message)
         size += grows
     if batch:
-        yield pb.ClassifyStreamRequest(messages=batch)
+        yield pb.ClassifyStreamRequest(messages=batch, explain=explain)
 
 
 # A server that is full or restarting says so with these; the call can be made again.
@@ -166,8 +169,11 @@ class ClassifierClient:
         self.stub = pb_grpc.ClassifierStub(self.channel)
         self.metadata = auth_metadata(token)
 
-    def classify(self, text: str, message_id: str = "", timeout: float | None = None) -> pb.ClassifyResponse:
-        return self.stub.Classify(pb.ClassifyRequest(text=text, id=message_id), timeout=timeout, metadata=self.metadata)
+    def classify(
+        self, text: str, message_id: str = "", timeout: float | None = None, explain: bool = False
+    ) -> pb.ClassifyResponse:
+        request = pb.ClassifyRequest(text=text, id=message_id, explain=explain)
+        return self.stub.Classify(request, timeout=timeout, metadata=self.metadata)
 
     def report(
         self,
@@ -189,6 +195,7 @@ class ClassifierClient:
         timeout: float | None = None,
         backoff: Backoff | None = Backoff(),
         on_retry: Callable[[grpc.RpcError, float], None] | None = None,
+        explain: bool = False,
     ) -> Iterator[pb.Result]:
         """One Result per (id, text), in input order; raises grpc.RpcError if the call fails.
 
@@ -203,7 +210,7 @@ class ClassifierClient:
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             responses = self.stub.ClassifyStream(
-                stream_requests(feed.for_call(), batch_size), timeout=remaining, metadata=self.metadata
+                stream_requests(feed.for_call(), batch_size, explain=explain), timeout=remaining, metadata=self.metadata
             )
             try:
                 for response in responses:
@@ -241,13 +248,20 @@ class ClassifierClient:
 def result_json(result: pb.Result) -> dict:
     if result.WhichOneof("outcome") == "verdict":
         v = result.verdict
-        return {
+        record = {
             "id": result.id,
             "label": v.label,
+            "tier": v.tier,
             "spam_probability": round(v.spam_probability, 6),
             "model_version": v.model_version,
             "verdict_id": v.verdict_id,
         }
+        if v.HasField("explanation"):
+            e = v.explanation
+            record["explanation"] = [{"ngram": f.ngram, "kind": f.kind, "weight": round(f.weight, 4)} for f in e.features]
+            if e.note:
+                record["explanation_note"] = e.note
+        return record
     return {
         "id": result.id,
         "error": {"code": _CODE_NAMES.get(result.error.code, str(result.error.code)), "message": result.error.message},
@@ -376,6 +390,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="messages per stream request (default: %(default)s)")
     p.add_argument("--deadline", type=float, default=None, help="seconds the whole call may take (default: none)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    p.add_argument("--explain", action="store_true", help="add each verdict's top n-grams and their weights (slower)")
     return p
 
 
@@ -486,7 +501,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with ClassifierClient(args.target, token, args.tls_ca, args.tls) as client:
-            results = client.classify_stream(guarded(messages), args.batch_size, args.deadline, on_retry=retrying)
+            results = client.classify_stream(
+                guarded(messages), args.batch_size, args.deadline, on_retry=retrying, explain=args.explain
+            )
             for result in results:
                 write_unreadable()
                 in_order.popleft()  # the message this result answers

@@ -1,10 +1,14 @@
 """Plain functions behind the Open Inference Protocol (KServe v2) service.
 
 The model takes one BYTES input `text` (shape [N] or [N, 1], UTF-8 texts)
-and gives three outputs, all shape [N]: `label` (BYTES, "ham"/"spam"),
-`probability` (FP32, P(spam)) and `verdict_id` (BYTES, the server-assigned
-UUIDv7 of each verdict, see spam_assets/traffic/verdict_ids.py). A request that names
-outputs gets those, in its order; one that names none gets all three.
+and gives four outputs, all shape [N]: `label` (BYTES, "ham"/"spam", by the
+version's operating threshold), `probability` (FP32, P(spam)), `verdict_id`
+(BYTES, the server-assigned UUIDv7 of each verdict, see
+spam_assets/traffic/verdict_ids.py) and `tier` (BYTES, "ham"/"suspicious"/"spam").
+A fifth, `explanation` (BYTES, one JSON object per text: {"features":
+[{"ngram", "kind", "weight"}, ...]}), is given only when asked for: it costs
+scoring time. A request that names outputs gets those, in its order; one
+that names none gets the four.
 
 BYTES tensors come either typed (`contents.bytes_contents`, one entry per
 element) or raw (`raw_input_contents[i]`: per element a 4-byte little-endian
@@ -29,10 +33,10 @@ from serving.classify import (
     RequestError,
     VerdictLog,
     budget_problem,
-    label_for,
     spam_probabilities,
     text_problem,
 )
+from serving import verdicts
 from serving.generated.inference import grpc_predict_v2_pb2 as pb
 from spam_assets.traffic.verdict_ids import new_verdict_ids
 
@@ -40,8 +44,9 @@ if TYPE_CHECKING:
     from serving.watcher import LoadedChampion
 
 INPUT = "text"
-OUTPUTS = ("label", "probability", "verdict_id")
-DATATYPES = {"label": "BYTES", "probability": "FP32", "verdict_id": "BYTES"}
+OUTPUTS = ("label", "probability", "verdict_id", "tier")  # what a request naming none gets
+OPTIONAL_OUTPUTS = ("explanation",)  # only when named
+DATATYPES = {"label": "BYTES", "probability": "FP32", "verdict_id": "BYTES", "tier": "BYTES", "explanation": "BYTES"}
 PLATFORM = "sklearn"
 SERVER_NAME = "spam-platform"
 
@@ -88,7 +93,8 @@ def model_metadata(
         {"scorer": pb.InferParameter(string_param=champion.scorer.name),
          "scorer_reason": pb.InferParameter(string_param=champion.scorer.reason),
          "alias_version": pb.InferParameter(string_param=champion.resolution.alias_version),
-         "fallback_reason": pb.InferParameter(string_param=champion.resolution.reason)}
+         "fallback_reason": pb.InferParameter(string_param=champion.resolution.reason),
+         **operating_point_parameters(champion)}
         if champion
         else {}
     )  # fmt: skip
@@ -105,9 +111,20 @@ def model_metadata(
         versions=versions,
         platform=PLATFORM,
         inputs=[tensor(name=INPUT, datatype="BYTES", shape=[-1])],
-        outputs=[tensor(name=name, datatype=DATATYPES[name], shape=[-1]) for name in OUTPUTS],
+        outputs=[tensor(name=name, datatype=DATATYPES[name], shape=[-1]) for name in (*OUTPUTS, *OPTIONAL_OUTPUTS)],
         parameters=parameters,
     )
+
+
+def operating_point_parameters(champion: LoadedChampion) -> dict[str, pb.InferParameter]:
+    """The thresholds the version labels and tiers by (serving.verdicts), as ModelMetadata parameters."""
+    tiers = champion.card.tiers
+    return {
+        "operating_threshold": pb.InferParameter(double_param=tiers.threshold),
+        "suspicious_threshold": pb.InferParameter(double_param=tiers.suspicious_from),
+        "operating_point_source": pb.InferParameter(string_param=tiers.source),
+        "operating_point_basis": pb.InferParameter(string_param=tiers.basis),
+    }
 
 
 def _element_count(shape: Sequence[int]) -> int:
@@ -198,9 +215,11 @@ def requested_outputs(request: pb.ModelInferRequest) -> list[str]:
     that look tensors up by name, so it is refused rather than answered twice.
     """
     names = [o.name for o in request.outputs] or list(OUTPUTS)
-    unknown = [n for n in names if n not in OUTPUTS]
+    unknown = [n for n in names if n not in DATATYPES]
     if unknown:
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"unknown outputs {unknown}; the model has {list(OUTPUTS)}")
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"unknown outputs {unknown}; the model has {[*OUTPUTS, *OPTIONAL_OUTPUTS]}"
+        )
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"outputs {repeated} requested more than once; ask for each once")
@@ -238,7 +257,8 @@ def respond(
 ) -> pb.ModelInferResponse:
     """Score a parsed request's texts with `champion` (whichever model answers it) and build the response."""
     probabilities = spam_probabilities(champion, texts, limits.max_batch, limits.heavy) if texts else np.empty(0)
-    labels = [label_for(p) for p in probabilities.tolist()]
+    tiers = verdicts.tiers_of(champion)
+    labels = [tiers.label(p) for p in probabilities.tolist()]
     verdict_ids = new_verdict_ids(len(texts))
     if log is not None and texts:
         log(champion, [request.id] * len(texts), texts, probabilities.tolist(), labels, verdict_ids)
@@ -256,8 +276,19 @@ def respond(
                 response.raw_output_contents.append(b"".join(_RAW_LABELS[label] for label in labels))
             else:
                 tensor.contents.bytes_contents.extend(label.encode() for label in labels)
-        elif raw:
-            response.raw_output_contents.append(encode_raw_bytes([v.encode() for v in verdict_ids]))
         else:
-            tensor.contents.bytes_contents.extend(v.encode() for v in verdict_ids)
+            values = _bytes_output(name, champion, texts, probabilities, verdict_ids)
+            if raw:
+                response.raw_output_contents.append(encode_raw_bytes(values))
+            else:
+                tensor.contents.bytes_contents.extend(values)
     return response
+
+
+def _bytes_output(name: str, champion: LoadedChampion, texts, probabilities: np.ndarray, verdict_ids) -> list[bytes]:
+    if name == "verdict_id":
+        return [v.encode() for v in verdict_ids]
+    if name == "tier":
+        tiers = verdicts.tiers_of(champion)
+        return [tiers.tier(p).encode() for p in probabilities.tolist()]
+    return [verdicts.explanation_json(champion, text).encode() for text in texts]  # explanation

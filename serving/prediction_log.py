@@ -76,6 +76,7 @@ WRITE_INTERVAL_S = 0.1
 _ascii = json.encoder.encode_basestring_ascii  # C-accelerated: a JSON string, non-ASCII as \u escapes
 _hexdigest = type(hashlib.sha256()).hexdigest
 _LABELS = {label: _ascii(label) for label in ("spam", "ham")}
+_TIERS = {tier: _ascii(tier) for tier in ("ham", "suspicious", "spam")}
 
 # Segments being written by the logs of this process: never orphans, even to another log of the same
 # process on the same folder (same host, same pid).
@@ -130,13 +131,15 @@ def _lines(batch: _Batch, log_text: bool) -> str:
     p = list(map(float, batch.probabilities))  # numpy scalars too: repr(np.float64) is not a JSON number
     probabilities = map(repr, p) if all(map(math.isfinite, p)) else [repr(x) if math.isfinite(x) else "null" for x in p]
     labels = [_LABELS.get(label) or _ascii(label) for label in batch.labels]
+    tier_of = champion.card.tiers.tier  # here, on the writer's thread: nothing added to the request's
+    tiers = [_TIERS[tier_of(x)] if math.isfinite(x) else "null" for x in p]
     shown = map(_ascii, texts) if log_text else ["null"] * len(texts)
-    rollout = f'"role":{_ascii(batch.role)},"served":{"true" if batch.served else "false"}}}\n'
+    rollout = f'"role":{_ascii(batch.role)},"served":{"true" if batch.served else "false"}'
     return "".join([
         f'{{"verdict_id":"{verdict_id}","client_id":{client_id},{common}"spam_probability":{probability},'
-        f'"label":{label},"latency_ms":{latency},"text_sha256":"{digest}","text":{text},{rollout}'
-        for verdict_id, client_id, probability, label, digest, text in zip(
-            batch.verdict_ids, map(_ascii, batch.client_ids), probabilities, labels, digests, shown, strict=True
+        f'"label":{label},"latency_ms":{latency},"text_sha256":"{digest}","text":{text},{rollout},"tier":{tier}}}\n'
+        for verdict_id, client_id, probability, label, digest, text, tier in zip(
+            batch.verdict_ids, map(_ascii, batch.client_ids), probabilities, labels, digests, shown, tiers, strict=True
         )
     ])  # fmt: skip
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from serving import classify, oip
+from serving import classify, oip, verdicts
 from serving.admission import StreamAdmission, client_of
 from serving.watcher import ChampionWatcher, LoadedChampion
 from serving.classify import Limits, RequestError, VerdictLog
@@ -79,6 +79,7 @@ def champion_message(champion: LoadedChampion, challenger: pb.Challenger | None 
         alias_version=champion.resolution.alias_version,
         fallback_reason=champion.resolution.reason,
         challenger=challenger,
+        operating_point=verdicts.operating_point(champion),
     )
 
 

@@ -79,6 +79,7 @@ SCHEMA = pa.schema(
         ("text", pa.string()),
         ("role", pa.string()),  # which alias answered: "challenger" for a canary verdict
         ("served", pa.bool_()),  # always true in a table: unserved (shadow) records are left out
+        ("tier", pa.string()),
         (SEGMENT, pa.string()),
     ]
 )
@@ -207,6 +208,8 @@ def compact_hour(directory: Path | str, start: dt.datetime, candidates: Iterable
     if not tables:
         return result
     table = pa.concat_tables(tables)
+    # Records written before tiers existed have none: they were given with two tiers, the label's.
+    table = table.set_column(table.schema.get_field_index("tier"), "tier", pc.coalesce(table["tier"], table["label"]))
     repeated = table.column("verdict_id").to_pandas().duplicated(keep="first").to_numpy()
     result.duplicates = int(repeated.sum())
     if result.duplicates:

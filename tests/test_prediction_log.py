@@ -32,12 +32,17 @@ from serving.generated.spam.v1 import classifier_pb2 as pb
 from serving.generated.spam.v1 import classifier_pb2_grpc as pb_grpc
 from serving.prediction_log import PredictionLog
 from serving.server import start
+from spam_assets.model.operating_point import Tiers
 from spam_assets.traffic.prediction_files import FIELDS, find, read_predictions, segments
 from spam_assets.traffic.verdict_ids import new_verdict_id, new_verdict_ids, parse_verdict_id, verdict_time
 
 SPAM = "WINNER! You have won a guaranteed £1000 cash prize. Call 09061701461 now to claim"
 HAM = "are we still on for lunch tomorrow? see you at home later"
-CHAMPION = SimpleNamespace(card=SimpleNamespace(name="spam-classifier"), version="7", scorer=SimpleNamespace(name="lean"))
+# An operating point that puts the records' P(spam) 0.25 in the suspicious tier (label ham).
+TIERS = Tiers(threshold=0.3, suspicious_from=0.2, source="tags")
+CHAMPION = SimpleNamespace(
+    card=SimpleNamespace(name="spam-classifier", tiers=TIERS), version="7", scorer=SimpleNamespace(name="lean")
+)
 
 
 def _record(log: PredictionLog, n: int, api: str = "Classify", text: str = HAM) -> list[str]:
@@ -91,6 +96,7 @@ def test_records_land_in_published_segments_with_every_field(tmp_path):
     assert (row["model_name"], row["model_version"], row["scorer"], row["api"]) == ("spam-classifier", "7", "lean", "Classify")
     assert row["text"] == SPAM and row["text_sha256"] == hashlib.sha256(SPAM.encode()).hexdigest()
     assert row["spam_probability"] == 0.25 and row["label"] == "ham" and row["latency_ms"] >= 0
+    assert row["tier"] == "suspicious"  # by the version's operating point, beside the label
     assert str(frame["time"].dtype) == "datetime64[ns, UTC]"
     assert set(frame["client_id"]) == {"c0", "c1", "c2"}  # strings stay strings, not numbers
 

@@ -59,6 +59,8 @@ def test_liveness_readiness_and_metadata(channel, served):
         ("label", "BYTES", [-1]),
         ("probability", "FP32", [-1]),
         ("verdict_id", "BYTES", [-1]),
+        ("tier", "BYTES", [-1]),
+        ("explanation", "BYTES", [-1]),  # optional: only when asked for
     ]
 
 
@@ -71,19 +73,23 @@ def test_model_infer_typed_and_raw(channel, served, raw):
         ("label", "BYTES", [3]),
         ("probability", "FP32", [3]),
         ("verdict_id", "BYTES", [3]),
+        ("tier", "BYTES", [3]),
     ]
     if raw:
-        assert len(response.raw_output_contents) == 3
+        assert len(response.raw_output_contents) == 4
         assert not response.outputs[0].HasField("contents")
         labels = [b.decode() for b in decode_raw_bytes(response.raw_output_contents[0], 3)]
         probabilities = np.frombuffer(response.raw_output_contents[1], dtype="<f4")
         verdict_ids = [b.decode() for b in decode_raw_bytes(response.raw_output_contents[2], 3)]
+        tiers = [b.decode() for b in decode_raw_bytes(response.raw_output_contents[3], 3)]
     else:
         assert not response.raw_output_contents
         labels = [b.decode() for b in response.outputs[0].contents.bytes_contents]
         probabilities = np.array(response.outputs[1].contents.fp32_contents)
         verdict_ids = [b.decode() for b in response.outputs[2].contents.bytes_contents]
+        tiers = [b.decode() for b in response.outputs[3].contents.bytes_contents]
     assert labels == ["spam", "ham", "spam"]
+    assert tiers == labels  # this version has no operating point: 0.5, no suspicious tier
     assert probabilities[0] > 0.5 > probabilities[1]
     assert all(parse_verdict_id(v) for v in verdict_ids) and sorted(set(verdict_ids)) == verdict_ids
 
@@ -217,6 +223,6 @@ def test_stock_tritonclient_works_unchanged(served):
     assert out["labels"] == ["spam", "ham"]
     assert out["probabilities"][0] > 0.5 > out["probabilities"][1]
     assert len(out["verdict_ids"]) == 2 and all(parse_verdict_id(v) for v in out["verdict_ids"])
-    assert out["default_outputs"] == ["label", "probability", "verdict_id"]
+    assert out["default_outputs"] == ["label", "probability", "verdict_id", "tier"]
     assert out["bad_status"] == "StatusCode.INVALID_ARGUMENT" and "INT32" in out["bad_message"]
     assert out["missing_status"] == "StatusCode.NOT_FOUND"

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from serving.prediction_log import PredictionLog
+from spam_assets.model.operating_point import Tiers
 from spam_assets.traffic.prediction_files import NAME, segments
 from spam_assets.traffic.verdict_ids import new_verdict_ids
 
@@ -26,8 +27,9 @@ HAM = "are we still on for lunch tomorrow?\nsee you at home later"
 
 
 def champion(version: str = "7") -> SimpleNamespace:
-    """What a record needs of a loaded champion: its name, version and scorer name."""
-    return SimpleNamespace(card=SimpleNamespace(name="spam-classifier"), version=version, scorer=SimpleNamespace(name="lean"))
+    """What a record needs of a loaded champion: its name, tiers (0.5, none stored), version and scorer name."""
+    card = SimpleNamespace(name="spam-classifier", tiers=Tiers())
+    return SimpleNamespace(card=card, version=version, scorer=SimpleNamespace(name="lean"))
 
 
 def write_segment(

@@ -12,6 +12,8 @@ serving reads them through it and imports nothing else of `spam_assets` but
 - `artifact`      a stored model's files: format, allow-list and sha256 checks; skops loading.
 - `verify`        `load_verified`, the gate: artifact checks, loading, probe messages, the scorer.
 - `tags`          tag keys on MLflow runs and model versions.
+- `operating_point` the threshold chosen for a target ham false-positive rate; the action tiers serving gives.
+- `explain`       the n-grams of a text that moved its P(spam), with signed weights (lean scorer only).
 - `registry`      the MLflow registry conventions: model name, aliases, cards, `load_verified` by version.
 - `last_good`     which version serves when the alias names one that cannot: the last good model.
 """

@@ -182,6 +182,7 @@ class Tiers:
     threshold: float = DEFAULT_THRESHOLD
     suspicious_from: float = DEFAULT_THRESHOLD
     source: str = "default"  # "tags": the version's own operating point; "default": none stored, 0.5
+    basis: str = "no operating point stored with this version: label spam from 0.5, no suspicious tier"
 
     def label(self, probability: float) -> str:
         return POSITIVE_LABEL if probability >= self.threshold else "ham"
@@ -209,7 +210,16 @@ class Tiers:
                 f"tag {TAG_SUSPICIOUS_THRESHOLD}={raw_suspicious!r} is above {TAG_OPERATING_THRESHOLD}={raw_threshold!r}: "
                 "the suspicious tier must start at or below the spam threshold"
             )
-        return cls(threshold, suspicious, "tags")
+        return cls(threshold, suspicious, "tags", _basis(tags.get(TAG_OPERATING_POINT)))
+
+
+def _basis(raw: str | None) -> str:
+    """The `basis` of the operating point's JSON tag: for people only, so anything unreadable is just not shown."""
+    try:
+        basis = json.loads(raw or "{}").get("basis", "")
+    except (ValueError, AttributeError):
+        return ""
+    return basis if isinstance(basis, str) else ""
 
 
 def _probability(tag: str, raw: str) -> float:

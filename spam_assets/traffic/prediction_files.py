@@ -35,9 +35,11 @@ if TYPE_CHECKING:
 # server runs with --log-text off. `role` is the alias the scoring model held
 # (champion or challenger); `served` is true for the verdict the caller got,
 # false for a shadow verdict of the other model (same verdict_id and text).
+# `tier` is the action tier (ham / suspicious / spam) by the version's operating
+# point: records written before it existed read with their label as tier (`with_default_tiers`).
 FIELDS = (
     "verdict_id", "client_id", "api", "time", "model_name", "model_version", "scorer",
-    "spam_probability", "label", "latency_ms", "text_sha256", "text", "role", "served",
+    "spam_probability", "label", "latency_ms", "text_sha256", "text", "role", "served", "tier",
 )  # fmt: skip
 # What a record written before the staged rollout stands for: the champion's verdict, served.
 DEFAULTS = {"role": "champion", "served": True}
@@ -121,8 +123,9 @@ def read_predictions(
         frame[column] = frame[column].astype(object).where(frame[column].notna(), default)
     frame["served"] = frame["served"].astype(bool)
     frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601")
-    for column in ("verdict_id", "client_id", "api", "model_name", "model_version", "scorer", "label", "text_sha256", "role"):
+    for column in ("verdict_id", "client_id", "api", "model_name", "model_version", "scorer", "label", "text_sha256", "role", "tier"):
         frame[column] = frame[column].astype("string")
+    frame["tier"] = frame["tier"].fillna(frame["label"])  # old records: two tiers, the label's
     return frame
 
 

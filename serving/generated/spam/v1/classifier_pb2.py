@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18spam/v1/classifier.proto\x12\x07spam.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"+\n\x0f\x43lassifyRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"A\n\x10\x43lassifyResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x07verdict\x18\x02 \x01(\x0b\x32\x10.spam.v1.Verdict\"]\n\x07Verdict\x12\r\n\x05label\x18\x01 \x01(\t\x12\x18\n\x10spam_probability\x18\x02 \x01(\x01\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x12\n\nverdict_id\x18\x04 \x01(\t\"#\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\";\n\x15\x43lassifyStreamRequest\x12\"\n\x08messages\x18\x01 \x03(\x0b\x32\x10.spam.v1.Message\":\n\x16\x43lassifyStreamResponse\x12 \n\x07results\x18\x01 \x03(\x0b\x32\x0f.spam.v1.Result\"f\n\x06Result\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x07verdict\x18\x02 \x01(\x0b\x32\x10.spam.v1.VerdictH\x00\x12 \n\x05\x65rror\x18\x03 \x01(\x0b\x32\x0f.spam.v1.StatusH\x00\x42\t\n\x07outcome\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"b\n\rReportRequest\x12\x12\n\nverdict_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12\x10\n\x08reporter\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"4\n\x0eReportResponse\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x14\n\x12GetChampionRequest\"\x16\n\x14WatchChampionRequest\"\xb6\x03\n\x08\x43hampion\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x16\n\x0e\x64\x61gster_run_id\x18\x04 \x01(\t\x12\x1b\n\x13\x63orpus_data_version\x18\x05 \x01(\t\x12/\n\x07metrics\x18\x06 \x03(\x0b\x32\x1e.spam.v1.Champion.MetricsEntry\x12-\n\tloaded_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tcandidate\x18\x08 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\t \x01(\t\x12\x1f\n\x06scorer\x18\n \x01(\x0b\x32\x0f.spam.v1.Scorer\x12\r\n\x05\x61lias\x18\x0b \x01(\t\x12\x15\n\ralias_version\x18\x0c \x01(\t\x12\x17\n\x0f\x66\x61llback_reason\x18\r \x01(\t\x12\'\n\nchallenger\x18\x0e \x01(\x0b\x32\x13.spam.v1.Challenger\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xaa\x01\n\nChallenger\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61nary_share\x18\x03 \x01(\x01\x12\x1a\n\x12stage_canary_share\x18\x04 \x01(\x01\x12\x13\n\x0bstage_since\x18\x05 \x01(\t\x12\x14\n\x0cshadow_share\x18\x06 \x01(\x01\x12\x0e\n\x06loaded\x18\x07 \x01(\x08\x12\x0f\n\x07refusal\x18\x08 \x01(\t\"&\n\x06Scorer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2\xe3\x02\n\nClassifier\x12?\n\x08\x43lassify\x12\x18.spam.v1.ClassifyRequest\x1a\x19.spam.v1.ClassifyResponse\x12U\n\x0e\x43lassifyStream\x12\x1e.spam.v1.ClassifyStreamRequest\x1a\x1f.spam.v1.ClassifyStreamResponse(\x01\x30\x01\x12=\n\x0bGetChampion\x12\x1b.spam.v1.GetChampionRequest\x1a\x11.spam.v1.Champion\x12\x43\n\rWatchChampion\x12\x1d.spam.v1.WatchChampionRequest\x1a\x11.spam.v1.Champion0\x01\x12\x39\n\x06Report\x12\x16.spam.v1.ReportRequest\x1a\x17.spam.v1.ReportResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18spam/v1/classifier.proto\x12\x07spam.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"<\n\x0f\x43lassifyRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0f\n\x07\x65xplain\x18\n \x01(\x08\"A\n\x10\x43lassifyResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x07verdict\x18\x02 \x01(\x0b\x32\x10.spam.v1.Verdict\"\x96\x01\n\x07Verdict\x12\r\n\x05label\x18\x01 \x01(\t\x12\x18\n\x10spam_probability\x18\x02 \x01(\x01\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x12\n\nverdict_id\x18\x04 \x01(\t\x12\x0c\n\x04tier\x18\n \x01(\t\x12)\n\x0b\x65xplanation\x18\x0b \x01(\x0b\x32\x14.spam.v1.Explanation\"?\n\x0b\x45xplanation\x12\"\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32\x10.spam.v1.Feature\x12\x0c\n\x04note\x18\x02 \x01(\t\"6\n\x07\x46\x65\x61ture\x12\r\n\x05ngram\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"#\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"L\n\x15\x43lassifyStreamRequest\x12\"\n\x08messages\x18\x01 \x03(\x0b\x32\x10.spam.v1.Message\x12\x0f\n\x07\x65xplain\x18\n \x01(\x08\":\n\x16\x43lassifyStreamResponse\x12 \n\x07results\x18\x01 \x03(\x0b\x32\x0f.spam.v1.Result\"f\n\x06Result\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x07verdict\x18\x02 \x01(\x0b\x32\x10.spam.v1.VerdictH\x00\x12 \n\x05\x65rror\x18\x03 \x01(\x0b\x32\x0f.spam.v1.StatusH\x00\x42\t\n\x07outcome\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"b\n\rReportRequest\x12\x12\n\nverdict_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12\x10\n\x08reporter\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"4\n\x0eReportResponse\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x14\n\x12GetChampionRequest\"\x16\n\x14WatchChampionRequest\"\xe8\x03\n\x08\x43hampion\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x16\n\x0e\x64\x61gster_run_id\x18\x04 \x01(\t\x12\x1b\n\x13\x63orpus_data_version\x18\x05 \x01(\t\x12/\n\x07metrics\x18\x06 \x03(\x0b\x32\x1e.spam.v1.Champion.MetricsEntry\x12-\n\tloaded_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tcandidate\x18\x08 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\t \x01(\t\x12\x1f\n\x06scorer\x18\n \x01(\x0b\x32\x0f.spam.v1.Scorer\x12\r\n\x05\x61lias\x18\x0b \x01(\t\x12\x15\n\ralias_version\x18\x0c \x01(\t\x12\x17\n\x0f\x66\x61llback_reason\x18\r \x01(\t\x12\'\n\nchallenger\x18\x0e \x01(\x0b\x32\x13.spam.v1.Challenger\x12\x30\n\x0foperating_point\x18\x14 \x01(\x0b\x32\x17.spam.v1.OperatingPoint\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xaa\x01\n\nChallenger\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61nary_share\x18\x03 \x01(\x01\x12\x1a\n\x12stage_canary_share\x18\x04 \x01(\x01\x12\x13\n\x0bstage_since\x18\x05 \x01(\t\x12\x14\n\x0cshadow_share\x18\x06 \x01(\x01\x12\x0e\n\x06loaded\x18\x07 \x01(\x08\x12\x0f\n\x07refusal\x18\x08 \x01(\t\"[\n\x0eOperatingPoint\x12\x11\n\tthreshold\x18\x01 \x01(\x01\x12\x17\n\x0fsuspicious_from\x18\x02 \x01(\x01\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\r\n\x05\x62\x61sis\x18\x04 \x01(\t\"&\n\x06Scorer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2\xe3\x02\n\nClassifier\x12?\n\x08\x43lassify\x12\x18.spam.v1.ClassifyRequest\x1a\x19.spam.v1.ClassifyResponse\x12U\n\x0e\x43lassifyStream\x12\x1e.spam.v1.ClassifyStreamRequest\x1a\x1f.spam.v1.ClassifyStreamResponse(\x01\x30\x01\x12=\n\x0bGetChampion\x12\x1b.spam.v1.GetChampionRequest\x1a\x11.spam.v1.Champion\x12\x43\n\rWatchChampion\x12\x1d.spam.v1.WatchChampionRequest\x1a\x11.spam.v1.Champion0\x01\x12\x39\n\x06Report\x12\x16.spam.v1.ReportRequest\x1a\x17.spam.v1.ReportResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,37 +35,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHAMPION_METRICSENTRY']._loaded_options = None
   _globals['_CHAMPION_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_CLASSIFYREQUEST']._serialized_start=70
-  _globals['_CLASSIFYREQUEST']._serialized_end=113
-  _globals['_CLASSIFYRESPONSE']._serialized_start=115
-  _globals['_CLASSIFYRESPONSE']._serialized_end=180
-  _globals['_VERDICT']._serialized_start=182
-  _globals['_VERDICT']._serialized_end=275
-  _globals['_MESSAGE']._serialized_start=277
-  _globals['_MESSAGE']._serialized_end=312
-  _globals['_CLASSIFYSTREAMREQUEST']._serialized_start=314
-  _globals['_CLASSIFYSTREAMREQUEST']._serialized_end=373
-  _globals['_CLASSIFYSTREAMRESPONSE']._serialized_start=375
-  _globals['_CLASSIFYSTREAMRESPONSE']._serialized_end=433
-  _globals['_RESULT']._serialized_start=435
-  _globals['_RESULT']._serialized_end=537
-  _globals['_STATUS']._serialized_start=539
-  _globals['_STATUS']._serialized_end=578
-  _globals['_REPORTREQUEST']._serialized_start=580
-  _globals['_REPORTREQUEST']._serialized_end=678
-  _globals['_REPORTRESPONSE']._serialized_start=680
-  _globals['_REPORTRESPONSE']._serialized_end=732
-  _globals['_GETCHAMPIONREQUEST']._serialized_start=734
-  _globals['_GETCHAMPIONREQUEST']._serialized_end=754
-  _globals['_WATCHCHAMPIONREQUEST']._serialized_start=756
-  _globals['_WATCHCHAMPIONREQUEST']._serialized_end=778
-  _globals['_CHAMPION']._serialized_start=781
-  _globals['_CHAMPION']._serialized_end=1219
-  _globals['_CHAMPION_METRICSENTRY']._serialized_start=1173
-  _globals['_CHAMPION_METRICSENTRY']._serialized_end=1219
-  _globals['_CHALLENGER']._serialized_start=1222
-  _globals['_CHALLENGER']._serialized_end=1392
-  _globals['_SCORER']._serialized_start=1394
-  _globals['_SCORER']._serialized_end=1432
-  _globals['_CLASSIFIER']._serialized_start=1435
-  _globals['_CLASSIFIER']._serialized_end=1790
+  _globals['_CLASSIFYREQUEST']._serialized_end=130
+  _globals['_CLASSIFYRESPONSE']._serialized_start=132
+  _globals['_CLASSIFYRESPONSE']._serialized_end=197
+  _globals['_VERDICT']._serialized_start=200
+  _globals['_VERDICT']._serialized_end=350
+  _globals['_EXPLANATION']._serialized_start=352
+  _globals['_EXPLANATION']._serialized_end=415
+  _globals['_FEATURE']._serialized_start=417
+  _globals['_FEATURE']._serialized_end=471
+  _globals['_MESSAGE']._serialized_start=473
+  _globals['_MESSAGE']._serialized_end=508
+  _globals['_CLASSIFYSTREAMREQUEST']._serialized_start=510
+  _globals['_CLASSIFYSTREAMREQUEST']._serialized_end=586
+  _globals['_CLASSIFYSTREAMRESPONSE']._serialized_start=588
+  _globals['_CLASSIFYSTREAMRESPONSE']._serialized_end=646
+  _globals['_RESULT']._serialized_start=648
+  _globals['_RESULT']._serialized_end=750
+  _globals['_STATUS']._serialized_start=752
+  _globals['_STATUS']._serialized_end=791
+  _globals['_REPORTREQUEST']._serialized_start=793
+  _globals['_REPORTREQUEST']._serialized_end=891
+  _globals['_REPORTRESPONSE']._serialized_start=893
+  _globals['_REPORTRESPONSE']._serialized_end=945
+  _globals['_GETCHAMPIONREQUEST']._serialized_start=947
+  _globals['_GETCHAMPIONREQUEST']._serialized_end=967
+  _globals['_WATCHCHAMPIONREQUEST']._serialized_start=969
+  _globals['_WATCHCHAMPIONREQUEST']._serialized_end=991
+  _globals['_CHAMPION']._serialized_start=994
+  _globals['_CHAMPION']._serialized_end=1482
+  _globals['_CHAMPION_METRICSENTRY']._serialized_start=1436
+  _globals['_CHAMPION_METRICSENTRY']._serialized_end=1482
+  _globals['_CHALLENGER']._serialized_start=1485
+  _globals['_CHALLENGER']._serialized_end=1655
+  _globals['_OPERATINGPOINT']._serialized_start=1657
+  _globals['_OPERATINGPOINT']._serialized_end=1748
+  _globals['_SCORER']._serialized_start=1750
+  _globals['_SCORER']._serialized_end=1788
+  _globals['_CLASSIFIER']._serialized_start=1791
+  _globals['_CLASSIFIER']._serialized_end=2146
 # @@protoc_insertion_point(module_scope)

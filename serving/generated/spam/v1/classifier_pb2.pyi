@@ -10,12 +10,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("text", "id")
+    __slots__ = ("text", "id", "explain")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     text: str
     id: str
-    def __init__(self, text: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+    explain: bool
+    def __init__(self, text: _Optional[str] = ..., id: _Optional[str] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
     __slots__ = ("id", "verdict")
@@ -26,16 +28,38 @@ class ClassifyResponse(_message.Message):
     def __init__(self, id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ...) -> None: ...
 
 class Verdict(_message.Message):
-    __slots__ = ("label", "spam_probability", "model_version", "verdict_id")
+    __slots__ = ("label", "spam_probability", "model_version", "verdict_id", "tier", "explanation")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SPAM_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     VERDICT_ID_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     label: str
     spam_probability: float
     model_version: str
     verdict_id: str
-    def __init__(self, label: _Optional[str] = ..., spam_probability: _Optional[float] = ..., model_version: _Optional[str] = ..., verdict_id: _Optional[str] = ...) -> None: ...
+    tier: str
+    explanation: Explanation
+    def __init__(self, label: _Optional[str] = ..., spam_probability: _Optional[float] = ..., model_version: _Optional[str] = ..., verdict_id: _Optional[str] = ..., tier: _Optional[str] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ...) -> None: ...
+
+class Explanation(_message.Message):
+    __slots__ = ("features", "note")
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    features: _containers.RepeatedCompositeFieldContainer[Feature]
+    note: str
+    def __init__(self, features: _Optional[_Iterable[_Union[Feature, _Mapping]]] = ..., note: _Optional[str] = ...) -> None: ...
+
+class Feature(_message.Message):
+    __slots__ = ("ngram", "kind", "weight")
+    NGRAM_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    ngram: str
+    kind: str
+    weight: float
+    def __init__(self, ngram: _Optional[str] = ..., kind: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class Message(_message.Message):
     __slots__ = ("id", "text")
@@ -46,10 +70,12 @@ class Message(_message.Message):
     def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class ClassifyStreamRequest(_message.Message):
-    __slots__ = ("messages",)
+    __slots__ = ("messages", "explain")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[Message]
-    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
+    explain: bool
+    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class ClassifyStreamResponse(_message.Message):
     __slots__ = ("results",)
@@ -106,7 +132,7 @@ class WatchChampionRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Champion(_message.Message):
-    __slots__ = ("model_name", "version", "run_id", "dagster_run_id", "corpus_data_version", "metrics", "loaded_at", "candidate", "model_sha256", "scorer", "alias", "alias_version", "fallback_reason", "challenger")
+    __slots__ = ("model_name", "version", "run_id", "dagster_run_id", "corpus_data_version", "metrics", "loaded_at", "candidate", "model_sha256", "scorer", "alias", "alias_version", "fallback_reason", "challenger", "operating_point")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +154,7 @@ class Champion(_message.Message):
     ALIAS_VERSION_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_REASON_FIELD_NUMBER: _ClassVar[int]
     CHALLENGER_FIELD_NUMBER: _ClassVar[int]
+    OPERATING_POINT_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     version: str
     run_id: str
@@ -142,7 +169,8 @@ class Champion(_message.Message):
     alias_version: str
     fallback_reason: str
     challenger: Challenger
-    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[str] = ..., run_id: _Optional[str] = ..., dagster_run_id: _Optional[str] = ..., corpus_data_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., candidate: _Optional[str] = ..., model_sha256: _Optional[str] = ..., scorer: _Optional[_Union[Scorer, _Mapping]] = ..., alias: _Optional[str] = ..., alias_version: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., challenger: _Optional[_Union[Challenger, _Mapping]] = ...) -> None: ...
+    operating_point: OperatingPoint
+    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[str] = ..., run_id: _Optional[str] = ..., dagster_run_id: _Optional[str] = ..., corpus_data_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., candidate: _Optional[str] = ..., model_sha256: _Optional[str] = ..., scorer: _Optional[_Union[Scorer, _Mapping]] = ..., alias: _Optional[str] = ..., alias_version: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., challenger: _Optional[_Union[Challenger, _Mapping]] = ..., operating_point: _Optional[_Union[OperatingPoint, _Mapping]] = ...) -> None: ...
 
 class Challenger(_message.Message):
     __slots__ = ("version", "stage", "canary_share", "stage_canary_share", "stage_since", "shadow_share", "loaded", "refusal")
@@ -163,6 +191,18 @@ class Challenger(_message.Message):
     loaded: bool
     refusal: str
     def __init__(self, version: _Optional[str] = ..., stage: _Optional[str] = ..., canary_share: _Optional[float] = ..., stage_canary_share: _Optional[float] = ..., stage_since: _Optional[str] = ..., shadow_share: _Optional[float] = ..., loaded: _Optional[bool] = ..., refusal: _Optional[str] = ...) -> None: ...
+
+class OperatingPoint(_message.Message):
+    __slots__ = ("threshold", "suspicious_from", "source", "basis")
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    SUSPICIOUS_FROM_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    BASIS_FIELD_NUMBER: _ClassVar[int]
+    threshold: float
+    suspicious_from: float
+    source: str
+    basis: str
+    def __init__(self, threshold: _Optional[float] = ..., suspicious_from: _Optional[float] = ..., source: _Optional[str] = ..., basis: _Optional[str] = ...) -> None: ...
 
 class Scorer(_message.Message):
     __slots__ = ("name", "reason")
