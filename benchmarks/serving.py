@@ -17,6 +17,8 @@ the same messages:
   4. ClassifyStream, 256 messages per request        goal >= 0.5 x (1)
   5. unary Classify, sequential                      goal p99 <= 3 ms
   5b. the same, each text with a word never seen before (a reference number: as real traffic has)
+  5e. the same as (5), each call asking for an explanation (`explain`): its cost
+  4e. the same as (4), every request asking for explanations
   6. ModelInfer (Open Inference Protocol), 256 texts per request, sequential
   7. unary Classify, sequential, while another client keeps the server busy with
      maximal requests (the per-request byte budget of 64 KiB texts of random,
@@ -242,11 +244,11 @@ def in_process(score, texts: list[str], batch: int, rounds: int) -> dict:
     return {"msgs_per_s": n / (time.perf_counter() - started), **percentiles(latencies)}
 
 
-def stream_throughput(target: str, texts: list[str], per_request: int, total: int) -> dict:
+def stream_throughput(target: str, texts: list[str], per_request: int, total: int, explain: bool = False) -> dict:
     requests, n = [], 0
     while n < total:
         batch = [pb.Message(id=str(n + j), text=texts[(n + j) % len(texts)]) for j in range(per_request)]
-        requests.append(pb.ClassifyStreamRequest(messages=batch))
+        requests.append(pb.ClassifyStreamRequest(messages=batch, explain=explain))
         n += per_request
     with grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)]) as channel:
         stub = pb_grpc.ClassifierStub(channel)
@@ -262,11 +264,13 @@ def stream_throughput(target: str, texts: list[str], per_request: int, total: in
     return {"msgs_per_s": n / elapsed, "errors": errors}
 
 
-def unary_latency(target: str, texts: list[str], calls: int, unseen_word: bool = False) -> dict:
-    """Sequential Classify calls; with unseen_word, each text ends in a word no earlier call had."""
+def unary_latency(target: str, texts: list[str], calls: int, unseen_word: bool = False, explain: bool = False) -> dict:
+    """Sequential Classify calls; with unseen_word, each text ends in a word no earlier call had; with explain, explained."""
     salt = os.urandom(4).hex()
     requests = [
-        pb.ClassifyRequest(text=f"{texts[i % len(texts)]} ref{salt}{i}" if unseen_word else texts[i % len(texts)])
+        pb.ClassifyRequest(
+            text=f"{texts[i % len(texts)]} ref{salt}{i}" if unseen_word else texts[i % len(texts)], explain=explain
+        )
         for i in range(calls)
     ]
     with grpc.insecure_channel(target) as channel:
@@ -668,9 +672,11 @@ def measure_round(champion, texts, echo_target, target, model_name, sizes, only=
         "2": lambda: stream_throughput(echo_target, texts, 1, sizes["stream"]),
         "3": lambda: stream_throughput(target, texts, 1, sizes["stream"]),
         "4": lambda: stream_throughput(target, texts, 256, sizes["batch"]),
+        "4e": lambda: stream_throughput(target, texts, 256, sizes["batch"] // 4, explain=True),
         "2b": lambda: unary_latency(echo_target, texts, unary),
         "5": lambda: unary_latency(target, texts, unary),
         "5b": lambda: unary_latency(target, texts, unary, unseen_word=True),
+        "5e": lambda: unary_latency(target, texts, unary, explain=True),
         "6": lambda: model_infer(target, model_name, texts, 256, sizes["batch"] // 2),
         "7": lambda: unary_under_heavy_load(target, texts, unary, sizes["request_bytes"], sizes["text_bytes"]),
     }
@@ -690,14 +696,16 @@ NAMES = {
     "2b": "echo servicer, unary, sequential",
     "3": "ClassifyStream, 1 msg/request",
     "4": "ClassifyStream, 256 msgs/request",
+    "4e": "ClassifyStream, 256 msgs/request, explain on",
     "5": "unary Classify, sequential",
     "5b": "unary Classify, each text with an unseen word",
+    "5e": "unary Classify, sequential, explain on",
     "6": "ModelInfer, 256 texts/request",
     "7": "unary Classify while a maximal request is scored",
 }
 CEILINGS = {
-    "1": "1", "1b": "1b", "1c": "1b", "1d": "1", "2": "2", "2b": "2b", "3": "2", "4": "1", "5": "1b", "5b": "1b", "6": "1",
-    "7": "5",
+    "1": "1", "1b": "1b", "1c": "1b", "1d": "1", "2": "2", "2b": "2b", "3": "2", "4": "1", "4e": "4", "5": "1b", "5b": "1b",
+    "5e": "5", "6": "1", "7": "5",
 }  # fmt: skip
 
 
@@ -814,6 +822,11 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("5", "5b"):
         if key in rows:
             rows[key]["goal"] = f"p99 ≤ 3 ms: {'met' if rows[key]['p99'] <= 3.0 else 'MISSED'}"
+    if "5e" in rows and "5" in rows:  # the cost of an explanation, per call
+        rows["5e"]["goal"] = f"cost: +{rows['5e']['p50'] - rows['5']['p50']:.2f} ms p50 per call"
+    if "4e" in rows and "4" in rows:
+        per_text = 1000 / rows["4e"]["msgs_per_s"] - 1000 / rows["4"]["msgs_per_s"]
+        rows["4e"]["goal"] = f"cost: +{per_text:.3f} ms per message"
     if "7" in rows and "5" in rows:
         gap = rows["7"]["p99"] - rows["5"]["p99"]
         rows["7"]["goal"] = f"p99 ≤ (5) + 5 ms: {'met' if gap <= 5.0 else 'MISSED'} (+{gap:.2f} ms)"

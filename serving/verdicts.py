@@ -39,16 +39,24 @@ def verdict(champion: LoadedChampion, probability: float, verdict_id: str, expla
         tier=tiers.tier(probability),
     )
     if explain_text is not None:
-        message.explanation.CopyFrom(explanation(champion, explain_text))
+        _fill(message.explanation, champion, explain_text)
     return message
 
 
 def explanation(champion: LoadedChampion, text: str, top: int = DEFAULT_TOP) -> pb.Explanation:
+    return _fill(pb.Explanation(), champion, text, top)
+
+
+def _fill(target: pb.Explanation, champion: LoadedChampion, text: str, top: int = DEFAULT_TOP) -> pb.Explanation:
+    """Write the explanation into `target` (in place: no copy of a built message)."""
     scorer = champion.scorer
     if not can_explain(scorer):
-        return pb.Explanation(note=NO_EXPLANATION.format(scorer=scorer.name))
-    found = explain(scorer, text, top)
-    return pb.Explanation(features=[pb.Feature(ngram=f.ngram, kind=f.kind, weight=f.weight) for f in found.features])
+        target.note = NO_EXPLANATION.format(scorer=scorer.name)
+        return target
+    add = target.features.add
+    for f in explain(scorer, text, top).features:
+        add(ngram=f.ngram, kind=f.kind, weight=f.weight)
+    return target
 
 
 def explanation_json(champion: LoadedChampion, text: str, top: int = DEFAULT_TOP) -> str:

@@ -217,6 +217,9 @@ def test_all_feature_weights_add_up_to_the_scorers_logit(svm_version, seed):
         assert found.logit == pytest.approx(math.log(p / (1 - p)), abs=1e-9)
         assert found.offset + sum(f.weight for f in found.features) == pytest.approx(found.logit, abs=1e-9)
         assert {"word", "char"} <= {f.kind for f in found.features}
+        listed = explain(scorer, text)  # the top ten: the logit is still that of every feature
+        assert listed.logit == pytest.approx(found.logit, abs=1e-9)
+        assert [(f.ngram, f.kind) for f in listed.features] == [(f.ngram, f.kind) for f in found.features[:10]]
 
 
 def test_explanations_only_when_asked_per_request_on_a_stream(svm_server):

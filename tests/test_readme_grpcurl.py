@@ -63,6 +63,9 @@ def test_readme_grpcurl_line_works(line, server):
         verdict = json.loads(out)["verdict"]
         assert verdict["label"] == "spam" and 0.5 <= verdict["spam_probability"] <= 1 and verdict["model_version"] == "1"
         assert parse_verdict_id(verdict["verdict_id"]), verdict
+        assert verdict["tier"] == "spam", verdict  # this version has no operating point: tiers follow 0.5
+        explained = '"explain": true' in line
+        assert bool(verdict.get("explanation", {}).get("features")) == explained, verdict
     elif method.endswith("/GetChampion"):
         assert json.loads(out)["version"] == "1"
     elif method.endswith("/Report"):  # the first report of this text by this reporter on this server
