@@ -255,7 +255,12 @@ def _rollout_state(reg) -> str:
 
 
 def _describe_version(reg, version) -> str:
-    card = reg.card(version)
+    from spam_assets.model.artifact import RefusedModel
+
+    try:
+        card = reg.card(version)
+    except RefusedModel as error:  # a garbled operating point: say so, the status goes on
+        return f"v{version.version} REFUSED: {error}"
     f1 = card.metrics.get("holdout_spam_f1")
     return f"v{card.version} {card.candidate or '?'} spam_f1={'—' if f1 is None else f'{f1:.4f}'}"
 

@@ -30,6 +30,7 @@ from serving.generated.spam.v1 import classifier_pb2 as pb
 from serving.generated.spam.v1 import classifier_pb2_grpc as pb_grpc
 from serving.oip import decode_raw_bytes, encode_raw_bytes
 from serving.verdicts import explanation
+from spam_assets.model.artifact import RefusedModel
 from spam_assets.model.explain import explain
 from spam_assets.model.operating_point import Tiers
 from spam_assets.model.scorer import PipelineScorer
@@ -165,6 +166,9 @@ def test_a_garbled_operating_point_is_refused_and_the_champion_keeps_serving(mod
         refusal = wait_until(lambda: srv.watcher.refused.get("2"), message="version 2 refused")
         champion = pb_grpc.ClassifierStub(ch).GetChampion(pb.GetChampionRequest(), timeout=5)
     assert f"tag {TAG_OPERATING_THRESHOLD}='strict' is not a probability" in refusal.reason
+    # The same gate everywhere: champion_decision and `spam-platform status` load through it too.
+    with pytest.raises(RefusedModel, match=f"tag {TAG_OPERATING_THRESHOLD}='strict'"):
+        registry.load_verified("2")
     assert (champion.version, champion.alias_version) == ("1", "2")
     assert TAG_OPERATING_THRESHOLD in champion.fallback_reason
 

@@ -65,3 +65,18 @@ def test_status_names_the_last_good_model_when_the_champion_is_refused(platform_
     shown = status()
     assert not shown["champion"].endswith("REFUSED by the server's checks")
     assert shown["serves"].startswith("v2 ") and shown["serves"].endswith("(passes the server's checks)")
+
+
+def test_status_says_a_champion_with_a_garbled_operating_point_is_refused(platform_store, status):
+    from spam_assets.model.tags import TAG_OPERATING_THRESHOLD
+
+    registry = Registry(platform_store.uri, MODEL_NAME)
+    for version in ("1", "2", "3"):  # whatever the test before left: good files, no operating point
+        registry.client.delete_model_version_tag(MODEL_NAME, version, TAG_MODEL_SHA256)
+    registry.promote("1", "good")
+    registry.promote("2", "garbled operating point")
+    registry.client.set_model_version_tag(MODEL_NAME, "2", TAG_OPERATING_THRESHOLD, "1.5")
+    shown = status()
+    assert shown["champion"].startswith("v2 REFUSED: tag operating_threshold='1.5' is not a probability")
+    assert shown["serves"].startswith("v1 tfidf_nb spam_f1=")
+    assert "champion version 2 refused: tag operating_threshold='1.5'" in shown["serves"]

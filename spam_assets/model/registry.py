@@ -115,7 +115,7 @@ class Registry:
         """A registered version through the model contract's gate (`verify.load_verified`), as the server loads it.
 
         Download, the recorded sha256, the code's allow-list, the probe
-        messages and the choice of scorer. Raises RefusedModel saying why not,
+        messages, the operating point's tags and the choice of scorer. Raises RefusedModel saying why not,
         a failed download included. The server runs this for every version it
         may serve, `champion_decision` on the challenger before promoting it.
         """
@@ -132,6 +132,7 @@ class Registry:
         """
         if not isinstance(version, ModelVersion):
             version = self.client.get_model_version(self.model_name, str(version))
+        Tiers.from_tags(version.tags)  # a garbled operating point would mislabel every message: refused here too
         try:
             local = self.download(version.version, dst)
         except Exception as error:  # noqa: BLE001 - unreachable store, missing files: refuse, saying so
