@@ -69,9 +69,20 @@ def _word_weights(block: _VocabularyBlock, text: str, slope: float) -> tuple[dic
     return weights, sum(weights.values())
 
 
-@functools.lru_cache(maxsize=1 << 15)
+# Words up to this long have their n-grams remembered (real words repeat); longer ones, rare in real text and
+# a hostile client's way to fill memory, are split each time. At most about 20 MB when full.
+MAX_REMEMBERED_WORD = 20
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _remembered_grams(ngram_range: tuple[int, int], word: str) -> tuple[str, ...]:
+    return tuple(_analyzer(ngram_range)(word))
+
+
 def _grams(ngram_range: tuple[int, int], word: str) -> tuple[str, ...]:
-    """A word's char_wb n-grams, in the analyzer's order; remembered, as words repeat (bounded, for hostile input)."""
+    """A word's char_wb n-grams, in the analyzer's order."""
+    if len(word) <= MAX_REMEMBERED_WORD:
+        return _remembered_grams(ngram_range, word)
     return tuple(_analyzer(ngram_range)(word))
 
 
