@@ -328,8 +328,9 @@ class _BulkChild:
 class ObservedScorer:
     """A version's scorer, counting what it scores; everything else (`name`, `reason`, ...) is the scorer's own."""
 
-    def __init__(self, scorer: Any, metrics: Metrics, version: str):
+    def __init__(self, scorer: Any, metrics: Metrics, version: str, threshold: float = THRESHOLD):
         self._scorer = scorer
+        self._threshold = threshold  # the version's operating point: spam as the verdicts say spam
         self._score = scorer.scores
         self._batch = metrics.scored_batch
         self._spam = metrics.verdicts.labels("spam", version)
@@ -352,21 +353,21 @@ class ObservedScorer:
 
     def observe(self, p: np.ndarray) -> np.ndarray:
         """Count one scored batch (also what a scoring worker scored for this version: `HeavyLane`)."""
-        n = len(p)
+        n, threshold = len(p), self._threshold
         if n == 0:
             return p
         self._batch.observe(n)
         if n == 1:  # a unary call
             value = float(p[0])
             self._probability.observe(value)
-            (self._spam if value >= THRESHOLD else self._ham).inc()
+            (self._spam if value >= threshold else self._ham).inc()
             return p
         if n <= SMALL_BATCH:  # a stream's micro-batch  # a unary call, a stream's micro-batch: plain Python is cheaper
             values = p.tolist()
-            spam = sum(value >= THRESHOLD for value in values)
+            spam = sum(value >= threshold for value in values)
             self._probability.observe_list(values)
         else:
-            spam = int(np.count_nonzero(p >= THRESHOLD))
+            spam = int(np.count_nonzero(p >= threshold))
             self._probability.observe_array(p)
         if spam:
             self._spam.inc(spam)
@@ -552,7 +553,7 @@ class Metrics:
 
         def load(*args, **kwargs) -> LoadedChampion:
             champion = loader(*args, **kwargs)
-            scorer = ObservedScorer(champion.verified.scorer, self, champion.version)
+            scorer = ObservedScorer(champion.verified.scorer, self, champion.version, champion.card.tiers.threshold)
             return replace(champion, verified=replace(champion.verified, scorer=scorer))
 
         return load

@@ -234,7 +234,7 @@ class ShadowScorer:
         for job, keep in picked:
             p = probabilities[at : at + len(keep)]
             at += len(keep)
-            labels = [label_for(x) for x in p]
+            labels = [label_for(x, model) for x in p]
             agree += sum(label == job.labels[i] for label, i in zip(labels, keep, strict=True))
             if self.predictions is not None:
                 self.predictions.record(

@@ -21,6 +21,7 @@ import grpc
 import numpy as np
 import pandas as pd
 import pytest
+from test_serving_metrics import Scrape
 from serving_fixtures import model_store, running_server, served, synthetic_messages, wait_until  # noqa: F401
 
 from serving import client as spam_classify
@@ -132,7 +133,8 @@ def test_label_and_tier_follow_the_versions_thresholds_on_every_api(model_store)
     registry = model_store.clone("tiers", [model_store.good[0]], tags=[tags])
     registry.promote("1", "tiers test")
     expected = [("spam", "spam"), ("ham", "suspicious"), ("ham", "ham")]
-    with running_server(model_store, registry.model_name, wait_for="1") as srv, grpc.insecure_channel(srv.target) as ch:
+    server = running_server(model_store, registry.model_name, wait_for="1", metrics_port=0)
+    with server as srv, grpc.insecure_channel(srv.target) as ch:
         stub = pb_grpc.ClassifierStub(ch)
         unary = [stub.Classify(pb.ClassifyRequest(text=t), timeout=5).verdict for t in texts]
         request = pb.ClassifyStreamRequest(messages=[pb.Message(id=str(i), text=t) for i, t in enumerate(texts)])
@@ -143,6 +145,10 @@ def test_label_and_tier_follow_the_versions_thresholds_on_every_api(model_store)
         oip = oip_grpc.GRPCInferenceServiceStub(ch).ModelInfer(oip_request, timeout=10)
         assert srv.predictions.flush()
         logged = read_predictions(srv.predictions.directory, include_open=True)
+        scrape = Scrape(srv.metrics_port)
+    # Prometheus counts verdicts as they were given: by the version's threshold (3 APIs x 1 spam, 2 ham).
+    counted = {label: scrape.value("spam_serving_verdicts_total", label=label, model_version="1") for label in ("spam", "ham")}
+    assert counted == {"spam": 3, "ham": 6}, (counted, p)
     assert [(v.label, v.tier) for v in unary] == expected
     assert [(r.verdict.label, r.verdict.tier) for r in response.results] == expected
     outputs = {o.name: i for i, o in enumerate(oip.outputs)}
