@@ -51,6 +51,7 @@ def record(verdict_id, when, version, role, served, p, text, client_id="c", api=
         "model_name": "spam-classifier", "model_version": str(version), "scorer": "lean",
         "spam_probability": p, "label": "spam" if p >= 0.5 else "ham", "latency_ms": 0.4,
         "text_sha256": sha256(text), "text": text, "role": role, "served": served,
+        "tier": "spam" if p >= 0.5 else "ham",
     }  # fmt: skip
     assert tuple(values) == FIELDS, "the fixture follows the log's record schema"
     return values
