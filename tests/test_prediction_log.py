@@ -444,3 +444,15 @@ def test_find_reads_only_the_segments_that_can_hold_the_verdict(tmp_path):
     mtime = segment.stat().st_mtime - 1
     os.utime(decoy, (mtime, mtime))
     assert find(tmp_path, wanted["verdict_id"]) == wanted
+
+
+def test_a_damaged_line_in_a_published_segment_costs_that_record_only(tmp_path, caplog):
+    log = PredictionLog(tmp_path).start()
+    kept = _record(log, 3)
+    log.close()
+    (segment,) = segments(tmp_path)
+    lines = segment.read_bytes().splitlines(keepends=True)
+    segment.write_bytes(lines[0] + b'{"verdict_id":"cut sh\n' + b"".join(lines[1:]))  # e.g. a damaged disk block
+    frame = read_predictions(tmp_path)
+    assert sorted(frame["verdict_id"]) == sorted(kept)
+    assert f"{segment} line 2 is not a record" in caplog.text

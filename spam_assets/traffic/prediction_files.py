@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import mmap
 import os
 import re
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spam_assets.traffic.verdict_ids import parse_verdict_id, verdict_time
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -107,11 +110,7 @@ def read_predictions(
     import pandas as pd
 
     directory = Path(directory)
-    frames = [
-        pd.read_json(path, lines=True, dtype=False, convert_dates=False)
-        for path in segments(directory)
-        if since is None or _written_since(path, since)
-    ]
+    frames = [_read_segment(path) for path in segments(directory) if since is None or _written_since(path, since)]
     frames = [f for f in frames if len(f)]
     if include_open:
         rows = [r for path in open_segments(directory) for r in complete_records(path)]
@@ -127,6 +126,30 @@ def read_predictions(
         frame[column] = frame[column].astype("string")
     frame["tier"] = frame["tier"].fillna(frame["label"])  # old records: two tiers, the label's
     return frame
+
+
+def _read_segment(path: Path) -> pd.DataFrame:
+    """A published segment's records; a line that is not a record (a damaged disk, a foreign writer) is skipped
+    and named, so one bad line costs one record, not the segment or every table built from the log."""
+    import pandas as pd
+
+    try:
+        return pd.read_json(path, lines=True, dtype=False, convert_dates=False)
+    except FileNotFoundError:  # expired by the server's retention meanwhile
+        return pd.DataFrame()
+    except ValueError:
+        pass
+    rows = []
+    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            rows.append(record)
+        elif line.strip():
+            log.warning("prediction log: %s line %d is not a record; skipped", path, number)
+    return pd.DataFrame.from_records(rows)
 
 
 def _written_since(path: Path, since: datetime.datetime) -> bool:
