@@ -73,14 +73,14 @@ def _spam_f1(truth: list[str], predicted: list[str]) -> float:
 class Server:
     """spam-serve on a free port, following the platform home's champion, logging to its prediction log."""
 
-    def __init__(self, platform: Platform, root):
+    def __init__(self, platform: Platform, root, extra_args: list[str] = ()):
         from spam_assets.settings import tracking_uri
 
         self.port = free_port()
         self.log = root / "serve.log"
         env = {**platform.env, "SPAM_SERVING_TRACKING_URI": tracking_uri(platform.home), "MLFLOW_DISABLE_TELEMETRY": "true"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "serving.server", "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "serving.server", "--host", "127.0.0.1", "--port", str(self.port), *extra_args],
             env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")

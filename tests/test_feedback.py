@@ -26,7 +26,7 @@ from serving.prediction_log import PredictionLog
 from spam_assets.traffic.feedback_files import feedback_dir, read_feedback
 from spam_assets.traffic.prediction_files import read_predictions
 from spam_assets.traffic.verdict_ids import new_verdict_id
-from tests.test_prediction_log import CHAMPION, HAM, SPAM, _record
+from tests.test_prediction_log import HAM, SPAM, _record
 
 
 @pytest.fixture
