@@ -22,7 +22,8 @@ from serving.generated.spam.v1 import classifier_pb2 as pb
 from serving.generated.spam.v1 import classifier_pb2_grpc as pb_grpc
 from serving.prediction_log import PredictionLog
 from serving.rollout import CHALLENGER, CHAMPION, Models, Policy
-from serving.shadow import ShadowJob, ShadowScorer
+from serving.shadow import ShadowScorer
+from serving.verdict_sink import VerdictSink
 
 log = logging.getLogger(__name__)
 
@@ -104,45 +105,28 @@ class Serving:
         self.batch_delay = batch_delay
         self.closing = threading.Event()
         self.admission = admission
-        self.predictions = predictions
         self.feedback = feedback
         self.policy = policy
         self.shadow = shadow
-        # Verdicts returned to callers, by the role of the model that gave them (for /metrics).
-        self.served = {CHAMPION: 0, CHALLENGER: 0}
-        self._served_lock = threading.Lock()
+        # Called back from request handling, so a module of its own: servicers -> classify -> sink, never back.
+        self.sink = VerdictSink(predictions, policy, shadow)
+        self.served = self.sink.served  # verdicts returned to callers, by role (for /metrics)
+
+    @property
+    def predictions(self) -> PredictionLog | None:
+        return self.sink.predictions
+
+    @predictions.setter
+    def predictions(self, log: PredictionLog | None) -> None:  # the server opens the log once the port is bound
+        self.sink.predictions = log
 
     def verdict_log(self, api: str, started: float, models: Models | None = None, role: str = CHAMPION) -> VerdictLog:
-        """What happens to one call's served verdicts (`started`: its perf_counter()), given by the `role` model.
-
-        Counted; recorded in the prediction log (when it is on); and handed to the shadow scorer for the model
-        that did not answer, when there is one. Only appends to queues: nothing here waits.
-        """
-        predictions, served, lock = self.predictions, self.served, self._served_lock
-        other, other_role = models.other(role) if models is not None else (None, CHAMPION)
-        shadow = self.shadow if other is not None and self.policy.shadow_share > 0 else None
-
-        def record(model, client_ids, texts, probabilities, labels, verdict_ids) -> None:
-            with lock:
-                served[role] += len(verdict_ids)
-            if predictions is not None:
-                predictions.record(api, started, model, client_ids, texts, probabilities, labels, verdict_ids, role=role)
-            if shadow is not None:
-                shadow.submit(ShadowJob(other, other_role, api, client_ids, texts, labels, verdict_ids))
-
-        return record
+        """What happens to one call's served verdicts (`started`: its perf_counter()), given by the `role` model."""
+        return self.sink.log(api, started, models, role)
 
     def canary(self, models: Models, api: str, started: float) -> classify.Canary | None:
         """Canary routing of a stream's messages to the challenger, when this server routes any now."""
-        if self.policy.canary_share(models) <= 0.0:
-            return None
-        policy = self.policy
-
-        def answers(messages) -> list[bool] | None:
-            roles = policy.roles_for(models, [m.id for m in messages], [m.text for m in messages])
-            return None if roles is None else [role == CHALLENGER for role in roles]
-
-        return models.scoring_challenger, self.verdict_log(api, started, models, CHALLENGER), answers
+        return self.sink.canary(models, api, started)
 
     @property
     def open_streams(self) -> int:
