@@ -7,7 +7,13 @@ import pytest
 from spam_assets.definitions import defs as load_defs
 from spam_assets.defs.assets.ingestion import raw_sample
 from spam_assets.defs.automation.feed import daily_feed, feed_job
-from spam_assets.defs.automation.settings import notify_interval, sensor_interval, settle_seconds, traffic_interval
+from spam_assets.defs.automation.settings import (
+    notify_interval,
+    rollout_interval,
+    sensor_interval,
+    settle_seconds,
+    traffic_interval,
+)
 from spam_assets.defs.partitions import batch_partitions
 from spam_assets.defs.resources import PlatformStore
 from spam_assets.intake import register, stage
@@ -23,7 +29,7 @@ def test_definitions_load_and_everything_runs_without_a_click():
     assert set(sensors) == {
         "inbox_sensor", "refresh_on_new_batch", "retrain_on_drift", "notify_champion_decision", "notify_run_failure",
         "release_dead_training", "retry_dead_training", "judge_unjudged_corpus", "traffic_sensor", "retrain_on_traffic",
-        "feedback_sensor",
+        "feedback_sensor", "rollout_sensor", "notify_rollout",
     }
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
     # The drop-to-champion path, a retry on it included.
@@ -32,6 +38,7 @@ def test_definitions_load_and_everything_runs_without_a_click():
     assert all(sensors[name].minimum_interval_seconds == sensor_interval() for name in loop)
     assert sensors.pop("traffic_sensor").minimum_interval_seconds == traffic_interval()  # segments close every few minutes
     assert sensors.pop("feedback_sensor").minimum_interval_seconds == 300  # reports wait for a batch anyway
+    assert sensors.pop("rollout_sensor").minimum_interval_seconds == rollout_interval()  # evidence comes with segments
     assert all(s.minimum_interval_seconds == notify_interval() for name, s in sensors.items() if name not in loop)
     assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in defs.schedules)
     assert {s.name for s in defs.schedules} == {"daily_feed", "periodic_retrain"}
