@@ -45,7 +45,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 LOG_EVERY = 10.0  # seconds between "still waiting" lines
 
@@ -142,15 +141,15 @@ def wait_for(targets: list[str], timeout: float) -> bool:
 
 
 def _group_members(pgid: int) -> list[str]:
-    """'pid command' of every live process in process group `pgid` (read from /proc)."""
+    """'pid command' of every live process in process group `pgid` (the group this entrypoint started)."""
+    import psutil
+
     members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for process in psutil.process_iter(["pid", "status", "cmdline"]):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-                members.append(f"{stat.parent.name} {command[:120]}")
-        except (OSError, IndexError, ValueError):
+            if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(f"{process.pid} {' '.join(process.info['cmdline'] or [])[:120]}")
+        except OSError:
             continue  # gone meanwhile
     return members
 

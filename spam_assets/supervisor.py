@@ -41,7 +41,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+
+import psutil
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 POLL_SECONDS = 0.2
@@ -302,14 +303,14 @@ def watchdog(lines: Iterable[str], stop_timeout: float) -> list[int]:
     is the process that was listed (same start time), or no process has that pid any more (the
     leader died, its workers may remain): never a later process given the same number.
     """
-    listed: dict[int, str | None] = {}
+    listed: dict[int, float | None] = {}
     for line in lines:
         sign, pid = line[:1], int(line[1:])
         if sign == "+":
             listed[pid] = _start_time(pid)
         else:
             listed.pop(pid, None)
-    leaders = [p for p, started in listed.items() if _alive(p, started) or (_stat(p) is None and _group_exists(p))]
+    leaders = [p for p, started in listed.items() if _alive(p, started) or (_process(p) is None and _group_exists(p))]
     return end_groups(leaders, stop_timeout) if leaders else []
 
 
@@ -328,40 +329,36 @@ def _group_exists(pgid: int) -> bool:
     return True
 
 
-def _stat(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat from field 3 (state) on, or None when there is no such process."""
+def _process(pid: int) -> psutil.Process | None:
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        return psutil.Process(pid)
+    except psutil.Error:
         return None
 
 
-def _start_time(pid: int) -> str | None:
-    """Start time in clock ticks (field 22): tells a process from a later one given the same pid."""
-    stat = _stat(pid)
-    return stat[19] if stat else None
+def _start_time(pid: int) -> float | None:
+    """When `pid` started: tells a process from a later one given the same pid."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
 
 
-def _alive(pid: int, started: str | None) -> bool:
+def _alive(pid: int, started: float | None) -> bool:
     """The process that had this start time still runs (a zombie has ended: only its parent's wait is missing)."""
-    stat = _stat(pid)
-    return stat is not None and started is not None and stat[19] == started and stat[0] != "Z"
+    try:
+        process = psutil.Process(pid)
+        return started is not None and process.create_time() == started and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def descendants(pid: int) -> list[int]:
-    """Every process below `pid`, from /proc/<pid>/task/<tid>/children (Linux); [] where that is not readable."""
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        parent = stack.pop()
-        for children_file in Path(f"/proc/{parent}/task").glob("*/children"):
-            try:
-                pids = [int(p) for p in children_file.read_text().split()]
-            except (OSError, ValueError):
-                continue
-            found.extend(pids)
-            stack.extend(pids)
-    return found
+    """Every process below `pid` (its children, theirs, ...); [] when `pid` is gone."""
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--watchdog"]:
