@@ -360,13 +360,7 @@ class ChampionWatcher:
                 challenger = None  # promoted: one model is never both
             self._models = Models(champion, challenger)
             self.refused.pop(champion.version, None)
-        with self._lock:
-            listeners = list(self._listeners)
-        for listener in listeners:
-            try:
-                listener(champion)
-            except Exception:  # noqa: BLE001 - a listener must not stop the watcher
-                log.exception("champion listener failed")
+        self._tell_listeners(champion)
         if announce is not None:
             announce()
         with self._changed:
@@ -377,17 +371,19 @@ class ChampionWatcher:
         """Replace the one reference with the same champion and this challenger; tell the listeners."""
         with self._changed:
             self._models = Models(self._models.champion, challenger)
-        champion = self._models.champion
-        if champion is not None:
-            with self._lock:
-                listeners = list(self._listeners)
-            for listener in listeners:
-                try:
-                    listener(champion)
-                except Exception:  # noqa: BLE001 - a listener must not stop the watcher
-                    log.exception("champion listener failed")
+        if self._models.champion is not None:
+            self._tell_listeners(self._models.champion)
         with self._changed:
             self._changed.notify_all()
+
+    def _tell_listeners(self, champion: LoadedChampion) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(champion)
+            except Exception:  # noqa: BLE001 - a listener must not stop the watcher
+                log.exception("champion listener failed")
 
     def wait_for_models(self, ready: Callable[[Models], bool], timeout: float = 30.0) -> Models | None:
         """Block until `ready(watcher.models)`; those models, or None on timeout."""

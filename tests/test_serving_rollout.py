@@ -43,6 +43,7 @@ from serving.shadow import ShadowScorer
 from serving.watcher import load_version
 from spam_assets.model.tags import TAG_ROLLOUT_CANARY_SHARE, TAG_ROLLOUT_SINCE, TAG_ROLLOUT_STAGE
 from spam_assets.traffic.prediction_files import find, read_predictions
+from tests.test_serving_swap import paced_stream
 
 SPAM = "WINNER! You have won a cash prize, claim now: call 09061701461"
 HAM = "are we still on for lunch tomorrow? see you at home"
@@ -308,6 +309,38 @@ def _serve_subprocess(store, model_name: str, folder) -> tuple[subprocess.Popen,
     return process, f"127.0.0.1:{port}"
 
 
+def test_a_killed_shadow_worker_costs_its_batch_only_and_a_new_one_takes_over(model_store):
+    """The idle shadow worker process SIGKILLed: callers never notice, and the next batch finds a new worker."""
+    import signal
+
+    registry = model_store.clone("shadow-kill", [model_store.good[0], model_store.good[1]])
+    registry.promote("1", "champion")
+    set_stage(registry, "2", "shadow")
+    with running_server(model_store, registry.model_name, wait_for="1") as srv:
+        wait_challenger(srv, "2", "shadow")
+        with grpc.insecure_channel(srv.target) as channel:
+            stub = pb_grpc.ClassifierStub(channel)
+
+            def send(prefix: str) -> list[str]:
+                verdicts = [stub.Classify(pb.ClassifyRequest(id=f"{prefix}{i}", text=t), timeout=10).verdict
+                            for i, t in enumerate(TEXTS)]  # fmt: skip
+                assert {v.model_version for v in verdicts} == {"1"}
+                return [v.verdict_id for v in verdicts]
+
+            send("a")
+            assert srv.shadow.drain(timeout=30)
+            (worker,) = srv.shadow._pool._workers
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.process.wait(10)
+            after = send("b") + send("c")
+            frame = logged(srv)
+            (replacement,) = srv.shadow._pool._workers
+    assert replacement.pid != worker.pid
+    assert set(after) <= set(frame[~frame["served"]]["verdict_id"])  # shadowed by the new worker
+    assert srv.shadow.dropped["failed"] == 0
+    assert len(frame[frame["served"]]) == 3 * len(TEXTS)  # every caller's verdict logged
+
+
 def test_canary_routing_is_deterministic_across_calls_and_processes(model_store, tmp_path):
     registry = model_store.clone("canary", [model_store.good[0], model_store.good[1]])
     registry.promote("1", "champion")
@@ -472,14 +505,7 @@ def test_hot_swap_under_load_with_shadow_and_canary_drops_nothing(model_store):
         sent: list[str] = []
 
         def requests():
-            n = 0
-            while not stop.is_set():
-                size = 1 if n % 3 else 8
-                batch = [pb.Message(id=str(n + i), text=(SPAM, HAM)[(n + i) % 2]) for i in range(size)]
-                sent.extend(m.id for m in batch)
-                n += size
-                yield pb.ClassifyStreamRequest(messages=batch)
-                time.sleep(0.001)
+            return paced_stream(stop, sent)
 
         received: list[pb.Result] = []
         failures: list[BaseException] = []

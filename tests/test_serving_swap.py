@@ -78,6 +78,19 @@ def test_not_serving_without_champion_then_serving_after_promotion(model_store):
         health_watch.cancel()
 
 
+def paced_stream(stop: threading.Event, sent: list[str]):
+    """Stream requests of mixed shapes (1 or 8 messages, SPAM and HAM in turn), paced so the server is busy but
+    not flooded (~4k msgs/s), until `stop`; each message's id is appended to `sent` before it goes."""
+    n = 0
+    while not stop.is_set():
+        size = 1 if n % 3 else 8
+        batch = [pb.Message(id=str(n + i), text=(SPAM, HAM)[(n + i) % 2]) for i in range(size)]
+        sent.extend(m.id for m in batch)
+        n += size
+        yield pb.ClassifyStreamRequest(messages=batch)
+        time.sleep(0.001)
+
+
 def test_hot_swap_under_streaming_load_drops_nothing(model_store):
     registry = model_store.clone("swap", [model_store.good[0], model_store.good[1]])
     registry.promote("1", "before the swap")
@@ -88,15 +101,7 @@ def test_hot_swap_under_streaming_load_drops_nothing(model_store):
         sent: list[str] = []
 
         def requests():
-            # Mixed shapes, paced so the server is busy but not flooded: ~4k msgs/s.
-            n = 0
-            while not stop.is_set():
-                size = 1 if n % 3 else 8
-                batch = [pb.Message(id=str(n + i), text=(SPAM, HAM)[(n + i) % 2]) for i in range(size)]
-                sent.extend(m.id for m in batch)
-                n += size
-                yield pb.ClassifyStreamRequest(messages=batch)
-                time.sleep(0.001)
+            return paced_stream(stop, sent)
 
         received: list[pb.Result] = []
         failures: list[BaseException] = []
