@@ -113,6 +113,16 @@ def _returned_code(context: grpc.ServicerContext) -> grpc.StatusCode:
     return grpc.StatusCode.OK if context.is_active() else grpc.StatusCode.CANCELLED
 
 
+def _ended_code(context: grpc.ServicerContext) -> grpc.StatusCode:
+    """At a call's end (its callbacks run): CANCELLED if the client cancelled it, else OK.
+
+    gRPC keeps this only in the context's private state, so it is read defensively;
+    test_a_cancelled_stream_is_counted_cancelled_and_frees_its_slot fails if that changes.
+    """
+    cancelled = getattr(getattr(context, "_state", None), "client", None) == "cancelled"
+    return grpc.StatusCode.CANCELLED if cancelled else grpc.StatusCode.OK
+
+
 class _MethodMetrics:
     """One method's children of the RPC metrics, resolved once."""
 
@@ -136,6 +146,21 @@ class _MethodMetrics:
             child = self._by_code[code] = self._handled.labels(*self._labels, code.name)
         child.inc()
 
+    def finish_returned(self, started: float, context: grpc.ServicerContext, request_streaming: bool) -> None:
+        """Count a call whose handler returned.
+
+        When the client's input ended while the call still looks alive, that was
+        either its half-close or its cancel: a cancel ends gRPC's request
+        iterator before gRPC has processed the cancel itself, so the handler
+        returns as if the input had ended. The call's end tells them apart.
+        """
+        if request_streaming and context.code() is None and context.is_active():
+            if context.add_callback(lambda: self.finish(started, _ended_code(context))):
+                return
+            self.finish(started, _ended_code(context))  # it ended meanwhile
+            return
+        self.finish(started, _returned_code(context))
+
     def requests(self, requests: Iterator) -> Iterator:
         received, count, texts = self.received, self.count_texts, self.texts
         sizes: list[int] = []  # texts per message not yet added; its length is the messages not yet counted
@@ -158,7 +183,9 @@ class _MethodMetrics:
         finally:
             flush()
 
-    def responses(self, responses: Iterator, context: grpc.ServicerContext, started: float) -> Iterator:
+    def responses(
+        self, responses: Iterator, context: grpc.ServicerContext, started: float, request_streaming: bool
+    ) -> Iterator:
         sent, code, unsent = self.sent, None, 0  # `unsent`: sent, not yet added to `sent`
         due = time.monotonic() + FLUSH_SECONDS
         try:
@@ -180,7 +207,10 @@ class _MethodMetrics:
         finally:
             if unsent:
                 sent.inc(unsent)
-            self.finish(started, code or _returned_code(context))
+            if code is not None:
+                self.finish(started, code)
+            else:
+                self.finish_returned(started, context, request_streaming)
 
 
 class MetricsInterceptor(grpc.ServerInterceptor):
@@ -235,8 +265,8 @@ def _observed(behaviour: Callable, m: _MethodMetrics, request_streaming: bool, r
             m.finish(started, _failed_code(context))
             raise
         if response_streaming:
-            return m.responses(result, context, started)
-        m.finish(started, _returned_code(context))
+            return m.responses(result, context, started, request_streaming)
+        m.finish_returned(started, context, request_streaming)
         return result
 
     return handle
