@@ -116,7 +116,7 @@ def test_blocks_share_one_preprocessing_pass(fitted, monkeypatch):
     for block in scorer.blocks:
         block.preprocessor = lambda text, calls=calls: calls.append(text) or normalise(text)
     scorer("Free entry now")
-    assert len(calls) == 2  # two different function objects now: each runs once
+    assert len(scorer.blocks) >= 2 and len(calls) == len(scorer.blocks)  # different function objects now: each runs once
     shared = lambda text: calls.append(text) or normalise(text)  # noqa: E731
     for block in scorer.blocks:
         block.preprocessor = shared

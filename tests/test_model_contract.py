@@ -21,6 +21,9 @@ import pandas as pd
 import pytest
 import skops.io
 import yaml
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.svm import LinearSVC
 from serving_fixtures import model_store, run_python, running_server, synthetic_messages, wait_until  # noqa: F401
 
 from serving.generated.inference import grpc_predict_v2_pb2 as oip_pb
@@ -65,8 +68,32 @@ def fit(pipeline, seed: int = 5):
 
 @pytest.fixture(scope="module")
 def word_char_model():
-    """The richest candidate: every type on the allow-list but the plain HashingVectorizer."""
+    """The richest candidate: every type on the allow-list but the plain HashingVectorizer and `normalise`."""
     return fit(candidate_pipelines(5)["word_char_svm"])
+
+
+def previous_release_word_char_svm(seed: int) -> Pipeline:
+    """word_char_svm as the previous release built it: word and character n-grams of `normalise` alone."""
+    char = candidate_pipelines(seed)["word_char_svm"].named_steps["features"].transformer_list[1][1]
+    char.set_params(hash__preprocessor=normalise)
+    return Pipeline(
+        [
+            ("text", TextColumn()),
+            (
+                "features",
+                FeatureUnion(
+                    [("word", CompactTfidfVectorizer(preprocessor=normalise, ngram_range=(1, 2), sublinear_tf=True)), ("char", char)]
+                ),
+            ),
+            ("clf", CalibratedClassifierCV(LinearSVC(C=1.0, random_state=seed), cv=3, ensemble=False)),
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def previous_model():
+    """A model of the previous release's shape, whose preprocessor is `normalise` (kept unchanged for it)."""
+    return fit(previous_release_word_char_svm(5))
 
 
 @pytest.fixture(scope="module")
@@ -106,12 +133,12 @@ def save_as_previous_release(model, folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stored(tmp_path_factory, word_char_model) -> dict[str, Path]:
-    """word_char_model stored as today and as the previous release stored it (saving takes seconds: once)."""
+def stored(tmp_path_factory, word_char_model, previous_model) -> dict[str, Path]:
+    """word_char_model stored as today, previous_model as the previous release stored it (saving takes seconds: once)."""
     root = tmp_path_factory.mktemp("stored")
     return {
         "current": save(word_char_model, root / "current"),
-        "previous": save_as_previous_release(word_char_model, root / "previous"),
+        "previous": save_as_previous_release(previous_model, root / "previous"),
     }
 
 
@@ -140,7 +167,7 @@ def test_load_verified_gives_the_model_its_checksum_and_the_lean_scorer(stored, 
     np.testing.assert_allclose(verified.predict_proba(TEXTS), pipeline_scores(word_char_model, TEXTS), rtol=0, atol=0)
 
 
-def test_a_model_stored_by_the_previous_release_loads_and_scores_the_same(stored, word_char_model):
+def test_a_model_stored_by_the_previous_release_loads_and_scores_the_same(stored, previous_model):
     folder = stored["previous"]
     data = (folder / "model.skops").read_bytes()
     # Really the old names: loaded as stored, with the code's allow-list, skops refuses them.
@@ -155,8 +182,9 @@ def test_a_model_stored_by_the_previous_release_loads_and_scores_the_same(stored
     word, char = steps["features"].transformer_list
     assert type(word[1]) is CompactTfidfVectorizer and word[1].preprocessor is normalise
     assert type(char[1].steps[0][1]) is MemoHashingVectorizer
+    assert char[1].steps[0][1].preprocessor is normalise
     assert verified.scorer.name == "lean"
-    np.testing.assert_allclose(verified.scorer.scores(TEXTS), pipeline_scores(word_char_model, TEXTS), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(verified.scorer.scores(TEXTS), pipeline_scores(previous_model, TEXTS), rtol=0, atol=1e-12)
     with pytest.raises(RefusedModel, match="checksum mismatch"):
         load_verified(folder, hashlib.sha256(b"another file").hexdigest())
 
@@ -196,16 +224,16 @@ def registered(store, prefix: str, folders: list[Path]):
     return store.clone(prefix, [f.resolve().as_uri() for f in folders], tags=tags)
 
 
-def test_registry_load_checks_the_artifact_with_the_code_allow_list(model_store, stored, tmp_path, word_char_model):
+def test_registry_load_checks_the_artifact_with_the_code_allow_list(model_store, stored, tmp_path, word_char_model, previous_model):
     widened = copy_of(stored["current"], tmp_path)
     mlmodel = yaml.safe_load((widened / "MLmodel").read_text())
     mlmodel["flavors"]["sklearn"]["skops_trusted_types"].append("builtins.eval")
     (widened / "MLmodel").write_text(yaml.safe_dump(mlmodel))
     registry = registered(model_store, "registry-load", [stored["current"], widened, stored["previous"]])
 
-    for version in ("1", "3"):  # the current layout and the previous release's
+    for version, original in (("1", word_char_model), ("3", previous_model)):  # the current layout and the previous release's
         model = registry.load(version)
-        np.testing.assert_allclose(pipeline_scores(model, TEXTS), pipeline_scores(word_char_model, TEXTS), atol=1e-12)
+        np.testing.assert_allclose(pipeline_scores(model, TEXTS), pipeline_scores(original, TEXTS), atol=1e-12)
     # mlflow.sklearn.load_model would have trusted the widened list stored with the model.
     with pytest.raises(RefusedModel, match="builtins.eval"):
         registry.load("2")

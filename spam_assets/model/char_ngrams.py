@@ -41,6 +41,10 @@ except ImportError:  # a scikit-learn without it: MemoHashingVectorizer defers t
 # the bound keeps hostile input from growing a memo without limit (at most
 # tens of MB when full).
 MAX_MEMO = 1 << 17
+# Longer words are hashed every time, not memoised: they rarely repeat (the
+# run-together phrases of `spam_assets.model.evasion.normalise_unspaced`,
+# base64 in e-mail), and each would hold hundreds of columns in the memo.
+MAX_MEMO_WORD = 40
 
 _MEMOS: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}
 
@@ -119,7 +123,7 @@ def columns_of(vectorizer: HashingVectorizer, memo: dict[str, np.ndarray], new_w
         start = end
     room = MAX_MEMO - len(memo)
     if room > 0:
-        memo.update(islice(found.items(), room))
+        memo.update(islice(((w, c) for w, c in found.items() if len(w) <= MAX_MEMO_WORD), room))
     return found
 
 
@@ -166,7 +170,7 @@ class MemoHashingVectorizer(HashingVectorizer):
             for word, count in counts.items():
                 columns = memo.get(word)
                 if columns is None:
-                    columns = extra[word]  # the memo was full
+                    columns = extra[word]  # the memo was full, or the word too long for it
                 chunks.append(columns)
                 repeats.append(count)
                 filled += len(columns)

@@ -341,7 +341,9 @@ def max_disagreement(scorer: LeanScorer, model: Any, spam_column: int, texts: Se
 
 
 # Texts that exercise the edges of the feature code: no tokens at all, short
-# words, repeated n-grams (counts above 1), non-ASCII, markers, a long text.
+# words, repeated n-grams (counts above 1), non-ASCII, markers, a long text,
+# and what the evasion folds undo (spam_assets.model.evasion): zero-width
+# characters, look-alike letters, combining marks, leet, spacing, stretching.
 AGREEMENT_TEXTS = (
     "",
     " \t ",
@@ -350,6 +352,7 @@ AGREEMENT_TEXTS = (
     "Café naïve résumé, 日本語のテキスト, emoji 😀😀 and Ελληνικά",
     "FREE entry!! call 09061701461 or visit www.win-prizes.co.uk for £1000 cash, txt WIN to 87121",
     "lunch tomorrow? " * 200,
+    "f\u200br\u200be\u2060e ⅽаѕһ рrіzе, c̶l̶a̶i̶m̶ n\u0336o\u0336w\u0336: fr33 w1nn3r, f r e e  e n t r y, freeeeee caaaall 150p",
 )
 
 

@@ -1,0 +1,149 @@
+"""Text as a reader sees it, and with the spammer's tricks folded away: the evasion-robust preprocessors.
+
+Spam is written to be read by people and missed by filters. What a reader
+does not see (zero-width and other format characters), reads the same
+(Cyrillic and Greek look-alikes of Latin letters, fullwidth forms) or reads
+through (combining marks stacked on letters) is folded to one skeleton
+before anything else: `skeleton`. Tricks a reader decodes without noticing,
+leet digits ("fr33"), letters spaced out ("f r e e") and stretched words
+("freeee"), are folded in a second channel only (`normalise_folded`), beside
+the skeleton one (`normalise_skeleton`), because folding them loses real
+information ("150p", "u r"): the model sees both and weighs them.
+
+Both are named module-level functions because stored models reference their
+preprocessors by import path (skops), so they are on the allow-list
+(`spam_assets.model.pipelines.SKOPS_TRUSTED_TYPES`) and must keep their
+behaviour for as long as models that use them are stored: a change here
+changes what stored models score. `spam_assets.model.text.normalise` stays
+as it was for the models trained before these.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from spam_assets.model.text import EMAIL_RE, URL_RE, normalise
+
+# Cyrillic and Greek letters whose skeleton in Unicode's confusables table
+# (UTS #39, confusables.txt of 2021-05-29, Unicode 14) is one Latin letter:
+# every such entry of the table, uppercase look-alikes of "I" mapped to "I"
+# where the table's prototype is "l" (the text is lower-cased next, and
+# "І" stands for "i" there). Characters NFKC already folds (U+1FBE, U+037A)
+# and the musical symbols of the Greek notation blocks are left out.
+_LOOK_ALIKES = {
+    "a": "αа", "A": "ΑА", "b": "Ь", "B": "ΒВ", "c": "ϲс", "C": "ϹС", "d": "ԁ", "e": "еҽ", "E": "ΕЕ",
+    "F": "Ϝ", "G": "Ԍ", "h": "һ", "H": "ΗН", "i": "ιіꙇӏ", "I": "ΙІӀ", "j": "ϳј", "J": "ͿЈ", "K": "ΚК",
+    "M": "ΜϺМ", "N": "Ν", "o": "οσо", "O": "ΟО", "p": "ρϱр", "P": "ΡР", "q": "ԛ", "r": "ᴦг",
+    "s": "ѕ", "S": "Ѕ", "T": "ΤТ", "u": "υ", "v": "νѵ", "V": "Ѵ", "w": "ѡԝ", "W": "Ԝ", "x": "х",
+    "X": "ΧХ", "y": "γуү", "Y": "ΥϒУҮ", "Z": "Ζ",
+}
+CONFUSABLES = {look_alike: latin for latin, look_alikes in _LOOK_ALIKES.items() for look_alike in look_alikes}
+_TO_LATIN = str.maketrans(CONFUSABLES)
+
+# Invisible letters that are not format characters (Unicode's default-ignorable Hangul fillers).
+_INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
+
+
+def skeleton(text: str) -> str:
+    """The text as a reader sees it: NFKC, no format characters, no combining marks, look-alikes as Latin.
+
+    Format characters (category Cf: zero-width space, joiners, word joiner,
+    BOM, direction marks, soft hyphen, ...) are dropped; so are nonspacing
+    combining marks after canonical decomposition (accents go too: "café"
+    reads as "cafe", and a letter buried under marks as the letter).
+    ASCII text is returned as it is, after NFKC, at the cost of one check.
+    """
+    text = unicodedata.normalize("NFKC", text)
+    if text.isascii():
+        return text
+    category = unicodedata.category
+    visible = "".join(c for c in unicodedata.normalize("NFD", text) if category(c) not in ("Cf", "Mn") and c not in _INVISIBLE_LETTERS)
+    return unicodedata.normalize("NFC", visible).translate(_TO_LATIN)
+
+
+def normalise_skeleton(text: str) -> str:
+    """`normalise` (markers for URLs, e-mail, phones, money, numbers) of the text's `skeleton`."""
+    return normalise(skeleton(text))
+
+
+# Digits read as letters inside words; a run of letters and digits with more
+# digits than letters ("150p", "txt82228") is a number or a code, and keeps them.
+_LEET = str.maketrans("0123456789", "oizeasbtbg")
+_WITH_DIGIT = re.compile(r"[^\W_]*\d[^\W_]*")  # a run of letters and digits that holds a digit
+_STRETCHED = re.compile(r"([^\W\d_])\1+")  # a letter repeated: "freeee", also "free" (both become "fre")
+_SPACED = re.compile(r"(?<!\S)[^\W\d_](?:\s+[^\W\d_])+(?!\S)")  # single letters in a row: "f r e e"
+_MAY_BE_ADDRESS = re.compile(r"\S*[.:@]\S*")  # the words URL_RE or EMAIL_RE could match
+
+
+def _unleet(match: re.Match) -> str:
+    run = match.group()
+    letters = sum(c.isalpha() for c in run)
+    return run.translate(_LEET) if letters and len(run) - letters <= letters else run
+
+
+def _fold_words(text: str) -> str:
+    return _STRETCHED.sub(r"\1", _WITH_DIGIT.sub(_unleet, text))
+
+
+def fold_tricks(text: str) -> str:
+    """Leet digits inside words read as letters, letter-spaced words joined, repeated letters once.
+
+    For lower-cased skeleton text. Numbers and codes ("87121", "150p"), URLs
+    and e-mail addresses are kept as they are; repeated letters are folded in
+    every other word, so "free", "freeee" and "fr33" all read "fre".
+    Whole-text regular expressions, not a loop over words: it runs on every
+    message served, twice.
+    """
+    text = _SPACED.sub(lambda m: "".join(m.group().split()), text)
+    addresses = [
+        m.span() for m in _MAY_BE_ADDRESS.finditer(text) if "@" in m.group() or URL_RE.search(m.group())
+    ]
+    if not addresses:
+        return _fold_words(text)
+    pieces, start = [], 0
+    for begin, end in addresses:
+        pieces += [_fold_words(text[start:begin]), text[begin:end]]
+        start = end
+    return "".join(pieces) + _fold_words(text[start:])
+
+
+_last_folded = ("", "")  # (text, normalise_folded(text)) of the last call: see normalise_unspaced
+
+
+def normalise_folded(text: str) -> str:
+    """`normalise` of the skeleton with leet digits, letter spacing and stretching folded (`fold_tricks`).
+
+    Markers are found after folding: digits a word lost to folding are no
+    number, and numbers, URLs, e-mail addresses, phones and money keep theirs.
+    """
+    global _last_folded
+    last_text, last_result = _last_folded  # one read: another thread may replace it meanwhile
+    if text == last_text:
+        return last_result
+    result = normalise(fold_tricks(skeleton(text).lower()))
+    _last_folded = (text, result)
+    return result
+
+
+_MARKERS = frozenset(("_url_", "_email_", "_phone_", "_money_", "_number_"))
+# Longest run of joined words: a longer text is cut into pieces this long, so
+# one "word" never costs much to hash (the hashing loop holds the GIL), and
+# the cuts fall at the same places however the text was spaced.
+MAX_PHRASE = 200
+
+
+def normalise_unspaced(text: str) -> str:
+    """`normalise_folded` with its words run together: "free entry" reads "freeentry".
+
+    Character n-grams of this text do not depend on where the spaces were,
+    so a message spaced out letter by letter, or with its words split or run
+    together, gives the same ones. The run is cut every MAX_PHRASE
+    characters; the markers stay words of their own.
+    """
+    words = normalise_folded(text).split()
+    # Repeated letters are folded again across the joins: a spaced-out message
+    # is one run of single letters, where no word boundary is left to respect.
+    run = _STRETCHED.sub(r"\1", "".join(word for word in words if word not in _MARKERS))
+    pieces = [run[i : i + MAX_PHRASE] for i in range(0, len(run), MAX_PHRASE)]
+    return " ".join(pieces + [word for word in words if word in _MARKERS])

@@ -1,0 +1,95 @@
+"""The evasion folds: what a reader does not see or reads the same folds away, real signals stay."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+
+from spam_assets.model.evasion import (
+    CONFUSABLES,
+    MAX_PHRASE,
+    fold_tricks,
+    normalise_folded,
+    normalise_skeleton,
+    normalise_unspaced,
+    skeleton,
+)
+from spam_assets.model.text import normalise
+
+CLEAN = "FREE entry: win a cash prize, call 09061701461 now or visit www.win-prizes.co.uk for £1000"
+
+
+@pytest.mark.parametrize(
+    "disguised",
+    [
+        "F\u200bR\u200cE\u200dE entry: win a ca\u2060sh pri\ufeffze, call 09061701461 now or visit www.win-prizes.co.uk for £1000",
+        "FREE еntrу: wіn а сash рrize, call 09061701461 now or visit www.win-prizes.co.uk for £1000",  # Cyrillic е у і а с р
+        "FREE entry: ẉi̴n a c̶a̶s̶h̶ prize, call 09061701461 now or visit www.win-prizes.co.uk for £1000",  # combining marks
+        "ＦＲＥＥ entry: win a cash prize, call 09061701461 now or visit www.win-prizes.co.uk for £1000",  # fullwidth
+        "FREE ΕΝΤRΥ: win a cash prize, call 09061701461 now or visit www.win-prizes.co.uk for £1000",  # Greek capitals
+    ],
+)
+def test_what_a_reader_does_not_see_or_reads_the_same_folds_to_the_clean_text(disguised):
+    assert disguised != CLEAN
+    assert skeleton(disguised).lower() == CLEAN.lower()  # case is normalise's business
+    for preprocess in (normalise_skeleton, normalise_folded, normalise_unspaced):
+        assert preprocess(disguised) == preprocess(CLEAN)
+
+
+def test_the_skeleton_keeps_the_markers_of_real_digits_urls_phones_and_money():
+    assert normalise_skeleton(CLEAN) == normalise(CLEAN)  # ASCII text: what normalise gives
+    assert normalise_skeleton(CLEAN).endswith("_url_ _phone_ _money_ _number_")
+
+
+def test_leet_spacing_and_stretching_fold_in_the_folded_channel_only():
+    clean = normalise_folded("free cash prize")
+    for disguised in ("fr33 c4sh pr1z3", "f r e e c a s h p r i z e", "freeeee caaash priiize"):
+        assert normalise_skeleton(disguised) != normalise_skeleton("free cash prize")
+        assert normalise_unspaced(disguised) == normalise_unspaced("free cash prize"), disguised
+    assert normalise_folded("fr33 c4sh pr1z3") == clean == normalise_folded("freeeee caaash priiize") == "fre cash prize"
+    assert normalise_folded("f r e e cash prize") == clean  # a spaced-out word is joined
+
+
+def test_folding_keeps_numbers_codes_urls_and_e_mail_addresses():
+    text = "txt WIN to 87121, 150p/msg, call 0906-170-1461, £1000 at http://b1t.ly/x3 or w1n@pr1ze.com"
+    folded = normalise_folded(text)
+    for kept in ("87121", "150p/msg", "0906-170-1461", "£1000", "http://b1t.ly/x3", "w1n@pr1ze.com"):
+        assert kept in folded, kept
+    assert folded.endswith("_url_ _email_ _phone_ _money_ _number_")
+    # A digit a word lost to leet is no number: no _number_ marker for "fr33" alone.
+    assert normalise_folded("fr33 now") == "fre now"
+    assert normalise_skeleton("fr33 now").endswith("_number_")
+
+
+def test_unspaced_runs_words_together_in_pieces_of_bounded_length_and_keeps_markers():
+    assert normalise_unspaced("free entry now 87121") == "frentrynow87121 _number_"
+    long = normalise_unspaced("lunch tomorrow " * 100)
+    pieces = long.split()
+    assert max(map(len, pieces)) == MAX_PHRASE and len(pieces) > 1
+    # The cuts do not depend on the spacing.
+    assert normalise_unspaced(" ".join("lunch tomorrow " * 100)) == long
+
+
+def test_confusables_are_cyrillic_or_greek_letters_mapped_to_ascii_letters():
+    assert len(CONFUSABLES) > 60
+    for look_alike, latin in CONFUSABLES.items():
+        name = unicodedata.name(look_alike)
+        assert name.startswith(("CYRILLIC", "GREEK")), name
+        assert latin.isascii() and latin.isalpha() and len(latin) == 1
+    # A capital I look-alike reads "i" once lower-cased, not "l".
+    assert normalise_skeleton("FREE ІPHONE") == "free iphone"
+
+
+def test_legitimate_non_latin_text_stays_readable_and_distinct():
+    russian, greek = "Привет, как дела? Встретимся завтра", "Καλημέρα, τι κάνεις;"
+    for text in (russian, greek):
+        assert normalise_skeleton(text) != ""
+    assert normalise_skeleton(russian) != normalise_skeleton("Привет, как погода?")
+
+
+def test_fold_tricks_on_edge_cases():
+    assert fold_tricks("") == ""
+    assert fold_tricks("a") == "a"
+    assert fold_tricks("u r a star") == "ura star"
+    assert fold_tricks("2day 4u") == "zday au"
