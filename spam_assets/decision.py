@@ -4,12 +4,18 @@ Gates guard users from a bad model even when no champion exists: precision
 gate is stricter than recall because a ham marked spam (a lost message)
 costs more than a spam let through. The win must be at least
 `min_improvement` on every compared metric, both models scored on the same
-holdout, so noise does not churn the champion.
+holdout, so noise does not churn the champion. A challenger must also keep
+catching spam in disguise (`spam_assets.robustness`): its recall under its
+worst perturbation family within `max_adversarial_drop` of its clean recall,
+and not below the champion's recall under that family by more than
+`adversarial_tolerance`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from spam_assets.robustness import Robustness
 
 GATE_METRICS = {"spam_f1": "min_spam_f1", "spam_precision": "min_spam_precision"}
 
@@ -20,6 +26,10 @@ class DecisionRules:
     min_spam_precision: float = 0.95
     min_improvement: float = 0.005
     compared_metrics: tuple[str, ...] = ("spam_f1",)
+    adversarial_gate: bool = True
+    max_adversarial_drop: float = 0.05
+    # One message of the SMS holdout's ~110 spams is 0.009: two may differ by chance.
+    adversarial_tolerance: float = 0.02
 
 
 @dataclass
@@ -51,20 +61,67 @@ def gate_failures(metrics: dict[str, float], rules: DecisionRules) -> list[str]:
     return failures
 
 
+def robustness_failures(challenger: Robustness, champion: Robustness | None, rules: DecisionRules) -> list[str]:
+    """Why the challenger's recall under its worst perturbation family fails the gate (empty: it passes)."""
+    if not rules.adversarial_gate:
+        return []
+    family, worst = challenger.worst_family()
+    failures = []
+    if not worst >= challenger.clean - rules.max_adversarial_drop:
+        failures.append(
+            f"challenger spam recall under {family} {worst:.3f} is more than {rules.max_adversarial_drop:g} "
+            f"below its clean recall {challenger.clean:.3f}"
+        )
+    theirs = champion.by_family.get(family) if champion else None
+    if theirs is not None and not worst >= theirs - rules.adversarial_tolerance:
+        failures.append(
+            f"challenger spam recall under {family} {worst:.3f} < champion's {theirs:.3f} "
+            f"(tolerance {rules.adversarial_tolerance:g})"
+        )
+    return failures
+
+
+def _robustness_rows(challenger: Robustness, champion: Robustness | None, rules: DecisionRules, failures: list[str]) -> list[dict]:
+    """One row per perturbation family: spam recall at its worst strength (clean recall is the spam_recall row)."""
+    family, _ = challenger.worst_family()
+    gate = f"≥ spam_recall − {rules.max_adversarial_drop:g}; ≥ champion − {rules.adversarial_tolerance:g}"
+    rows = []
+    for name, value in challenger.by_family.items():
+        verdict = ""
+        if name == family:
+            verdict = "worst family, " + (
+                "not gated" if not rules.adversarial_gate else "gate failed" if failures else "gate passed"
+            )
+        rows.append(
+            {
+                "metric": f"spam_recall under {name}",
+                "champion": champion.by_family.get(name) if champion else None,
+                "challenger": value,
+                "gate": gate if name == family else "",
+                "verdict": verdict,
+            }
+        )
+    return rows
+
+
 def decide(
     challenger: dict[str, float],
     champion: dict[str, float] | None,
     rules: DecisionRules = DecisionRules(),
     same_version: bool = False,
     refused_champion: str | None = None,
+    robustness: tuple[Robustness, Robustness | None] | None = None,
 ) -> Decision:
     """Both metric dicts come from scoring on the same holdout.
 
     `refused_champion` says why a champion exists but could not be scored (no
     server would load it): the challenger is then judged as if there were none.
+    `robustness` is (challenger's, champion's or None) recall under obfuscation,
+    on the same copies of the holdout spam; without it that gate is not applied.
     """
     rows, reasons = [], [refused_champion] if refused_champion else []
-    failures = gate_failures(challenger, rules)
+    robust_failures = robustness_failures(*robustness, rules) if robustness is not None else []
+    failures = gate_failures(challenger, rules) + robust_failures
     reasons.extend(failures)
     metrics = list(dict.fromkeys([*GATE_METRICS, *rules.compared_metrics, "spam_recall", "accuracy", "mcc", "roc_auc"]))
     for metric in metrics:
@@ -80,6 +137,8 @@ def decide(
                 delta = new - old
                 verdicts.append(f"{delta:+.4f} {'wins' if delta >= rules.min_improvement else 'not enough'}")
         rows.append({"metric": metric, "champion": old, "challenger": new, "gate": gate, "verdict": ", ".join(verdicts)})
+    if robustness is not None:
+        rows += _robustness_rows(*robustness, rules, robust_failures)
 
     if same_version:
         return Decision(False, ["challenger is the current champion version"], rows)

@@ -47,3 +47,50 @@ def test_a_champion_no_server_can_load_does_not_block_a_challenger_that_passes_t
     assert d.promote and d.reasons == [refused, "the challenger passes every gate and replaces it"]
     bad = decide({**GOOD, "spam_precision": 0.5}, None, refused_champion=refused)
     assert not bad.promote and bad.reasons[0] == refused and "spam_precision" in bad.reasons[1]
+
+
+# --- recall under obfuscation ----------------------------------------------------------------------
+
+from spam_assets.robustness import Robustness  # noqa: E402
+
+
+def robust(clean: float, **worst: float) -> Robustness:
+    """A report whose families all reach `clean` at strength 0.5 and the given recall at strength 1."""
+    families = ("zero_width", "homoglyph", "leet", "spacing", "stretching", "fullwidth")
+    return Robustness(
+        n_spam=100, seed=7, clean=clean, recall={f: {0.5: clean, 1.0: worst.get(f, clean)} for f in families}
+    )
+
+
+def test_a_challenger_that_loses_disguised_spam_is_kept_out_and_the_reason_names_the_family():
+    decision = decide({**GOOD, "spam_f1": 0.99}, GOOD, robustness=(robust(0.94, spacing=0.85, leet=0.92), robust(0.94)))
+    assert not decision.promote
+    assert [r for r in decision.reasons if "under" in r] == [
+        "challenger spam recall under spacing 0.850 is more than 0.05 below its clean recall 0.940",
+        "challenger spam recall under spacing 0.850 < champion's 0.940 (tolerance 0.02)",
+    ]
+    table = decision.to_markdown()
+    assert "| spam_recall under spacing | 0.9400 | 0.8500 |" in table and "worst family, gate failed" in table
+
+
+def test_a_challenger_worse_than_the_champion_on_its_worst_family_is_kept_out():
+    champion = robust(0.94, leet=0.93)
+    within = decide({**GOOD, "spam_f1": 0.99}, GOOD, robustness=(robust(0.94, leet=0.915), champion))
+    assert within.promote  # 0.015 below the champion: within the tolerance of 0.02
+    worse = decide({**GOOD, "spam_f1": 0.99}, GOOD, robustness=(robust(0.94, leet=0.90), champion))
+    assert not worse.promote
+    assert any("under leet 0.900 < champion's 0.930 (tolerance 0.02)" in r for r in worse.reasons)
+
+
+def test_the_robustness_gate_can_be_switched_off_and_its_rows_still_show():
+    rules = DecisionRules(adversarial_gate=False)
+    decision = decide(GOOD, None, rules, robustness=(robust(0.94, spacing=0.5), None))
+    assert decision.promote
+    assert "| spam_recall under spacing | — | 0.5000 |" in decision.to_markdown()
+    assert "worst family, not gated" in decision.to_markdown()
+
+
+def test_a_robust_first_challenger_is_promoted_with_the_family_rows():
+    decision = decide(GOOD, None, robustness=(robust(0.94, leet=0.91), None))
+    assert decision.promote
+    assert sum(row["metric"].startswith("spam_recall under ") for row in decision.rows) == 6

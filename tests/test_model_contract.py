@@ -100,7 +100,7 @@ def previous_model():
 def foreign_model():
     """A model the lean compiler does not know (stop words), made only of trusted types."""
     pipeline = candidate_pipelines(6)["tfidf_nb"]
-    pipeline.set_params(tfidf__stop_words=["the"])
+    pipeline.set_params(features__word__stop_words=["the"])
     return fit(pipeline, seed=6)
 
 

@@ -60,7 +60,7 @@ def test_compact_vocabulary_round_trips_through_skops(split):
         # One string for the whole vocabulary, not a JSON node per term.
         assert '"_vocabulary_terms"' in schema and '"vocabulary_"' not in schema, name
         loaded = skops.io.loads(data, trusted=SKOPS_TRUSTED_TYPES)
-        words = lambda m: m[1] if name == "tfidf_nb" else m[1].transformer_list[0][1]  # noqa: E731
+        words = lambda m: m[1].transformer_list[0][1]  # noqa: E731
         assert words(loaded).vocabulary_ == words(model).vocabulary_ and len(words(model).vocabulary_) > 100
         np.testing.assert_array_equal(
             spam_probability(loaded, holdout["text"]), spam_probability(model, holdout["text"])

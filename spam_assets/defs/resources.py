@@ -34,8 +34,10 @@ from spam_assets.defs.automation.settings import (
 from spam_assets.drift import DriftThresholds
 from spam_assets.model import operating_point
 from spam_assets.model.registry import Registry, ensure_experiment
+from spam_assets.modeling import spam_probability
+from spam_assets.robustness import Robustness, adversarial_recall, evaluation_seed
 from spam_assets.rollout import RolloutRules
-from spam_assets.settings import EXPERIMENT_NAME, Paths, paths, tracking_uri
+from spam_assets.settings import EXPERIMENT_NAME, POSITIVE_LABEL, Paths, paths, tracking_uri
 
 log = logging.getLogger(__name__)
 MAX_TEXT = 3500  # Slack truncates long messages; the UI has the rest
@@ -81,9 +83,34 @@ class PromotionPolicy(dg.ConfigurableResource):
     min_spam_precision: float = DecisionRules.min_spam_precision  # a lost ham costs more than a missed spam
     min_improvement: float = DecisionRules.min_improvement
     compared_metrics: list[str] = list(DecisionRules.compared_metrics)
+    # Recall on obfuscated copies of the holdout spam (spam_assets.robustness): the worst
+    # family within max_adversarial_drop of clean recall, and not below the champion's.
+    adversarial_gate: bool = DecisionRules.adversarial_gate
+    max_adversarial_drop: float = DecisionRules.max_adversarial_drop
+    adversarial_tolerance: float = DecisionRules.adversarial_tolerance
+    adversarial_seed: int = 0  # with the corpus version, the seed of the obfuscated copies
 
     def rules(self) -> DecisionRules:
-        return DecisionRules(self.min_spam_f1, self.min_spam_precision, self.min_improvement, tuple(self.compared_metrics))
+        return DecisionRules(
+            self.min_spam_f1,
+            self.min_spam_precision,
+            self.min_improvement,
+            tuple(self.compared_metrics),
+            adversarial_gate=self.adversarial_gate,
+            max_adversarial_drop=self.max_adversarial_drop,
+            adversarial_tolerance=self.adversarial_tolerance,
+        )
+
+    def robustness(self, model, holdout, corpus_version: str) -> Robustness | None:
+        """The model's spam recall on the holdout spam and on its obfuscated copies; None without holdout spam.
+
+        The same copies for every model judged on a corpus version.
+        """
+        spam = holdout.loc[holdout["label"] == POSITIVE_LABEL, "text"].tolist()
+        if not spam:
+            return None
+        seed = evaluation_seed(self.adversarial_seed, corpus_version)
+        return adversarial_recall(lambda texts: spam_probability(model, texts), spam, seed)
 
 
 class OperatingPointPolicy(dg.ConfigurableResource):

@@ -122,11 +122,21 @@ def _word_char_features() -> FeatureUnion:
 def candidate_pipelines(seed: int = 0) -> dict[str, Pipeline]:
     """The pipelines model selection chooses between; all give calibrated-ish P(spam)."""
     return {
-        # The classic baseline: fast, robust on small data.
+        # The classic baseline: fast, robust on small data. Word n-grams alone lose
+        # every spaced-out word ("f r e e" has none): the unspaced character
+        # n-grams keep it (recall under spacing 0.95 instead of 0.90 on SMS).
         "tfidf_nb": Pipeline(
             [
                 ("text", TextColumn()),
-                ("tfidf", CompactTfidfVectorizer(preprocessor=normalise_skeleton, ngram_range=(1, 2), sublinear_tf=True)),
+                (
+                    "features",
+                    FeatureUnion(
+                        [
+                            ("word", CompactTfidfVectorizer(preprocessor=normalise_skeleton, ngram_range=(1, 2), sublinear_tf=True)),
+                            ("unspaced", _char_ngrams(normalise_unspaced)),
+                        ]
+                    ),
+                ),
                 ("clf", MultinomialNB(alpha=0.05)),
             ]
         ),

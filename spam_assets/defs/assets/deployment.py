@@ -1,5 +1,6 @@
 """champion_decision: promote the challenger only when it is measurably better, or start its staged rollout."""
 
+import time
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -14,6 +15,7 @@ from spam_assets.model.operating_point import Tiers
 from spam_assets.modeling import evaluate, spam_probability
 from spam_assets.rollout import PROMOTED, SHADOW, Rollout
 from spam_assets.operating_rows import operating_rows
+from spam_assets.robustness import Robustness
 
 # One champion decision at a time, platform-wide: the pool's limit is set in
 # the instance config (concurrency: pools: default_limit) by `spam-platform`.
@@ -66,6 +68,7 @@ def champion_decision(
         scored[who] = (scores, tiers or Tiers())
         return evaluate(holdout["label"], scores)
 
+    robustness = champion_robustness = None
     try:  # a blocking gate: the server's own load-and-verify, so no server can refuse what is promoted
         challenger_model = reg.load_verified(challenger).model
         challenger_tiers = Tiers.from_tags(challenger.tags)  # the server refuses a garbled operating point too
@@ -73,9 +76,13 @@ def champion_decision(
         decision = Decision(False, [f"challenger v{challenger.version} refused by the serving checks: {error}"])
     else:
         champion_metrics, refused_champion = None, None
+        # Recall on obfuscated copies of the holdout spam, both models on the same copies.
+        robustness = promotion.robustness(challenger_model, holdout, corpus_version)
         if champion is not None and champion.version != challenger.version:
             try:  # the same checks: a champion no server can load must not block its replacement
-                champion_metrics = score(reg.load_verified(champion).model, "champion", Tiers.from_tags(champion.tags))
+                champion_model = reg.load_verified(champion).model
+                champion_metrics = score(champion_model, "champion", Tiers.from_tags(champion.tags))
+                champion_robustness = promotion.robustness(champion_model, holdout, corpus_version)
             except RefusedModel as error:
                 refused_champion = f"champion v{champion.version} refused by the serving checks: {error}"
                 context.log.warning(f"{refused_champion}; the challenger only has to pass the gates")
@@ -85,8 +92,11 @@ def champion_decision(
             promotion.rules(),
             same_version=champion is not None and champion.version == challenger.version,
             refused_champion=refused_champion,
+            robustness=(robustness, champion_robustness) if robustness is not None else None,
         )
         decision.rows.extend(operating_rows(holdout["label"], scored["challenger"], scored.get("champion")))
+        if robustness is not None:
+            _log_robustness(reg, challenger.run_id, robustness, champion_robustness)
     reason = "; ".join(decision.reasons)
     rules, now, stages = rollout.rules(), datetime.now(UTC), Rollout(reg)
     superseded = stages.retire_superseded(challenger.version, now)  # this challenger replaces any still under rollout
@@ -126,6 +136,7 @@ def champion_decision(
     return dg.MaterializeResult(
         metadata={
             OUTCOME_KEY: dg.MetadataValue.json(outcome),  # the hand-off; the rest is for people
+            **_robustness_metadata(robustness, champion_robustness),
             "decision": action,
             "promoted": outcome["promoted"],
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
@@ -139,3 +150,25 @@ def champion_decision(
         },
         tags={"spam/decision": action},
     )
+
+
+def _log_robustness(reg, run_id: str, challenger: Robustness, champion: Robustness | None) -> None:
+    """The champion's recall under obfuscation beside the challenger's (trained_model logged those) in its MLflow run."""
+    from mlflow.entities import Metric
+
+    if champion is not None:
+        now = int(time.time() * 1000)
+        metrics = champion.metrics("champion_adversarial_recall")
+        reg.client.log_batch(run_id, metrics=[Metric(key, value, now, 0) for key, value in metrics.items()])
+    reg.client.log_text(run_id, challenger.to_markdown(champion), "adversarial_recall_vs_champion.md")
+
+
+def _robustness_metadata(challenger: Robustness | None, champion: Robustness | None) -> dict:
+    if challenger is None:
+        return {}
+    return {
+        "adversarial_recall": dg.MetadataValue.json(
+            {"challenger": challenger.as_json(), "champion": champion.as_json() if champion else None}
+        ),
+        "adversarial_recall_table": dg.MetadataValue.md(challenger.to_markdown(champion)),
+    }

@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 
 from spam_assets.challenger import log_challenger
-from spam_assets.decision import gate_failures
+from spam_assets.decision import gate_failures, robustness_failures
 from spam_assets.defs.resources import LazyMlflowRun, ModelRegistry, OperatingPointPolicy, PlatformStore, PromotionPolicy
 from spam_assets.defs.keys import CLEANED_CORPUS, DRIFT_STATISTICS, TRAINED_MODEL
 from spam_assets.defs.retrain_policy import MAX_REASON, challenger_for, rides_with, verdict_of_run
@@ -21,6 +21,7 @@ from spam_assets.defs.run_tags import (
 )
 from spam_assets.model.pipelines import candidate_pipelines
 from spam_assets.modeling import METRIC_NAMES, select_and_fit, spam_probability
+from spam_assets.robustness import Robustness
 from spam_assets.training_runs import end_failed
 
 
@@ -54,7 +55,8 @@ TRAINING_POOL = "trained_model"
             description=(
                 "The challenger: every candidate pipeline (TF-IDF + MultinomialNB; linear SVM on word and "
                 "character n-grams, calibrated) cross-validated on the train split, the best refit and scored "
-                "on the holdout, logged to MLflow (params, metrics, confusion matrix, model with signature) "
+                "on the holdout and on obfuscated copies of its spam (recall per perturbation family), logged "
+                "to MLflow (params, metrics, confusion matrix, model with signature) "
                 "and registered as a new version of `spam-classifier` with alias `challenger`, with its operating "
                 "point (the P(spam) thresholds of the spam and suspicious tiers for the target ham false-positive "
                 "rates of resource `operating_point`, chosen on the holdout) as version tags. Rides along in "
@@ -71,7 +73,8 @@ TRAINING_POOL = "trained_model"
             "challenger_gates",
             asset="trained_model",
             description=(
-                "The challenger reaches the absolute gates (spam F1, spam precision) of the promotion policy "
+                "The challenger reaches the absolute gates (spam F1, spam precision, spam recall under its "
+                "worst perturbation family near its clean recall) of the promotion policy "
                 "(resource `promotion`, the one champion_decision applies) on the holdout."
             ),
         )
@@ -159,6 +162,8 @@ def _train(
     # The threshold serving labels spam from, chosen on the holdout for the target ham false-positive rate.
     point = operating.choose(holdout["label"], spam_probability(result.model, holdout["text"].tolist()))
     context.log.info(f"operating point: threshold {point.threshold:.4f}; {point.basis}")
+    # Spam recall on obfuscated copies of the holdout spam: how much disguise the model sees through.
+    robustness = promotion.robustness(result.model, holdout, version)
     reg = registry.registry()
     # Started only now, so a step that fails before this leaves no MLflow run behind:
     # dagster-mlflow's MlFlow starts (or resumes) the MLflow run tagged with this Dagster run's id.
@@ -180,12 +185,17 @@ def _train(
         # before release_dead_training got to it (a race a full disk lost in CI).
         end_failed(mlflow, error)
         raise
+    if robustness is not None:
+        mlflow.log_metrics(robustness.metrics())
+        mlflow.log_text(robustness.to_markdown(), "adversarial_recall.md")
     run = mlflow.active_run().info
     # Its end_mlflow_on_run_finished hook only ends the MLflow run after the
     # job's last node (dagster issue 21872), which this asset rarely is.
     mlflow.end_run()
 
     failures = gate_failures(result.holdout_metrics, promotion.rules())
+    if robustness is not None:
+        failures += robustness_failures(robustness, None, promotion.rules())
     return dg.MaterializeResult(
         asset_key=TRAINED_MODEL,
         metadata={
@@ -208,6 +218,7 @@ def _train(
             **{f"holdout_{k}": float(result.holdout_metrics[k]) for k in METRIC_NAMES},
             **point.metrics(),
             "operating_point": point.basis,
+            **_robustness_metadata(robustness),
         },
         check_results=[
             dg.AssetCheckResult(
@@ -215,12 +226,24 @@ def _train(
                 passed=not failures,
                 # Not blocking: champion_decision must still run to record "keep, and why".
                 severity=dg.AssetCheckSeverity.WARN,
-                description="; ".join(failures) or "spam F1 and precision reach the gates",
+                description="; ".join(failures) or "spam F1, precision and recall under obfuscation reach the gates",
                 metadata={k: float(result.holdout_metrics[k]) for k in ("spam_f1", "spam_precision")},
             )
         ],
         data_version=dg.DataVersion(f"v{model_version.version}"),
     )
+
+
+def _robustness_metadata(robustness: Robustness | None) -> dict:
+    if robustness is None:
+        return {"adversarial_recall": "not measured: the holdout has no spam"}
+    return {
+        # Per family, at its worst strength; the table has every strength.
+        **{f"adversarial_recall_{family}": recall for family, recall in robustness.by_family.items()},
+        "adversarial_worst_family": robustness.worst_family()[0],
+        "adversarial_recall": dg.MetadataValue.json(robustness.as_json()),
+        "adversarial_recall_table": dg.MetadataValue.md(robustness.to_markdown()),
+    }
 
 
 def _confusion_md(frame) -> str:
