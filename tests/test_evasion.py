@@ -93,3 +93,19 @@ def test_fold_tricks_on_edge_cases():
     assert fold_tricks("a") == "a"
     assert fold_tricks("u r a star") == "ura star"
     assert fold_tricks("2day 4u") == "zday au"
+
+
+def test_the_unspaced_run_is_bounded_and_the_folded_cache_gives_the_same_text():
+    from spam_assets.model import evasion
+
+    long = normalise_unspaced("lunch tomorrow " * 500 + "87121")
+    assert sum(len(piece) for piece in long.split()[:-1]) == evasion.MAX_UNSPACED and long.endswith("_number_")
+    text = "WIN a fr33 prize"
+    evasion._folded_cache.clear()
+    first = normalise_folded(text)
+    assert evasion._folded_cache[text] is first and normalise_folded(text) is first  # the second call is a lookup
+    evasion._folded_cache.clear()
+    assert normalise_folded(text) == first == "win a fre prize"
+    huge = "free " * 1000
+    normalise_folded(huge)
+    assert huge not in evasion._folded_cache  # long texts are not kept

@@ -108,7 +108,12 @@ def fold_tricks(text: str) -> str:
     return "".join(pieces) + _fold_words(text[start:])
 
 
-_last_folded = ("", "")  # (text, normalise_folded(text)) of the last call: see normalise_unspaced
+# normalise_unspaced starts from normalise_folded of the same text, which
+# the scorer has just computed for the folded block: the results of recent
+# short texts are kept (a stream's micro-batch runs each block over all its
+# texts in turn). Bounded: at most _CACHE_SIZE texts of at most _CACHE_CHARS.
+_CACHE_SIZE, _CACHE_CHARS = 512, 2048
+_folded_cache: dict[str, str] = {}
 
 
 def normalise_folded(text: str) -> str:
@@ -117,12 +122,14 @@ def normalise_folded(text: str) -> str:
     Markers are found after folding: digits a word lost to folding are no
     number, and numbers, URLs, e-mail addresses, phones and money keep theirs.
     """
-    global _last_folded
-    last_text, last_result = _last_folded  # one read: another thread may replace it meanwhile
-    if text == last_text:
-        return last_result
+    cached = _folded_cache.get(text)
+    if cached is not None:
+        return cached
     result = normalise(fold_tricks(skeleton(text).lower()))
-    _last_folded = (text, result)
+    if len(text) <= _CACHE_CHARS:
+        if len(_folded_cache) >= _CACHE_SIZE:
+            _folded_cache.clear()  # cheaper than an LRU, and the next batch refills it
+        _folded_cache[text] = result
     return result
 
 
@@ -131,19 +138,23 @@ _MARKERS = frozenset(("_url_", "_email_", "_phone_", "_money_", "_number_"))
 # one "word" never costs much to hash (the hashing loop holds the GIL), and
 # the cuts fall at the same places however the text was spaced.
 MAX_PHRASE = 200
+# Only the run's first characters: every n-gram of it is hashed anew per
+# message (runs do not repeat as words do), which made an e-mail of 2 KB
+# cost 10x what it did; an SMS (at most 910 characters) is whole.
+MAX_UNSPACED = 1000
 
 
 def normalise_unspaced(text: str) -> str:
-    """`normalise_folded` with its words run together: "free entry" reads "freeentry".
+    """`normalise_folded` with its words run together: "free entry" reads "frentry".
 
     Character n-grams of this text do not depend on where the spaces were,
     so a message spaced out letter by letter, or with its words split or run
     together, gives the same ones. The run is cut every MAX_PHRASE
-    characters; the markers stay words of their own.
+    characters and ends after MAX_UNSPACED; the markers stay words of their own.
     """
     words = normalise_folded(text).split()
     # Repeated letters are folded again across the joins: a spaced-out message
     # is one run of single letters, where no word boundary is left to respect.
-    run = _STRETCHED.sub(r"\1", "".join(word for word in words if word not in _MARKERS))
+    run = _STRETCHED.sub(r"\1", "".join(word for word in words if word not in _MARKERS))[:MAX_UNSPACED]
     pieces = [run[i : i + MAX_PHRASE] for i in range(0, len(run), MAX_PHRASE)]
     return " ".join(pieces + [word for word in words if word in _MARKERS])
