@@ -109,3 +109,13 @@ def test_the_unspaced_run_is_bounded_and_the_folded_cache_gives_the_same_text():
     huge = "free " * 1000
     normalise_folded(huge)
     assert huge not in evasion._folded_cache  # long texts are not kept
+
+
+def test_hostile_long_words_fold_as_short_ones_do():
+    """One word of 64 KiB (the server's limit): each pattern tries it once, not once per character."""
+    limit = 64 * 1024
+    assert normalise_folded("a" * limit) == "a"
+    assert normalise_folded("ab" * (limit // 2)) == "ab" * (limit // 2)
+    assert normalise_folded("x" * (limit - 1) + "@") == "x" * (limit - 1) + "@"  # an "@" at the very end
+    assert normalise_unspaced("fr33 " + "b" * limit) == "freb"
+    assert normalise_folded("fr33 w1n " + "c" * limit + " n0w") == "fre win c now"

@@ -70,10 +70,12 @@ def normalise_skeleton(text: str) -> str:
 # Digits read as letters inside words; a run of letters and digits with more
 # digits than letters ("150p", "txt82228") is a number or a code, and keeps them.
 _LEET = str.maketrans("0123456789", "oizeasbtbg")
-_WITH_DIGIT = re.compile(r"[^\W_]*\d[^\W_]*")  # a run of letters and digits that holds a digit
+# Both anchored at the start of a run or word, so a search tries each run once: unanchored,
+# a 64 KiB word without a digit (or a dot) was scanned from every one of its characters.
+_WITH_DIGIT = re.compile(r"(?<![^\W_])[^\W_]*\d[^\W_]*")  # a run of letters and digits that holds a digit
 _STRETCHED = re.compile(r"([^\W\d_])\1+")  # a letter repeated: "freeee", also "free" (both become "fre")
 _SPACED = re.compile(r"(?<!\S)[^\W\d_](?:\s+[^\W\d_])+(?!\S)")  # single letters in a row: "f r e e"
-_MAY_BE_ADDRESS = re.compile(r"\S*[.:@]\S*")  # the words URL_RE or EMAIL_RE could match
+_MAY_BE_ADDRESS = re.compile(r"(?<!\S)[^\s.:@]*[.:@]\S*")  # the words URL_RE or EMAIL_RE could match
 
 
 def _unleet(match: re.Match) -> str:
