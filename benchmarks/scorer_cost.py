@@ -49,7 +49,8 @@ def previous_release_word_char_svm():
             ("char", _char_ngrams(normalise)),
         ]
     )
-    return Pipeline([("text", TextColumn()), ("features", features), ("clf", CalibratedClassifierCV(LinearSVC(random_state=0), cv=3, ensemble=False))])
+    classifier = CalibratedClassifierCV(LinearSVC(random_state=0), cv=3, ensemble=False)
+    return Pipeline([("text", TextColumn()), ("features", features), ("clf", classifier)])
 
 
 def main() -> None:

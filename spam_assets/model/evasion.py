@@ -58,7 +58,8 @@ def skeleton(text: str) -> str:
     if text.isascii():
         return text
     category = unicodedata.category
-    visible = "".join(c for c in unicodedata.normalize("NFD", text) if category(c) not in ("Cf", "Mn") and c not in _INVISIBLE_LETTERS)
+    decomposed = unicodedata.normalize("NFD", text)
+    visible = "".join(c for c in decomposed if category(c) not in ("Cf", "Mn") and c not in _INVISIBLE_LETTERS)
     return unicodedata.normalize("NFC", visible).translate(_TO_LATIN)
 
 
