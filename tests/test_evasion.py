@@ -111,6 +111,16 @@ def test_the_unspaced_run_is_bounded_and_the_folded_cache_gives_the_same_text():
     assert huge not in evasion._folded_cache  # long texts are not kept
 
 
+def test_the_piece_memo_gives_what_the_fold_gave():
+    from spam_assets.model import evasion
+
+    evasion._PIECE_MEMO.clear()
+    assert fold_tricks("fr33 c4sh w1n@pr1ze.com") == "fre cash w1n@pr1ze.com"
+    assert evasion._PIECE_MEMO["fr33"] == "fre" and evasion._PIECE_MEMO["w1n@pr1ze.com"] == "w1n@pr1ze.com"
+    assert fold_tricks("fr33 c4sh w1n@pr1ze.com") == "fre cash w1n@pr1ze.com"  # from the memo this time
+    evasion._PIECE_MEMO.clear()
+
+
 def test_hostile_long_words_fold_as_short_ones_do():
     """One word of 64 KiB (the server's limit): each pattern tries it once, not once per character."""
     limit = 64 * 1024
