@@ -62,7 +62,7 @@ def main() -> None:
         raise SystemExit("no corpus: pass --sms or set SPAM_SMS_PATH")
 
     from spam_assets.loaders.sms import read_sms
-    from spam_assets.model.evasion import normalise_folded, normalise_skeleton, normalise_unspaced
+    from spam_assets.model.evasion import normalise_folded, normalise_skeleton, normalise_word_pairs
     from spam_assets.model.lean_scorer import compile_scorer
     from spam_assets.model.pipelines import candidate_pipelines
     from spam_assets.model.text import normalise
@@ -73,7 +73,7 @@ def main() -> None:
 
     print(f"{len(served)} messages, best of {args.rounds} rounds, µs per message\n")
     print("| preprocessor | µs |\n|---|---:|")
-    for function in (normalise, normalise_skeleton, normalise_folded, normalise_unspaced):
+    for function in (normalise, normalise_skeleton, normalise_folded, normalise_word_pairs):
         print(f"| `{function.__name__}` | {best_of(args.rounds, lambda f=function: [f(t) for t in served], len(served)):.1f} |")
 
     print("\n| model | lean scorer, 1 text per call | batches of 256 |\n|---|---:|---:|")

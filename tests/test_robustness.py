@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from spam_assets.model.evasion import normalise_unspaced
+from spam_assets.model.evasion import normalise_word_pairs
 from spam_assets.perturb import FAMILIES, STRENGTHS
 from spam_assets.robustness import adversarial_recall, evaluation_seed
 
@@ -28,8 +28,8 @@ def literal(texts: list[str]) -> np.ndarray:
 
 
 def folded(texts: list[str]) -> np.ndarray:
-    """The same filter reading the unspaced fold, as the word_char_svm candidate does."""
-    return np.array([1.0 if "fre" in normalise_unspaced(t) else 0.0 for t in texts])
+    """The same filter reading the word pairs of the fold, as the word_char_svm candidate does."""
+    return np.array([1.0 if "fre" in normalise_word_pairs(t) else 0.0 for t in texts])
 
 
 def test_a_literal_filter_loses_the_disguised_spam_and_says_which_family():

@@ -5,7 +5,7 @@ serving reads them through it and imports nothing else of `spam_assets` but
 `spam_assets.settings`. No Dagster here.
 
 - `text`          the normalisation every pipeline applies first (`normalise`, kept as it was for stored models).
-- `evasion`       the evasion-robust preprocessors of today's candidates: skeleton, folded and unspaced text.
+- `evasion`       the evasion-robust preprocessors of today's candidates: skeleton, folded text and word pairs.
 - `char_ngrams`   hashed character n-grams, memoised per word.
 - `pipelines`     the candidate pipeline classes, the skops allow-list and the old names of moved types.
 - `lean_scorer`   compiling a fitted pipeline into a fast, verified scorer.

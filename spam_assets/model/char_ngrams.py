@@ -41,9 +41,9 @@ except ImportError:  # a scikit-learn without it: MemoHashingVectorizer defers t
 # the bound keeps hostile input from growing a memo without limit (at most
 # tens of MB when full).
 MAX_MEMO = 1 << 17
-# Longer words are hashed every time, not memoised: they rarely repeat (the
-# run-together phrases of `spam_assets.model.evasion.normalise_unspaced`,
-# base64 in e-mail), and each would hold hundreds of columns in the memo.
+# Longer words are hashed every time, not memoised: they rarely repeat (a
+# message spaced out letter by letter and joined by the fold, base64 in
+# e-mail), and each would hold hundreds of columns in the memo.
 MAX_MEMO_WORD = 40
 
 _MEMOS: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}

@@ -132,7 +132,7 @@ def fold_tricks(text: str) -> str:
     return " ".join(folded)
 
 
-# normalise_unspaced starts from normalise_folded of the same text, which
+# normalise_word_pairs starts from normalise_folded of the same text, which
 # the scorer has just computed for the folded block: the results of recent
 # short texts are kept (a stream's micro-batch runs each block over all its
 # texts in turn). Bounded: at most _CACHE_SIZE texts of at most _CACHE_CHARS.
@@ -158,27 +158,31 @@ def normalise_folded(text: str) -> str:
 
 
 _MARKERS = frozenset(("_url_", "_email_", "_phone_", "_money_", "_number_"))
-# Longest run of joined words: a longer text is cut into pieces this long, so
-# one "word" never costs much to hash (the hashing loop holds the GIL), and
-# the cuts fall at the same places however the text was spaced.
+# Longest token of the pairs channel: a longer one (a long word, or a whole
+# message spaced out letter by letter and joined by the fold) is cut into
+# pieces this long, so one token never costs much to hash (the hashing loop
+# holds the GIL).
 MAX_PHRASE = 200
-# Only the run's first characters: every n-gram of it is hashed anew per
-# message (runs do not repeat as words do), which made an e-mail of 2 KB
-# cost 10x what it did; an SMS (at most 910 characters) is whole.
-MAX_UNSPACED = 1000
 
 
-def normalise_unspaced(text: str) -> str:
-    """`normalise_folded` with its words run together: "free entry" reads "frentry".
+def normalise_word_pairs(text: str) -> str:
+    """Each two neighbouring words of `normalise_folded` run together: "free entry now" reads "freentry entrynow".
 
-    Character n-grams of this text do not depend on where the spaces were,
-    so a message spaced out letter by letter, or with its words split or run
-    together, gives the same ones. The run is cut every MAX_PHRASE
-    characters and ends after MAX_UNSPACED; the markers stay words of their own.
+    The character n-grams that span a word boundary ("eentr") are then the
+    same whether the message was spaced as written or spaced out letter by
+    letter (which the fold joins into one run, "freentrynow"), so the model
+    keeps a phrase it learnt however the spaces were moved. Pairs, not the
+    whole message run together: a pair recurs across messages as a word
+    does, so its n-grams come from the per-word memo (char_ngrams) instead
+    of being hashed anew for every message, which cost 4x the scorer.
+    Markers are left out (they are words in the other channels).
     """
-    words = normalise_folded(text).split()
-    # Repeated letters are folded again across the joins: a spaced-out message
-    # is one run of single letters, where no word boundary is left to respect.
-    run = _STRETCHED.sub(r"\1", "".join(word for word in words if word not in _MARKERS))[:MAX_UNSPACED]
-    pieces = [run[i : i + MAX_PHRASE] for i in range(0, len(run), MAX_PHRASE)]
-    return " ".join(pieces + [word for word in words if word in _MARKERS])
+    words = [
+        word[i : i + MAX_PHRASE]
+        for word in normalise_folded(text).split()
+        if word not in _MARKERS
+        for i in range(0, len(word), MAX_PHRASE)
+    ]
+    if len(words) < 2:
+        return " ".join(words)
+    return " ".join(first + second for first, second in zip(words, words[1:]))
