@@ -32,11 +32,11 @@ from serving.generated.spam.v1 import classifier_pb2_grpc as pb_grpc
 from serving.oip import decode_raw_bytes, encode_raw_bytes
 from serving.verdicts import explanation
 from spam_assets.model.artifact import RefusedModel
+from spam_assets.model.evasion import normalise_folded, normalise_skeleton, normalise_word_pairs
 from spam_assets.model.explain import explain
 from spam_assets.model.operating_point import Tiers
 from spam_assets.model.scorer import PipelineScorer
 from spam_assets.model.tags import TAG_OPERATING_POINT, TAG_OPERATING_THRESHOLD, TAG_SUSPICIOUS_THRESHOLD
-from spam_assets.model.text import normalise
 from spam_assets.traffic.prediction_files import read_predictions
 from spam_assets.traffic_tables import compact_hour, hour_start
 
@@ -183,16 +183,28 @@ def _spam_texts(seed: int, n: int) -> list[str]:
     return [text for text, label in synthetic_messages(60, seed) if label == "spam"][:n]
 
 
+def _found_in(text: str, kind: str) -> str:
+    """Where a feature of `kind` is read: the text as each block of the model sees it, padded as char_wb pads words."""
+    if kind == "word":
+        return normalise_skeleton(text)
+    return f" {' '.join((normalise_word_pairs if kind == 'pair' else normalise_folded)(text).split())} ".replace(" ", "  ")
+
+
 def _without(text: str, features) -> str:
-    """`text` less every word that holds one of `features` (a word term's words, a char n-gram's word)."""
-    drop = set()
+    """`text` less every word that holds one of `features` (a word term's words, a char n-gram's word, a pair's two)."""
+    raw = text.split()
+    drop: set[int] = set()
     for f in features:
-        if f.kind == "word":
-            drop.update(f.ngram.split())
-        else:
-            drop.update(w for w in normalise(text).split() if f.ngram in w)
-    kept = [w for w in text.split() if not (set(re.findall(r"[\w£$€]+", normalise(w))) & drop) and normalise(w) not in drop]
-    return " ".join(kept)
+        for i, word in enumerate(raw):
+            if f.kind == "word":
+                if set(re.findall(r"[\w£$€]+", normalise_skeleton(word))) & set(f.ngram.split()):
+                    drop.add(i)
+            elif f.kind == "char":
+                if f.ngram in _found_in(word, "char"):
+                    drop.add(i)
+            elif i + 1 < len(raw) and f.ngram in _found_in(f"{word} {raw[i + 1]}", "pair"):
+                drop.update((i, i + 1))
+    return " ".join(word for i, word in enumerate(raw) if i not in drop)
 
 
 @pytest.mark.parametrize("seed", random.Random().sample(range(1000, 9999), 3))  # new texts every run
@@ -206,9 +218,8 @@ def test_the_listed_features_are_what_moves_the_score(svm_server, svm_version, s
             assert features and not verdict.explanation.note
             weights = [f.weight for f in features]
             assert weights == sorted(weights, key=abs, reverse=True)
-            assert {f.kind for f in features} <= {"word", "char"}
-            found = normalise(text)
-            assert all(f.ngram in found for f in features), (text, [f.ngram for f in features])
+            assert {f.kind for f in features} <= {"word", "char", "pair"}
+            assert all(f.ngram in _found_in(text, f.kind) for f in features), (text, [(f.kind, f.ngram) for f in features])
             pushing = [f for f in features if f.weight > 0][:3]
             assert pushing, "a spam verdict has features pushing it towards spam"
             shorter = _without(text, pushing)

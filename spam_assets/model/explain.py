@@ -15,7 +15,11 @@ Features are named as the reader finds them in the (normalised) text:
 - `word`: a word 1-2-gram of the fitted vocabulary ("call now", "_phone_" for a marker);
 - `char`: a character n-gram within a word (" winn": a leading or trailing
   space marks the start or end of the word, as scikit-learn's char_wb pads
-  words). The char block is hashed, so a column has no name of its own: it
+  words);
+- `pair`: a character n-gram of two neighbouring words run together
+  ("eent" of "free entry", `spam_assets.model.evasion.normalise_word_pairs`).
+  Kept apart from `char`, as the model keeps the two blocks apart: the same
+  n-gram in both is two features. The char blocks are hashed, so a column has no name of its own: it
   is named by the n-grams *of this text* that hash to it (the memoised
   columns of each word are its n-grams' columns, in the analyzer's order:
   `char_ngrams.columns_of`). Two n-grams of one text that collide in a
@@ -34,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spam_assets.model.char_ngrams import _analyzer, columns_of, words
+from spam_assets.model.evasion import normalise_word_pairs
 from spam_assets.model.lean_scorer import LeanScorer, _HashedBlock, _VocabularyBlock
 
 DEFAULT_TOP = 10
@@ -42,7 +47,7 @@ DEFAULT_TOP = 10
 @dataclass(frozen=True)
 class Feature:
     ngram: str
-    kind: str  # "word" or "char"
+    kind: str  # "word", "char" or "pair"
     weight: float  # contribution to logit P(spam); positive towards spam
 
 
@@ -94,6 +99,7 @@ def _char_weights(
     Per-column weights with numpy, from the scorer's own memoised columns of each word.
     """
     vectorizer, memo = block.vectorizer, block.memo
+    kind = "pair" if block.preprocessor is normalise_word_pairs else "char"
     counts = Counter(words(vectorizer, text))
     if not counts:
         return {}, 0.0
@@ -130,11 +136,11 @@ def _char_weights(
     for column, grams in grams_of.items():
         if len(grams) == 1:  # no collision within this text: the usual case
             (gram,) = grams
-            weights[("char", gram)] = weights.get(("char", gram), 0.0) + chosen[column]
+            weights[(kind, gram)] = weights.get((kind, gram), 0.0) + chosen[column]
             continue
         total = sum(grams.values())
         for gram, count in grams.items():
-            weights[("char", gram)] = weights.get(("char", gram), 0.0) + chosen[column] * count / total
+            weights[(kind, gram)] = weights.get((kind, gram), 0.0) + chosen[column] * count / total
     return weights, float(contributions.sum())
 
 
