@@ -7,7 +7,7 @@ costs more than a spam let through. The win must be at least
 holdout, so noise does not churn the champion. A challenger must also keep
 catching spam in disguise (`spam_assets.robustness`): its recall under its
 worst perturbation family within `max_adversarial_drop` of its clean recall,
-and not below the champion's recall under that family by more than
+and losing no more recall to that family than the champion does, within
 `adversarial_tolerance`.
 """
 
@@ -72,19 +72,25 @@ def robustness_failures(challenger: Robustness, champion: Robustness | None, rul
             f"challenger spam recall under {family} {worst:.3f} is more than {rules.max_adversarial_drop:g} "
             f"below its clean recall {challenger.clean:.3f}"
         )
+    # Against the champion, what the disguise costs each model, not recall itself: a champion that calls
+    # most of a new domain spam has high recall bought with false positives, and a better challenger
+    # would be held to it.
     theirs = champion.by_family.get(family) if champion else None
-    if theirs is not None and not worst >= theirs - rules.adversarial_tolerance:
-        failures.append(
-            f"challenger spam recall under {family} {worst:.3f} < champion's {theirs:.3f} "
-            f"(tolerance {rules.adversarial_tolerance:g})"
-        )
+    if theirs is not None:
+        mine_lost, theirs_lost = challenger.clean - worst, champion.clean - theirs
+        if not mine_lost <= theirs_lost + rules.adversarial_tolerance:
+            failures.append(
+                f"challenger loses more spam recall under {family} than the champion: "
+                f"{mine_lost:.3f} ({challenger.clean:.3f} → {worst:.3f}) against {theirs_lost:.3f} "
+                f"({champion.clean:.3f} → {theirs:.3f}; tolerance {rules.adversarial_tolerance:g})"
+            )
     return failures
 
 
 def _robustness_rows(challenger: Robustness, champion: Robustness | None, rules: DecisionRules, failures: list[str]) -> list[dict]:
     """One row per perturbation family: spam recall at its worst strength (clean recall is the spam_recall row)."""
     family, _ = challenger.worst_family()
-    gate = f"≥ spam_recall − {rules.max_adversarial_drop:g}; ≥ champion − {rules.adversarial_tolerance:g}"
+    gate = f"≥ spam_recall − {rules.max_adversarial_drop:g}; loss ≤ champion's + {rules.adversarial_tolerance:g}"
     rows = []
     for name, value in challenger.by_family.items():
         verdict = ""

@@ -84,7 +84,7 @@ class PromotionPolicy(dg.ConfigurableResource):
     min_improvement: float = DecisionRules.min_improvement
     compared_metrics: list[str] = list(DecisionRules.compared_metrics)
     # Recall on obfuscated copies of the holdout spam (spam_assets.robustness): the worst
-    # family within max_adversarial_drop of clean recall, and not below the champion's.
+    # family within max_adversarial_drop of clean recall, and losing no more to it than the champion.
     adversarial_gate: bool = DecisionRules.adversarial_gate
     max_adversarial_drop: float = DecisionRules.max_adversarial_drop
     adversarial_tolerance: float = DecisionRules.adversarial_tolerance
