@@ -7,7 +7,7 @@ rejected), the parsed table (parquet) and the validation verdict (JSON).
 
     <home>/batches/<batch_id>/received/<original name>
                              /meta.json        spec, original name, received_at
-                             /parsed.parquet   text, label, source, row, received_at
+                             /parsed.parquet   text, label, source, row, source_name, received_at
                              /validation.json  {"accepted": bool, "reason": ..., "checks": [...]}
                              /quarantined.jsonl rows set aside by the quarantine policy, with reasons
 
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from spam_assets.loaders import LimitExceededError, Limits, SourceSpec
+from spam_assets.loaders import LimitExceededError, Limits, SourceSpec, detect_format
 from spam_assets.loaders.files import check_entry, open_regular, regular_files
 from spam_assets.loaders.limits import human, over
 
@@ -227,7 +227,20 @@ class BatchStore:
         return path
 
     def read_parsed(self, batch_id: str) -> pd.DataFrame:
-        return pd.read_parquet(self.folder(batch_id) / "parsed.parquet")
+        table = pd.read_parquet(self.folder(batch_id) / "parsed.parquet")
+        if "source_name" not in table.columns:  # parsed before source names existed: the batch's default
+            table["source_name"] = self.default_source(batch_id)
+        return table
+
+    def default_source(self, batch_id: str) -> str:
+        """The source name of this batch's rows that name none (loaders.source_names)."""
+        spec = self.spec(batch_id)
+        if spec.source or spec.format != "auto":
+            return spec.default_source(spec.format)
+        try:
+            return spec.default_source(detect_format(self.received_path(batch_id)))
+        except (OSError, ValueError):  # unreadable now: it was parsed once, but its format cannot be told again
+            return spec.default_source("auto")
 
     def write_validation(self, batch_id: str, verdict: dict) -> None:
         write_json_atomic(self.folder(batch_id) / "validation.json", verdict)

@@ -160,8 +160,15 @@ def _run_graph(batch_ids: list[str], args, ctrl_c: _CtrlC, retrain: bool = False
 def _source_spec(args):
     from spam_assets.loaders import SourceSpec  # pandas: kept out of `up`'s own (long-lived) process
 
+    from spam_assets.loaders import source_names
+
+    if args.source is not None:
+        try:
+            source_names.checked(args.source, "--source")
+        except ValueError as error:
+            raise UserError(str(error)) from error
     try:
-        return SourceSpec(args.format, args.text_column, args.label_column)
+        return SourceSpec(args.format, args.text_column, args.label_column, source=args.source)
     except ValueError as error:
         raise UserError(f"--format: {error}") from error
 
@@ -486,6 +493,11 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--format", default="auto", help="auto | sms | csv | tsv | jsonl | email | mbox")
     ingest.add_argument("--text-column", default="text")
     ingest.add_argument("--label-column", default="label")
+    ingest.add_argument(
+        "--source", metavar="NAME", default=None,
+        help="the batch's source name, e.g. enron (a-z 0-9 . _ -); the promotion gates judge each source "
+        "(default: a csv/tsv/jsonl `source` column, else sms for SMS, email for e-mail, else the format)",
+    )
     ingest.add_argument("--no-run", action="store_true", help="only stage and register the partition")
     ingest.add_argument(
         "--retrain", action="store_true",

@@ -1,6 +1,6 @@
 """Batch loaders: one received file, folder or archive of labelled messages -> a DataFrame.
 
-    read_batch(path, SourceSpec(format="auto")) -> DataFrame[text, label, source, row]
+    read_batch(path, SourceSpec(format="auto")) -> DataFrame[text, label, source, row, source_name]
 
 Formats: the SMS Spam Collection (`sms`), `csv`, `tsv`, `jsonl`, raw e-mail as a
 folder tree or tar archive (`email`), and `mbox`. Anything unreadable raises
@@ -11,6 +11,8 @@ Hostile input is refused early and cheaply: only regular files and real
 folders are opened (loaders.files), and every size limit (loaders.limits)
 is enforced while streaming. read_batch_rows collects bad rows (with file
 and row) instead of raising, for the batch policy to quarantine them.
+Each row also gets a source name (loaders.source_names): the batch's, a
+row's own `source` column in CSV / TSV / JSONL, or the format's default.
 Feed mode (sampling new rows from a large source) is in spam_assets.loaders.feed.
 """
 
@@ -35,6 +37,7 @@ from spam_assets.loaders._common import (
 )
 from spam_assets.loaders.files import check_entry, open_regular
 from spam_assets.loaders.limits import Limits
+from spam_assets.loaders import source_names
 from spam_assets.loaders.plausible import implausible
 from spam_assets.loaders.email import ARCHIVE_SUFFIXES, read_email_archive, read_email_tree, read_mbox
 from spam_assets.loaders.sms import FIRST_LINE as SMS_FIRST_LINE
@@ -47,7 +50,7 @@ __all__ = [
 ]
 
 FORMATS = ("auto", "sms", "csv", "tsv", "jsonl", "email", "mbox")
-COLUMNS = ("text", "label", "source", "row")
+COLUMNS = ("text", "label", "source", "row", "source_name")
 _SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".mbox": "mbox"}
 _SNIFF_BYTES = 64 * 1024
 
@@ -60,10 +63,19 @@ class SourceSpec:
     text_column: str = "text"  # csv / tsv / jsonl only
     label_column: str = "label"  # csv / tsv / jsonl only
     default_label: str | None = None  # for mbox files whose name says nothing
+    # The source name of every row (loaders.source_names); None: a row's `source_column`, else the format's.
+    source: str | None = None
+    source_column: str = "source"  # csv / tsv / jsonl only; ignored when `source` is set
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ValueError(f"unknown format {self.format!r}; expected one of {', '.join(FORMATS)}")
+        if self.source is not None:
+            source_names.checked(self.source, "source")
+
+    def default_source(self, fmt: str) -> str:
+        """The source name of a row that names none, in a batch of (detected) format `fmt`."""
+        return self.source or source_names.default_for(fmt)
 
 
 class BatchRead(NamedTuple):
@@ -95,7 +107,8 @@ def _read_batch(path: Path, spec: SourceSpec, limits: Limits, problems: list[Pro
         check_entry(path)  # lstat: a link or a FIFO is refused here, before anything is opened
     except FileNotFoundError:
         raise FileNotFoundError(f"no such batch: {path}") from None
-    records = _read(path, detect_format(path) if spec.format == "auto" else spec.format, spec, limits, problems)
+    fmt = detect_format(path) if spec.format == "auto" else spec.format
+    records = _read(path, fmt, spec, limits, problems)
     kept = []
     for record in records:
         if doubt := implausible(record.text):
@@ -107,6 +120,7 @@ def _read_batch(path: Path, spec: SourceSpec, limits: Limits, problems: list[Pro
     frame = pd.DataFrame.from_records(kept, columns=list(COLUMNS))
     frame["label"] = frame["label"].str.strip().str.lower()
     frame["row"] = frame["row"].astype("int64")
+    frame["source_name"] = frame["source_name"].fillna(spec.default_source(fmt)).astype(str)
     return BatchRead(frame, sorted(problems or [], key=lambda problem: problem.row))
 
 
@@ -141,13 +155,15 @@ def detect_format(path: Path | str) -> str:
 def _read(path: Path, fmt: str, spec: SourceSpec, limits: Limits, problems: list[Problem] | None) -> list[Record]:
     if stat.S_ISDIR(os.lstat(path).st_mode) and fmt != "email":
         raise BatchFormatError(f"is a folder; only format 'email' reads folders, not {fmt!r}", path=str(path))
+    source_column = None if spec.source else spec.source_column  # a batch named at staging: rows do not rename it
     match fmt:
         case "sms":
             return read_sms(path, limits, problems)
         case "csv" | "tsv":
-            return read_delimited(path, "," if fmt == "csv" else "\t", spec.text_column, spec.label_column, limits, problems)
+            delimiter = "," if fmt == "csv" else "\t"
+            return read_delimited(path, delimiter, spec.text_column, spec.label_column, limits, problems, source_column)
         case "jsonl":
-            return read_jsonl(path, spec.text_column, spec.label_column, limits, problems)
+            return read_jsonl(path, spec.text_column, spec.label_column, limits, problems, source_column)
         case "mbox":
             return read_mbox(path, spec.default_label, limits, problems)
         case "email":

@@ -37,6 +37,7 @@ class Record(NamedTuple):
     label: str
     source: str
     row: int
+    source_name: str | None = None  # a row's own source name (a CSV/JSONL `source` column); None: the batch's
 
 
 class Problem(NamedTuple):

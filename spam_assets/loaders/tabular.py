@@ -1,4 +1,9 @@
-"""CSV, TSV and JSONL batches: a text column and a label column, other columns ignored.
+"""CSV, TSV and JSONL batches: a text column, a label column, an optional source column; others ignored.
+
+The source column (`source` unless SourceSpec.source_column says otherwise)
+names each row's source (loaders.source_names), case-folded; an empty cell
+leaves the row to the batch's default, and a value that is no source name is
+a bad row.
 
 CSV/TSV use the standard quoting that pandas, Excel and the csv module write.
 Parsing is done with the csv module rather than pandas so that every cell stays
@@ -14,13 +19,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from spam_assets.loaders._bytes import iter_lines, without_surrogates
+from spam_assets.loaders import source_names
 from spam_assets.loaders._common import BatchFormatError, LimitExceededError, Problems, Record, report
 from spam_assets.loaders.limits import Limits, over
 
 
 def read_delimited(
     path: Path | str, delimiter: str, text_column: str, label_column: str,
-    limits: Limits | None = None, problems: Problems | None = None,
+    limits: Limits | None = None, problems: Problems | None = None, source_column: str | None = None,
 ) -> list[Record]:
     """CSV (delimiter ",") or TSV ("\\t") with a header row; row is the data row number (header excluded).
 
@@ -51,6 +57,7 @@ def read_delimited(
             raise BatchFormatError("file has no header row", path=str(path))
         header = [name.strip() for name in header]
         text_at, label_at = _column_indexes(header, text_column, label_column, path)
+        source_at = header.index(source_column) if source_column in header else None
         for cells in reader:
             if not any(cell.strip() for cell in cells):
                 continue  # blank line
@@ -65,7 +72,11 @@ def read_delimited(
                 )
                 report(problems, error, source, delimiter.join(cells))
                 continue
-            records.append(Record(_cell(cells, text_at), _cell(cells, label_at), source, rows))
+            name = _source_name(_cell(cells, source_at) if source_at is not None else None, source_column, rows, path)
+            if isinstance(name, BatchFormatError):
+                report(problems, name, source, delimiter.join(cells))
+                continue
+            records.append(Record(_cell(cells, text_at), _cell(cells, label_at), source, rows, name))
     except csv.Error as error:
         if "field larger than field limit" in str(error):
             reason = over(f"a field of the row ending at line {line}", "larger", limits.message_bytes, "message_bytes")
@@ -79,7 +90,7 @@ def read_delimited(
 
 def read_jsonl(
     path: Path | str, text_column: str, label_column: str,
-    limits: Limits | None = None, problems: Problems | None = None,
+    limits: Limits | None = None, problems: Problems | None = None, source_column: str | None = None,
 ) -> list[Record]:
     """One JSON object per line (blank lines skipped); row is the line number.
 
@@ -112,10 +123,30 @@ def read_jsonl(
     found = list(dict.fromkeys(key for _, value in objects for key in value))  # first-seen order
     if objects:
         _column_indexes(found, text_column, label_column, path)
-    return [
-        Record(_as_text(value.get(text_column)), _as_text(value.get(label_column)), f"{path.name}:{number}", number)
-        for number, value in objects
-    ]
+    records = []
+    for number, value in objects:
+        source = f"{path.name}:{number}"
+        raw = _as_text(value.get(source_column)) if source_column and source_column in value else None
+        name = _source_name(raw, source_column, number, path)
+        if isinstance(name, BatchFormatError):
+            report(problems, name, source, json.dumps(value, ensure_ascii=False))
+            continue
+        records.append(Record(_as_text(value.get(text_column)), _as_text(value.get(label_column)), source, number, name))
+    return records
+
+
+def _source_name(cell: str | None, column: str | None, row: int, path: Path) -> str | BatchFormatError | None:
+    """A row's source name from its source cell: None (no column, empty cell), the name, or why it is none."""
+    if cell is None or not cell.strip():
+        return None
+    name = cell.strip().lower()
+    if (why := source_names.problem(name)) is not None:
+        return BatchFormatError(
+            f"column {column!r}: {why}; fix the cell, or name the whole batch (spam-platform ingest --source NAME)",
+            row=row,
+            path=str(path),
+        )
+    return name
 
 
 def _column_indexes(found: list[str], text_column: str, label_column: str, path: Path) -> tuple[int, int]:

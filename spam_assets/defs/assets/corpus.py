@@ -16,6 +16,8 @@ class CorpusConfig(dg.Config):
     # The SplitRule (defaults are its own). Changing it moves messages: the champion is re-judged on a new holdout.
     holdout_share: float = SplitRule.holdout_share
     split_salt: str = SplitRule.salt
+    # (source, label) groups this large keep a minimum holdout (corpus.py's docstring states the rule).
+    min_group_rows: int = SplitRule.min_group_rows
     min_holdout_rows: int = 50
     min_holdout_spam: int = 10
     # Holdout vs train spam share may differ by this much, or by 3 standard
@@ -42,8 +44,10 @@ class CorpusConfig(dg.Config):
     description=(
         "Every accepted batch, Unicode/whitespace/case-normalised with URLs, phone numbers, "
         "money and numbers kept as marker tokens; exact duplicates collapsed; conflicting "
-        "labels resolved by majority, ties to the most recent batch; split into train/holdout "
-        "by a hash of the normalised text, so a message never changes side. Snapshots live "
+        "labels resolved by majority, ties to the most recent batch; each text keeps the source name "
+        "(sms, email, feedback, ...) of its first occurrence; split into train/holdout by a hash of the "
+        "normalised text, so a message never changes side, with a minimum holdout per (source, label) "
+        "group. Snapshots live "
         "under <home>/corpus/<data version>.parquet."
     ),
 )
@@ -56,7 +60,7 @@ def cleaned_corpus(context: dg.AssetExecutionContext, config: CorpusConfig, stor
             metadata={"rejected_batches": dg.MetadataValue.json(batches.rejected_ids())},
         )
     rows = pd.concat([batches.read_parsed(b) for b in ids], ignore_index=True)
-    rule = SplitRule(config.holdout_share, config.split_salt)
+    rule = SplitRule(config.holdout_share, config.split_salt, config.min_group_rows)
     corpus, stats = clean(rows, rule)
     version = data_version(ids, rule)
     path = store.corpus().write(version, corpus, {"batch_ids": ids, "stats": dataclasses.asdict(stats)})
@@ -82,6 +86,7 @@ def cleaned_corpus(context: dg.AssetExecutionContext, config: CorpusConfig, stor
             "holdout_rows": len(holdout),
             "spam_share_train": spam_share(train),
             "spam_share_holdout": spam_share(holdout),
+            "sources": dg.MetadataValue.md(_sources_table(corpus)),
         },
         check_results=[
             dg.AssetCheckResult(
@@ -105,3 +110,14 @@ def cleaned_corpus(context: dg.AssetExecutionContext, config: CorpusConfig, stor
         ],
         data_version=dg.DataVersion(version),
     )
+
+
+def _sources_table(corpus: pd.DataFrame) -> str:
+    """Messages per source and side, spam among them: how much each source's holdout can say."""
+    lines = ["| source | train | holdout | holdout spam |", "|---|---|---|---|"]
+    for source, rows in sorted(corpus.groupby("source"), key=lambda item: -len(item[1])):
+        holdout = rows[rows["split"] == "holdout"]
+        lines.append(
+            f"| {source} | {int((rows['split'] == 'train').sum())} | {len(holdout)} | {int((holdout['label'] == 'spam').sum())} |"
+        )
+    return "\n".join(lines)

@@ -19,7 +19,7 @@ BATCH_CHECKS = {
     "batch_duplicate_share": "Not mostly repeated texts (warning: the corpus collapses duplicates).",
 }
 BLOCKING = {"batch_schema", "batch_min_rows", "batch_empty_texts"}
-PARSED_COLUMNS = ["text", "label", "source", "row", "batch_id", "received_at"]
+PARSED_COLUMNS = ["text", "label", "source", "row", "source_name", "batch_id", "received_at"]
 
 
 class RawSampleConfig(dg.Config):
@@ -57,6 +57,7 @@ class RawSampleConfig(dg.Config):
     description=(
         "One batch of labelled messages as received (kept byte for byte under "
         "<home>/batches/<batch id>/received) and parsed into text, label, source, row, "
+        "source_name (sms, email, feedback or the name given at ingest: the grain the promotion gates judge), "
         "received_at. The partition key is the batch's sha256 prefix. A batch that fails "
         "a blocking check is kept for inspection and never joins the corpus. Under the quarantine "
         "policy ($SPAM_BATCH_POLICY) bad rows are set aside in quarantined.jsonl and the rest accepted."
@@ -97,6 +98,7 @@ def raw_sample(context: dg.AssetExecutionContext, config: RawSampleConfig, store
         },
     )
     labels = kept["label"].value_counts().to_dict() if kept is not None else {}
+    sources = kept["source_name"].value_counts().to_dict() if kept is not None else {}
     return dg.MaterializeResult(
         metadata={
             "status": "accepted" if ok else "rejected",
@@ -106,6 +108,7 @@ def raw_sample(context: dg.AssetExecutionContext, config: RawSampleConfig, store
             "format": batches.spec(batch_id).format,
             "dagster/row_count": 0 if kept is None else len(kept),
             "labels": dg.MetadataValue.json({k: int(v) for k, v in labels.items()}),
+            "source_names": dg.MetadataValue.json({k: int(v) for k, v in sources.items()}),
             "rejection_reason": reason or "—",
             "policy": rules.policy,
             "quarantined_rows": len(verdict.quarantined),

@@ -32,6 +32,7 @@ class FeedConfig(dg.Config):
     rows: int = 100
     format: str = "auto"
     seed: int = 0
+    source_name: str | None = None  # the rows' source name (loaders.source_names); unset: the format's default
 
 
 @dg.op(description="Write the feed's next unseen rows into the inbox as feed-<UTC time>.jsonl.")
@@ -39,11 +40,13 @@ def pull_feed_batch(context: dg.OpExecutionContext, config: FeedConfig, store: P
     source = Path(config.source).expanduser()
     # One state per source file: pointing the feed elsewhere starts a new sequence.
     state = store.paths.feeds / f"{source.stem}-{hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:8]}"
-    feed = Feed(source, state, SourceSpec(format=config.format), seed=config.seed)
+    feed = Feed(source, state, SourceSpec(format=config.format, source=config.source_name), seed=config.seed)
     rows = feed.next(config.rows)
     if rows is None:
         context.log.warning(f"feed {source} is exhausted: every row has been delivered (state in {state})")
         return
+    # The JSONL loader reads a `source` column as the rows' source name: where each row sat moves to `origin`.
+    rows = rows.rename(columns={"source": "origin"}).rename(columns={"source_name": "source"})
     target = inbox_dir(store.home) / f"feed-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}.jsonl"
     write_jsonl(rows, target)  # temp dotfile + rename: the inbox never sees half of it
     context.log.info(f"wrote {len(rows)} rows from {source} to {target}; {feed.remaining()} left")

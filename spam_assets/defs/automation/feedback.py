@@ -43,7 +43,7 @@ from spam_assets.defs.resources import ModelRegistry, PlatformStore
 from spam_assets.defs.run_tags import TRIGGER_TAG
 from spam_assets.disk import stored_model_bytes
 from spam_assets.intake import disk_problem, registry_problem, stage
-from spam_assets.loaders import BatchFormatError, SourceSpec
+from spam_assets.loaders import BatchFormatError, SourceSpec, source_names
 
 FEEDBACK_TRIGGER = "feedback"  # TRIGGER_TAG of the raw_sample runs of feedback batches
 INTERVAL_ENV = "SPAM_FEEDBACK_INTERVAL_SECONDS"
@@ -224,4 +224,4 @@ def _stage(data: bytes, batches: BatchStore) -> str:
     with tempfile.TemporaryDirectory(prefix=".feedback-", dir=batches.root.parent) as folder:
         path = Path(folder) / name
         path.write_bytes(data)
-        return stage(path, batches, SourceSpec(format="jsonl"), name)
+        return stage(path, batches, SourceSpec(format="jsonl", source=source_names.FEEDBACK), name)
