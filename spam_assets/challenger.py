@@ -30,6 +30,8 @@ from spam_assets.model.pipelines import SKOPS_TRUSTED_TYPES
 from spam_assets.model.registry import Registry
 from spam_assets.model.tags import TAG_CANDIDATE, TAG_CORPUS_VERSION, TAG_DAGSTER_RUN, TAG_MODEL_SHA256
 from spam_assets.modeling import METRIC_NAMES, TrainingResult
+from spam_assets.source_metrics import SourceMetrics
+from spam_assets.source_metrics import to_markdown as source_markdown
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,13 @@ def log_challenger(
     n_train: int,
     n_holdout: int,
     operating_point: OperatingPoint | None = None,
+    source_metrics: list[SourceMetrics] | None = None,
 ) -> ModelVersion:
-    """`operating_point`, when given, is logged as metrics and stored as the version's tags (serving labels by it)."""
+    """`operating_point`, when given, is logged as metrics and stored as the version's tags (serving labels by it).
+
+    `source_metrics`, the holdout per source, as metrics `source.<name>.spam_f1` (with `_low` /
+    `_high` for the 95% interval) and the table holdout_by_source.md.
+    """
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("log_challenger needs an active MLflow run")
@@ -77,6 +84,10 @@ def log_challenger(
     if operating_point is not None:
         mlflow.log_metrics(operating_point.metrics())
         mlflow.log_dict(asdict(operating_point), "operating_point.json")
+    if source_metrics:
+        for metrics in source_metrics:
+            mlflow.log_metrics(metrics.metrics())
+        mlflow.log_text(source_markdown(source_metrics), "holdout_by_source.md")
     mlflow.log_table(result.holdout_confusion.reset_index(names="actual"), "holdout_confusion_matrix.json")
     mlflow.log_text(result.holdout_confusion.to_csv(), "holdout_confusion_matrix.csv")
 

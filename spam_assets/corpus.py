@@ -169,4 +169,7 @@ class CorpusStore:
         version = version or self.current_version()
         if version is None:
             raise FileNotFoundError(f"no corpus in {self.root}: materialise cleaned_corpus first")
-        return pd.read_parquet(self.path(version))
+        corpus = pd.read_parquet(self.path(version))
+        if "source" not in corpus.columns:  # a snapshot from before source names (CLEANING_VERSION 1)
+            corpus["source"] = source_names.UNKNOWN
+        return corpus

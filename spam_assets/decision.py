@@ -9,6 +9,14 @@ catching spam in disguise (`spam_assets.robustness`): its recall under its
 worst perturbation family within `max_adversarial_drop` of its clean recall,
 and losing no more recall to that family than the champion does, within
 `adversarial_tolerance`.
+
+Judged per source too (spam_assets.source_metrics): the absolute gates
+apply to every source whose holdout has at least `min_source_holdout`
+messages and `min_source_holdout_spam` spams, and on each such source the
+challenger may not be significantly worse than the champion (exact McNemar
+on that source's holdout messages, p < `source_regression_alpha`). Smaller
+sources are shown, not gated: a handful of messages cannot tell a worse
+model from bad luck.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from spam_assets.robustness import Robustness
+from spam_assets.source_metrics import SourceComparison
 
 GATE_METRICS = {"spam_f1": "min_spam_f1", "spam_precision": "min_spam_precision"}
 
@@ -30,6 +39,13 @@ class DecisionRules:
     max_adversarial_drop: float = 0.05
     # One message of the SMS holdout's ~110 spams is 0.009: two may differ by chance.
     adversarial_tolerance: float = 0.02
+    # Per-source gates. 50 holdout messages is a source of ~250 (at the 20% holdout share), the size
+    # of the smallest e-mail source that has misled the merged gate (200+200 Enron messages); 10 spams,
+    # cleaned_corpus's own minimum for the whole holdout: with fewer, one message moves precision by
+    # more than the distance between any two gates.
+    min_source_holdout: int = 50
+    min_source_holdout_spam: int = 10
+    source_regression_alpha: float = 0.05
 
 
 @dataclass
@@ -59,6 +75,74 @@ def gate_failures(metrics: dict[str, float], rules: DecisionRules) -> list[str]:
         if not metrics.get(metric, float("nan")) >= floor:  # NaN fails too
             failures.append(f"challenger {metric} {metrics.get(metric, float('nan')):.4f} < gate {floor:.2f}")
     return failures
+
+
+def source_gated(source: SourceComparison, rules: DecisionRules) -> bool:
+    """Enough holdout messages, and spams, from this source for the gates to judge it."""
+    return source.n >= rules.min_source_holdout and source.spams >= rules.min_source_holdout_spam
+
+
+def source_failures(sources: list[SourceComparison], rules: DecisionRules) -> list[str]:
+    """Why the challenger fails on a source (each reason names it); empty: every gated source passes."""
+    failures = []
+    for source in (s for s in sources if source_gated(s, rules)):
+        for metric, attribute in GATE_METRICS.items():
+            value, floor = source.challenger.value(metric), getattr(rules, attribute)
+            if not value >= floor:
+                failures.append(
+                    f"source {source.source}: challenger {metric} {value:.4f} < gate {floor:.2f} "
+                    f"({source.n} holdout messages, {source.spams} spam)"
+                )
+        if source.regression(rules.source_regression_alpha):
+            failures.append(
+                f"source {source.source}: challenger significantly worse than the champion: wrong on "
+                f"{source.champion_only_right} holdout messages the champion labels right, right on "
+                f"{source.challenger_only_right} it labels wrong (exact McNemar p={source.mcnemar_p:.3g} "
+                f"< {rules.source_regression_alpha:g})"
+            )
+    return failures
+
+
+def _source_rows(sources: list[SourceComparison], rules: DecisionRules, failures: list[str]) -> list[dict]:
+    """Per source, largest first: the gated metrics (`spam_f1 [email]`) and the paired test against the champion."""
+    rows = []
+    for source in sources:
+        name, gated = source.source, source_gated(source, rules)
+        size = f"{source.n} holdout messages, {source.spams} spam"
+        failed = lambda what: any(f.startswith(f"source {name}: challenger {what}") for f in failures)
+        for metric, attribute in GATE_METRICS.items():
+            mine = getattr(source.challenger, metric)
+            interval = "" if mine.low != mine.low else f", 95% CI {mine.low:.3f}–{mine.high:.3f}"
+            verdict = (
+                f"{size}{interval}; " + ("gate failed" if failed(metric) else "gate passed")
+                if gated
+                else f"not gated: {size} (gated from {rules.min_source_holdout} and {rules.min_source_holdout_spam})"
+            )
+            rows.append(
+                {
+                    "metric": f"{metric} [{name}]",
+                    "champion": source.champion.value(metric) if source.champion else None,
+                    "challenger": mine.value,
+                    "gate": f"≥ {getattr(rules, attribute):.2f}" if gated else "",
+                    "verdict": verdict,
+                }
+            )
+        if source.champion is not None:
+            verdict = f"exact McNemar p={source.mcnemar_p:.3g}"
+            if gated:
+                verdict += "; significantly worse" if failed("significantly") else "; no significant regression"
+            else:
+                verdict += "; not gated"
+            rows.append(
+                {
+                    "metric": f"only this one right [{name}]",
+                    "champion": source.champion_only_right,
+                    "challenger": source.challenger_only_right,
+                    "gate": f"not significantly worse (p < {rules.source_regression_alpha:g})" if gated else "",
+                    "verdict": verdict,
+                }
+            )
+    return rows
 
 
 def robustness_failures(challenger: Robustness, champion: Robustness | None, rules: DecisionRules) -> list[str]:
@@ -117,6 +201,7 @@ def decide(
     same_version: bool = False,
     refused_champion: str | None = None,
     robustness: tuple[Robustness, Robustness | None] | None = None,
+    sources: list[SourceComparison] | None = None,
 ) -> Decision:
     """Both metric dicts come from scoring on the same holdout.
 
@@ -124,10 +209,13 @@ def decide(
     server would load it): the challenger is then judged as if there were none.
     `robustness` is (challenger's, champion's or None) recall under obfuscation,
     on the same copies of the holdout spam; without it that gate is not applied.
+    `sources` is both models per source of the same holdout (source_metrics.compare_sources);
+    without it the per-source gates are not applied.
     """
     rows, reasons = [], [refused_champion] if refused_champion else []
     robust_failures = robustness_failures(*robustness, rules) if robustness is not None else []
-    failures = gate_failures(challenger, rules) + robust_failures
+    per_source_failures = source_failures(sources, rules) if sources is not None else []
+    failures = gate_failures(challenger, rules) + robust_failures + per_source_failures
     reasons.extend(failures)
     metrics = list(dict.fromkeys([*GATE_METRICS, *rules.compared_metrics, "spam_recall", "accuracy", "mcc", "roc_auc"]))
     for metric in metrics:
@@ -145,6 +233,8 @@ def decide(
         rows.append({"metric": metric, "champion": old, "challenger": new, "gate": gate, "verdict": ", ".join(verdicts)})
     if robustness is not None:
         rows += _robustness_rows(*robustness, rules, robust_failures)
+    if sources is not None:
+        rows += _source_rows(sources, rules, per_source_failures)
 
     if same_version:
         return Decision(False, ["challenger is the current champion version"], rows)

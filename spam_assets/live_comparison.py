@@ -146,7 +146,7 @@ class LiveComparison:
 
     def regression(self, alpha: float) -> bool:
         """The labelled pairs say, at `alpha`, that the challenger is wrong more often than the champion."""
-        return self.mcnemar_p < alpha and self.champion_only_right > self.challenger_only_right
+        return regressed(self.champion_only_right, self.challenger_only_right, self.mcnemar_p, alpha)
 
     def improvement(self, alpha: float) -> bool:
         """The labelled pairs say, at `alpha`, that the challenger is right more often than the champion."""
@@ -224,12 +224,7 @@ def compare(
     b = (labelled["challenger_label"] == POSITIVE_LABEL).to_numpy(dtype=bool)
     champion_only = int(((a == y) & (b != y)).sum())
     challenger_only = int(((b == y) & (a != y)).sum())
-    if len(labelled) == 0:
-        p_value = float("nan")
-    elif champion_only + challenger_only == 0:
-        p_value = 1.0
-    else:
-        p_value = float(binomtest(champion_only, champion_only + challenger_only, 0.5).pvalue)
+    p_value = mcnemar_exact(champion_only, challenger_only) if len(labelled) else float("nan")
     precision, recall, accuracy = _deltas(y, a, b, confidence, resamples, seed)
 
     disagree = pairs[~agree].assign(truth=truths[~agree]).sort_values("time", ascending=False)
@@ -266,6 +261,20 @@ def compare(
         first=pairs["time"].min().isoformat() if len(pairs) else None,
         last=pairs["time"].max().isoformat() if len(pairs) else None,
     )
+
+
+def mcnemar_exact(champion_only_right: int, challenger_only_right: int) -> float:
+    """Exact two-sided McNemar p: is the split of the discordant pairs away from 50/50? 1.0 with none.
+
+    The one paired test of the platform: live pairs here, each source's holdout in source_metrics.
+    """
+    discordant = champion_only_right + challenger_only_right
+    return float(binomtest(champion_only_right, discordant, 0.5).pvalue) if discordant else 1.0
+
+
+def regressed(champion_only_right: int, challenger_only_right: int, p_value: float, alpha: float) -> bool:
+    """The pairs say, at `alpha`, that the challenger is wrong more often than the champion."""
+    return p_value < alpha and champion_only_right > challenger_only_right
 
 
 def _deltas(y, a, b, confidence: float, resamples: int, seed: int) -> tuple[Delta, Delta, Delta]:

@@ -520,7 +520,9 @@ def test_feed_batch_written_as_jsonl_is_an_ordinary_batch(tmp_path: Path) -> Non
     assert "Grüße £5" in path.read_text(encoding="utf-8")  # real UTF-8, not \u escapes
     again = read_batch(path)
     assert again[["text", "label"]].equals(batch[["text", "label"]])
-    assert json.loads(path.read_text(encoding="utf-8").split("\n")[0])["source"] == batch["source"][0]
+    first = json.loads(path.read_text(encoding="utf-8").split("\n")[0])
+    assert (first["origin"], first["source"]) == (batch["source"][0], "sms")  # where it sat; its source name
+    assert again["source_name"].tolist() == ["sms"] * 3  # read back under the SMS file's source name, not jsonl
 
 
 # --- the real corpora ------------------------------------------------------------------------------

@@ -89,6 +89,11 @@ class PromotionPolicy(dg.ConfigurableResource):
     max_adversarial_drop: float = DecisionRules.max_adversarial_drop
     adversarial_tolerance: float = DecisionRules.adversarial_tolerance
     adversarial_seed: int = 0  # with the corpus version, the seed of the obfuscated copies
+    # Per source of the holdout (decision.py): the gates above apply to each source with this many
+    # holdout messages and spams, and the challenger may not be significantly worse on any of them.
+    min_source_holdout: int = DecisionRules.min_source_holdout
+    min_source_holdout_spam: int = DecisionRules.min_source_holdout_spam
+    source_regression_alpha: float = DecisionRules.source_regression_alpha
 
     def rules(self) -> DecisionRules:
         return DecisionRules(
@@ -99,6 +104,9 @@ class PromotionPolicy(dg.ConfigurableResource):
             adversarial_gate=self.adversarial_gate,
             max_adversarial_drop=self.max_adversarial_drop,
             adversarial_tolerance=self.adversarial_tolerance,
+            min_source_holdout=self.min_source_holdout,
+            min_source_holdout_spam=self.min_source_holdout_spam,
+            source_regression_alpha=self.source_regression_alpha,
         )
 
     def robustness(self, model, holdout, corpus_version: str) -> Robustness | None:

@@ -87,8 +87,14 @@ class Feed:
 
 
 def write_jsonl(frame: pd.DataFrame, path: Path | str) -> Path:
-    """Write a batch as UTF-8 JSONL (one object per row, all columns), readable by read_batch."""
+    """Write a batch as UTF-8 JSONL (one object per row, all columns), readable by read_batch.
+
+    As read_batch reads it back: the JSONL `source` column is the rows' source name, so
+    `source_name` is written there and where each row sat (`source`) as `origin`.
+    """
     path = Path(path)
+    if "source_name" in frame.columns:
+        frame = frame.rename(columns={"source": "origin"}).rename(columns={"source_name": "source"})
     lines = (json.dumps(record, ensure_ascii=False, default=_plain) + "\n" for record in frame.to_dict("records"))
     write_atomically(path, "".join(lines))
     return path

@@ -16,6 +16,7 @@ from spam_assets.modeling import evaluate, spam_probability
 from spam_assets.rollout import PROMOTED, SHADOW, Rollout
 from spam_assets.operating_rows import operating_rows
 from spam_assets.robustness import Robustness
+from spam_assets.source_metrics import compare_sources
 
 # One champion decision at a time, platform-wide: the pool's limit is set in
 # the instance config (concurrency: pools: default_limit) by `spam-platform`.
@@ -34,7 +35,8 @@ SHADOW_ACTION = "shadow"  # the decision's action when a winning challenger star
         "Scores the challenger trained_model last materialised and the current champion on the same "
         "holdout (of the corpus that challenger was trained on); promotes the challenger by moving the "
         "MLflow alias `champion` only if the server's own load-and-verify accepts it, it passes the "
-        "absolute gates and beats the champion by "
+        "absolute gates (overall and on each source with enough holdout messages, where it must not be "
+        "significantly worse than the champion either) and beats the champion by "
         "`min_improvement` on the compared metrics (resource `promotion`). With the staged rollout on "
         "(resource `rollout`, default) a winner that has a champion to beat goes to shadow instead "
         "(MLflow tag rollout_stage) and rollout_decision promotes or retires it on live traffic. The "
@@ -86,13 +88,19 @@ def champion_decision(
             except RefusedModel as error:
                 refused_champion = f"champion v{champion.version} refused by the serving checks: {error}"
                 context.log.warning(f"{refused_champion}; the challenger only has to pass the gates")
+        challenger_metrics = score(challenger_model, "challenger", challenger_tiers)
+        # Each source of the holdout on its own, both models on the same messages (the per-source gates).
+        sources = compare_sources(
+            holdout["label"], holdout["source"], scored["challenger"][0], scored["champion"][0] if "champion" in scored else None
+        )
         decision = decide(
-            score(challenger_model, "challenger", challenger_tiers),
+            challenger_metrics,
             champion_metrics,
             promotion.rules(),
             same_version=champion is not None and champion.version == challenger.version,
             refused_champion=refused_champion,
             robustness=(robustness, champion_robustness) if robustness is not None else None,
+            sources=sources,
         )
         decision.rows.extend(operating_rows(holdout["label"], scored["challenger"], scored.get("champion")))
         if robustness is not None:

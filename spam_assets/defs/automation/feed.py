@@ -45,8 +45,6 @@ def pull_feed_batch(context: dg.OpExecutionContext, config: FeedConfig, store: P
     if rows is None:
         context.log.warning(f"feed {source} is exhausted: every row has been delivered (state in {state})")
         return
-    # The JSONL loader reads a `source` column as the rows' source name: where each row sat moves to `origin`.
-    rows = rows.rename(columns={"source": "origin"}).rename(columns={"source_name": "source"})
     target = inbox_dir(store.home) / f"feed-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}.jsonl"
     write_jsonl(rows, target)  # temp dotfile + rename: the inbox never sees half of it
     context.log.info(f"wrote {len(rows)} rows from {source} to {target}; {feed.remaining()} left")
