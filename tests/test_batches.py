@@ -118,3 +118,21 @@ def test_stage_refuses_a_symlink_and_leaves_nothing(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         store.stage(tmp_path / "missing.tsv")
     assert store.ids() == [] and not store.root.exists()  # refused before anything was created
+
+
+def test_a_batch_stored_before_source_names_reads_as_its_default(tmp_path):
+    """Homes from before: meta.json without `source`, parsed.parquet without source_name."""
+    store = BatchStore(tmp_path / "batches")
+    sms, mail = tmp_path / "old.txt", tmp_path / "old.mbox"
+    sms.write_text("ham\thello\nspam\twin cash\n")
+    mail.write_text("From a@b Mon Jan  1 00:00:00 2024\nSubject: hi\n\nhello\n")
+    named = tmp_path / "named.txt"
+    named.write_text("ham\tanother one\n")
+    ids = [store.stage(sms), store.stage(mail, SourceSpec("mbox")), store.stage(named, SourceSpec(source="carrier"))]
+    for batch_id in ids:
+        meta = store.meta(batch_id)
+        if batch_id != ids[2]:
+            meta["spec"] = {k: v for k, v in meta["spec"].items() if k not in ("source", "source_column")}
+            (store.folder(batch_id) / "meta.json").write_text(__import__("json").dumps(meta))
+        store.write_parsed(batch_id, pd.DataFrame({"text": ["x"], "label": ["ham"], "source": ["f:1"], "row": [1]}))
+    assert [store.read_parsed(b)["source_name"].tolist() for b in ids] == [["sms"], ["email"], ["carrier"]]

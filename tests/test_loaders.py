@@ -649,3 +649,37 @@ def test_limits_defaults_and_environment() -> None:
     assert custom.member_bytes == 2 << 20 and custom.compression_ratio == 20.0
     with pytest.raises(ValueError, match="SPAM_MAX_COMPRESSION_RATIO='0.5' is not a ratio of at least 1"):
         Limits.from_env({"SPAM_MAX_COMPRESSION_RATIO": "0.5"})
+
+
+# --- source names ----------------------------------------------------------------------------------
+
+
+def test_each_row_gets_a_source_name_from_the_batch_its_column_or_its_format(tmp_path: Path) -> None:
+    sms = sms_source(tmp_path / "SMSSpamCollection")
+    assert set(read_batch(sms)["source_name"]) == {"sms"}
+    assert set(read_batch(sms, SourceSpec(source="carrier.b"))["source_name"]) == {"carrier.b"}
+    table = tmp_path / "t.csv"
+    table.write_text("text,label,source\nhello there my friend,ham, Enron \nwin a prize today,spam,\n", encoding="utf-8")
+    assert read_batch(table)["source_name"].tolist() == ["enron", "csv"]  # case-folded; an empty cell: the default
+    assert read_batch(table, SourceSpec(source="web"))["source_name"].tolist() == ["web", "web"]  # the flag wins
+    assert read_batch(table, SourceSpec(source_column="nope"))["source_name"].tolist() == ["csv", "csv"]
+    lines = tmp_path / "t.jsonl"
+    lines.write_text('{"text": "see you at six", "label": "ham", "source": "chat"}\n{"text": "cheap meds", "label": "spam"}\n')
+    assert read_batch(lines)["source_name"].tolist() == ["chat", "jsonl"]
+
+
+def test_a_cell_that_is_no_source_name_is_a_bad_row_naming_column_and_row(tmp_path: Path) -> None:
+    table = tmp_path / "t.csv"
+    table.write_text("text,label,source\nhello there my friend,ham,sms\nwin a prize,spam,my inbox!\n", encoding="utf-8")
+    read = read_batch_rows(table)
+    assert read.table["text"].tolist() == ["hello there my friend"]
+    (problem,) = read.problems
+    assert problem.row == 2 and "t.csv, row 2: column 'source': 'my inbox!' is not a source name" in problem.reason
+    with pytest.raises(BatchFormatError, match="column 'source'"):
+        read_batch(table)
+
+
+@pytest.mark.parametrize("name", ["", "Sms", "a b", "-x", "x" * 33, "é"])
+def test_a_source_spec_refuses_names_that_are_no_source_names(name: str) -> None:
+    with pytest.raises(ValueError, match="source: .* is not a source name"):
+        SourceSpec(source=name)
