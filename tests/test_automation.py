@@ -1,6 +1,8 @@
 """The automation as a whole: it loads, it is on by default, eager really fires, one decision at a time,
 and the feed schedule."""
 
+import json
+
 import dagster as dg
 import pytest
 
@@ -182,6 +184,7 @@ def test_feed_schedule_puts_the_next_unseen_rows_into_the_inbox(instance, home, 
         assert len(lines) == expected
         texts += lines
     assert len(set(texts)) == 250  # never the same row twice
+    assert {json.loads(line)["source"] for line in texts} == {"sms"}  # the rows' source name, read back as such
     assert not [p for p in inbox.iterdir() if p.name.startswith(".")]  # no temp files left behind
     # Exhausted: the run succeeds and writes nothing.
     (request,) = daily_feed.evaluate_tick(dg.build_schedule_context(instance=instance)).run_requests

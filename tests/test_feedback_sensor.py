@@ -118,6 +118,7 @@ def test_reports_become_one_feedback_batch_once_enough_messages_wait(instance, r
     parsed = batches.read_parsed(request.partition_key)
     assert sorted(zip(parsed["text"], parsed["label"], strict=True)) == sorted(rows)  # texts from the log, labels reported
     assert parsed["source"].str.startswith("feedback-labels-").all()
+    assert batches.spec(request.partition_key).source == "feedback" and set(parsed["source_name"]) == {"feedback"}
 
     third = tick(instance, second.cursor)
     assert not third.run_requests and feedback_batches(batches) == [request.partition_key]
