@@ -2,13 +2,13 @@
 
 The SMS Spam Collection is the large source; 200 ham and 200 spam e-mails
 of the SpamAssassin public corpus the small one (source `email`). The
-champion is trained through the graph on the first half of the SMS
-collection and the e-mails. Then the whole SMS collection arrives (more
-SMS to learn from), and so does a batch that relabels the spam e-mails of
-the train split as ham (a broken labeller, or poisoned feedback): by the
-corpus's rule the newest label wins a tie, so the challenger is trained on
-all SMS as labelled and e-mail spam labelled ham. The holdout keeps its
-true labels (its texts were not in the relabelling batch).
+champion is the platform's Naive Bayes candidate, trained through the
+graph. Then a batch relabels the e-mails of the train split the other way
+round (a broken labeller, or poisoned feedback): by the corpus's rule the
+newest label wins a tie, so the challenger, the stronger linear SVM, is
+trained through the graph on SMS as labelled and e-mail labelled wrong. The
+holdout keeps its true labels (its texts were not in the relabelling
+batch): the challenger is better on SMS and broken on e-mail.
 
 Under the default gates the challenger is kept and the reasons name
 `email`. Then the policy is made lenient on everything else (merged gates
@@ -43,8 +43,9 @@ NOT_ABOUT_THIS = {"min_improvement": -1.0, "adversarial_gate": False}
 LENIENT = {**NOT_ABOUT_THIS, "min_spam_f1": 0.5, "min_spam_precision": 0.5}
 
 
-# One candidate, two folds: the test is about the decision, not model selection.
-SVM = {"ops": {"trained_model": {"config": {"folds": 2, "candidates": ["word_char_svm"]}}}}
+def candidate(name: str) -> dict:
+    """One candidate, two folds: the test is about the decision, not model selection."""
+    return {"ops": {"trained_model": {"config": {"folds": 2, "candidates": [name]}}}}
 
 
 def email_sample(archive: Path, target: Path) -> Path:
@@ -73,13 +74,10 @@ def test_a_challenger_better_on_sms_but_broken_on_email_is_not_promoted_and_the_
 ):
     sms, archive = sms_or_skip(), spamassassin_or_skip()
     batches = PlatformStore().batches()
-    lines = sms.read_text(encoding="utf-8").splitlines(keepends=True)
-    half = tmp_path / "sms-first-half.txt"
-    half.write_text("".join(lines[: len(lines) // 2]), encoding="utf-8")
-    first = [stage(half, batches), stage(email_sample(archive, tmp_path / "mail"), batches)]
+    first = [stage(sms, batches), stage(email_sample(archive, tmp_path / "mail"), batches)]
     for batch in first:
         register(instance, batch)
-    assert all(r.success for r in materialize_batches(first, instance, resources, SVM))
+    assert all(r.success for r in materialize_batches(first, instance, resources, candidate("tfidf_nb")))
     registry = Registry(tracking_uri())
     assert str(registry.champion().version) == "1"
     champion = by_source(instance)
@@ -87,36 +85,42 @@ def test_a_challenger_better_on_sms_but_broken_on_email_is_not_promoted_and_the_
     assert champion["email"]["n"] >= 50 and champion["email"]["spams"] >= 10  # gated by the default policy
     assert champion["email"]["spam_f1"]["value"] >= 0.9  # the champion does pass on e-mail
 
-    # The spam e-mails of the train split, labelled ham in a later batch: as often as each was
-    # received, so the vote is a tie and the newer label wins.
+    # The e-mails of the train split, labelled the other way round in a later batch: as often as
+    # each was received, so the vote is a tie and the newer label wins.
     corpus = PlatformStore().corpus().read()
-    train_spam = corpus[(corpus["source"] == "email") & (corpus["split"] == "train") & (corpus["label"] == "spam")]
+    train_mail = corpus[(corpus["source"] == "email") & (corpus["split"] == "train")]
     relabelled_file = tmp_path / "relabelled.jsonl"
     relabelled_file.write_text(
-        "".join((json.dumps({"text": text, "label": "ham"}) + "\n") * times for text, times in train_spam[["text", "occurrences"]].itertuples(index=False)),
+        "".join(
+            (json.dumps({"text": text, "label": "ham" if label == "spam" else "spam"}) + "\n") * times
+            for text, label, times in train_mail[["text", "label", "occurrences"]].itertuples(index=False)
+        ),
         encoding="utf-8",
     )
-    later = [stage(sms, batches), stage(relabelled_file, batches, SourceSpec(source="relabel"))]
-    for batch in later:
-        register(instance, batch)
-    assert all(r.success for r in materialize_batches(later, instance, resources, downstream=["cleaned_corpus"]))
+    poisoned = stage(relabelled_file, batches, SourceSpec(source="relabel"))
+    register(instance, poisoned)
+    assert all(r.success for r in materialize_batches([poisoned], instance, resources, downstream=["cleaned_corpus"]))
     relabelled = PlatformStore().corpus().read()
-    assert (relabelled.set_index("normalised").loc[train_spam["normalised"], "label"] == "ham").all()
+    now = relabelled.set_index("normalised").loc[train_mail["normalised"], "label"].to_numpy()
+    assert (now != train_mail["label"].to_numpy()).all()
     holdout = lambda frame: frame[frame["split"] == "holdout"].set_index("normalised")["label"]
     assert holdout(relabelled).loc[holdout(corpus).index].equals(holdout(corpus))  # the judge's labels are untouched
     assert set(relabelled["source"]) == {"sms", "email"}  # a text keeps its first source
+    holdout_email = relabelled[(relabelled["source"] == "email") & (relabelled["split"] == "holdout")]
+    assert f"| email | {(relabelled['source'] == 'email').sum() - len(holdout_email)} | {len(holdout_email)} |" in (
+        metadata(instance, "cleaned_corpus")["sources"]
+    )
 
     result = dg.materialize(
         graph_assets(), selection=["trained_model"], instance=instance, resources=resources,
-        run_config=SVM, tags={FORCE_RETRAIN_TAG: "true"},
+        run_config=candidate("word_char_svm"), tags={FORCE_RETRAIN_TAG: "true"},
     )  # fmt: skip
     assert result.success
     (check,) = result.get_asset_check_evaluations()  # the check already says it, before any decision
     assert not check.passed and "source email: challenger spam_f1 " in check.description, check.description
     challenger, merged = by_source(instance), metadata(instance, "trained_model")
-    assert challenger["sms"]["spam_f1"]["value"] > champion["sms"]["spam_f1"]["value"]  # better on the large source
     assert challenger["email"]["spam_f1"]["value"] < 0.5  # far below the gate on the small one ...
-    assert merged["holdout_spam_f1"] >= 0.5 and merged["holdout_spam_precision"] >= 0.95  # ... less so merged
+    assert merged["holdout_spam_f1"] >= 0.5 and merged["holdout_spam_precision"] >= 0.5  # ... less so merged
 
     def decide(policy: PromotionPolicy) -> dict:
         assert dg.materialize(
@@ -131,8 +135,10 @@ def test_a_challenger_better_on_sms_but_broken_on_email_is_not_promoted_and_the_
     assert "source email: challenger significantly worse than the champion" in "\n".join(outcome["reasons"])
     assert not any(r.startswith("source sms") for r in outcome["reasons"]), outcome["reasons"]
     table = decision["comparison"].splitlines()
-    assert next(line for line in table if line.startswith("| spam_f1 [email] |")).endswith("gate failed |")
-    assert next(line for line in table if line.startswith("| spam_f1 [sms] |")).endswith("gate passed |")
+    row = lambda metric: next(line for line in table if line.startswith(f"| {metric} |")).split(" | ")
+    assert row("spam_f1 [email]")[-1].endswith("gate failed |") and row("spam_f1 [sms]")[-1].endswith("gate passed |")
+    sms_champion, sms_challenger = float(row("spam_f1 [sms]")[1]), float(row("spam_f1 [sms]")[2])
+    assert sms_challenger > sms_champion, table  # better on the large source, on the same holdout messages
 
     lenient = decide(PromotionPolicy(**LENIENT))[OUTCOME_KEY]  # only the per-source gate stands in the way
     assert (lenient["action"], lenient["champion_version_now"]) == ("keep", "1"), lenient["reasons"]

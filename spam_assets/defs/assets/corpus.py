@@ -117,7 +117,6 @@ def _sources_table(corpus: pd.DataFrame) -> str:
     lines = ["| source | train | holdout | holdout spam |", "|---|---|---|---|"]
     for source, rows in sorted(corpus.groupby("source"), key=lambda item: -len(item[1])):
         holdout = rows[rows["split"] == "holdout"]
-        lines.append(
-            f"| {source} | {int((rows['split'] == 'train').sum())} | {len(holdout)} | {int((holdout['label'] == 'spam').sum())} |"
-        )
+        train, spam = int((rows["split"] == "train").sum()), int((holdout["label"] == "spam").sum())
+        lines.append(f"| {source} | {train} | {len(holdout)} | {spam} |")
     return "\n".join(lines)
