@@ -83,10 +83,13 @@ def source_gated(source: SourceComparison, rules: DecisionRules) -> bool:
 
 
 def source_failures(sources: list[SourceComparison], rules: DecisionRules) -> list[str]:
-    """Why the challenger fails on a source (each reason names it); empty: every gated source passes."""
+    """Why the challenger fails on a source (each reason names it); empty: every gated source passes.
+
+    A lone source is the whole holdout: its absolute gates are the merged ones (gate_failures), not repeated.
+    """
     failures = []
     for source in (s for s in sources if source_gated(s, rules)):
-        for metric, attribute in GATE_METRICS.items():
+        for metric, attribute in GATE_METRICS.items() if len(sources) > 1 else ():
             value, floor = source.challenger.value(metric), getattr(rules, attribute)
             if not value >= floor:
                 failures.append(
@@ -113,17 +116,18 @@ def _source_rows(sources: list[SourceComparison], rules: DecisionRules, failures
         for metric, attribute in GATE_METRICS.items():
             mine = getattr(source.challenger, metric)
             interval = "" if mine.low != mine.low else f", 95% CI {mine.low:.3f}–{mine.high:.3f}"
-            verdict = (
-                f"{size}{interval}; " + ("gate failed" if failed(metric) else "gate passed")
-                if gated
-                else f"not gated: {size} (gated from {rules.min_source_holdout} and {rules.min_source_holdout_spam})"
-            )
+            if len(sources) == 1:
+                verdict = f"{size}{interval}; the whole holdout, gated above"
+            elif gated:
+                verdict = f"{size}{interval}; " + ("gate failed" if failed(metric) else "gate passed")
+            else:
+                verdict = f"not gated: {size} (gated from {rules.min_source_holdout} and {rules.min_source_holdout_spam})"
             rows.append(
                 {
                     "metric": f"{metric} [{name}]",
                     "champion": source.champion.value(metric) if source.champion else None,
                     "challenger": mine.value,
-                    "gate": f"≥ {getattr(rules, attribute):.2f}" if gated else "",
+                    "gate": f"≥ {getattr(rules, attribute):.2f}" if gated and len(sources) > 1 else "",
                     "verdict": verdict,
                 }
             )

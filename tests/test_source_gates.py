@@ -148,3 +148,15 @@ def test_a_regression_on_a_source_too_small_to_gate_is_shown_not_gated():
     assert decision.promote, decision.reasons
     row = next(r for r in decision.rows if r["metric"] == "only this one right [email]")
     assert row["verdict"] == f"exact McNemar p={mcnemar_exact(10, 0):.3g}; not gated" and row["gate"] == ""
+
+
+def test_a_lone_source_is_the_whole_holdout_its_gates_are_not_repeated_but_its_regression_is_judged():
+    labels, sources, perfect = holdout({"sms": (900, 100)})
+    low = wrong(perfect, labels, sources, "sms", "spam", 30)  # F1 0.82: below the gate, merged and per source alike
+    overall = {**GOOD, "spam_f1": 0.8235}
+    decision = decide(overall, GOOD, RULES, sources=compare_sources(labels, sources, low, perfect))
+    assert decision.reasons[0] == "challenger spam_f1 0.8235 < gate 0.90"  # once, merged
+    assert not any(r.startswith("source sms: challenger spam_f1") for r in decision.reasons)
+    assert decision.reasons[1].startswith("source sms: challenger significantly worse than the champion: wrong on 30 ")
+    row = next(r for r in decision.rows if r["metric"] == "spam_f1 [sms]")
+    assert row["gate"] == "" and row["verdict"].endswith("the whole holdout, gated above")
