@@ -162,13 +162,13 @@ def _source_spec(args):
 
     from spam_assets.loaders import source_names
 
-    if args.source is not None:
+    if args.source_name is not None:
         try:
-            source_names.checked(args.source, "--source")
+            source_names.checked(args.source_name, "--source-name")
         except ValueError as error:
             raise UserError(str(error)) from error
     try:
-        return SourceSpec(args.format, args.text_column, args.label_column, source=args.source)
+        return SourceSpec(args.format, args.text_column, args.label_column, source=args.source_name)
     except ValueError as error:
         raise UserError(f"--format: {error}") from error
 
@@ -494,7 +494,7 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--text-column", default="text")
     ingest.add_argument("--label-column", default="label")
     ingest.add_argument(
-        "--source", metavar="NAME", default=None,
+        "--source-name", metavar="NAME", default=None,
         help="the batch's source name, e.g. enron (a-z 0-9 . _ -); the promotion gates judge each source "
         "(default: a csv/tsv/jsonl `source` column, else sms for SMS, email for e-mail, else the format)",
     )

@@ -87,14 +87,14 @@ def test_unknown_format_names_the_formats_and_stages_nothing(tmp_path):
 
 def test_a_bad_source_name_names_the_flag_and_stages_nothing(tmp_path):
     write_sms_file(sms_messages(20), tmp_path / "batch.txt")
-    line = said(spam_platform(tmp_path, "ingest", "batch.txt", "--source", "Enron Mail"), ExitCode.USAGE, "ingest")
-    assert "--source: 'Enron Mail' is not a source name (1-32 characters of a-z, 0-9" in line, line
+    line = said(spam_platform(tmp_path, "ingest", "batch.txt", "--source-name", "Enron Mail"), ExitCode.USAGE, "ingest")
+    assert "--source-name: 'Enron Mail' is not a source name (1-32 characters of a-z, 0-9" in line, line
     assert not (tmp_path / "home" / "batches").exists()
 
 
 def test_the_source_name_given_at_ingest_is_stored_with_the_batch(tmp_path):
     write_sms_file(sms_messages(20), tmp_path / "batch.txt")
-    out = spam_platform(tmp_path, "ingest", "batch.txt", "--source", "enron-2", "--no-run")
+    out = spam_platform(tmp_path, "ingest", "batch.txt", "--source-name", "enron-2", "--no-run")
     assert out.returncode == ExitCode.OK, out.stderr[-3000:]
     (meta,) = (tmp_path / "home" / "batches").glob("*/meta.json")
     assert json.loads(meta.read_text())["spec"]["source"] == "enron-2"

@@ -3,7 +3,7 @@
 Finer than nothing, coarser than the loaders' `source` column (the file or
 archive member and line): `sms`, `email`, `feedback`, or whatever name a
 batch is ingested under. A batch's name is, in order: the one it was staged
-with (`spam-platform ingest --source NAME`, stored in its SourceSpec); for
+with (`spam-platform ingest --source-name NAME`, stored in its SourceSpec); for
 CSV / TSV / JSONL, a row's own `source` column when the file has one; else
 the default of its format (DEFAULTS). Names are short and plain
 ([a-z0-9._-], at most 32 characters), because they become MLflow metric

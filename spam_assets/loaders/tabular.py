@@ -142,7 +142,7 @@ def _source_name(cell: str | None, column: str | None, row: int, path: Path) -> 
     name = cell.strip().lower()
     if (why := source_names.problem(name)) is not None:
         return BatchFormatError(
-            f"column {column!r}: {why}; fix the cell, or name the whole batch (spam-platform ingest --source NAME)",
+            f"column {column!r}: {why}; fix the cell, or name the whole batch (spam-platform ingest --source-name NAME)",
             row=row,
             path=str(path),
         )
