@@ -140,3 +140,15 @@ def test_decay_floor_comes_from_the_environment_when_definitions_load(monkeypatc
     monkeypatch.setenv("SPAM_F1_FLOOR", "high")
     with pytest.raises(ValueError, match="SPAM_F1_FLOOR='high' is not a number"):
         build_resources()
+
+
+def test_the_adversarial_gate_is_switched_by_the_environment_when_definitions_load(monkeypatch, home):
+    from spam_assets.definitions import defs
+
+    monkeypatch.delenv("SPAM_ADVERSARIAL_GATE", raising=False)
+    assert build_resources()["promotion"].rules().adversarial_gate is True
+    monkeypatch.setenv("SPAM_ADVERSARIAL_GATE", "off")
+    assert defs().resources["promotion"].rules().adversarial_gate is False
+    monkeypatch.setenv("SPAM_ADVERSARIAL_GATE", "sometimes")
+    with pytest.raises(ValueError, match="SPAM_ADVERSARIAL_GATE='sometimes' is not on or off"):
+        build_resources()

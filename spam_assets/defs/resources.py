@@ -23,12 +23,14 @@ from spam_assets.batches import BatchStore
 from spam_assets.corpus import CorpusStore
 from spam_assets.decision import DecisionRules
 from spam_assets.defs.automation.settings import (
+    ADVERSARIAL_GATE_ENV,
     F1_FLOOR_ENV,
     SUSPICIOUS_HAM_FPR_ENV,
     TARGET_HAM_FPR_ENV,
     WEBHOOK_ENV,
     WEBHOOK_TIMEOUT_ENV,
     env_number,
+    env_switch,
     rollout_settings,
 )
 from spam_assets.drift import DriftThresholds
@@ -258,13 +260,14 @@ def _checked(rollout: RolloutPolicy) -> RolloutPolicy:
 
 
 def build_resources(home: str | None = None, mlflow_uri: str | None = None) -> dict:
-    """Every resource the graph and the automation use ($SPAM_F1_FLOOR and the operating point's targets are read here)."""
+    """Every resource the graph and the automation use ($SPAM_F1_FLOOR, $SPAM_ADVERSARIAL_GATE and the operating
+    point's targets are read here)."""
     uri = mlflow_uri or tracking_uri(home)
     return {
         "store": PlatformStore(home=home),
         "registry": ModelRegistry(home=home, tracking_uri=uri),
         "mlflow_run": platform_mlflow(uri, home),
-        "promotion": PromotionPolicy(),
+        "promotion": PromotionPolicy(adversarial_gate=env_switch(ADVERSARIAL_GATE_ENV, DecisionRules.adversarial_gate)),
         "rollout": _checked(RolloutPolicy(**rollout_settings())),
         "operating_point": OperatingPointPolicy(
             target_ham_fpr=env_number(TARGET_HAM_FPR_ENV, operating_point.DEFAULT_TARGET_HAM_FPR),

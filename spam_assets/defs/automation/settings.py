@@ -32,6 +32,8 @@ RETRY_BACKOFF_ENV = "SPAM_RETRY_BACKOFF_SECONDS"
 TRAFFIC_INTERVAL_ENV = "SPAM_TRAFFIC_INTERVAL_SECONDS"
 TRAFFIC_START_ENV = "SPAM_TRAFFIC_START"  # first hour of the traffic partitions, e.g. 2026-11-01-00:00
 TRAFFIC_START = "2026-11-01-00:00"
+# on | off: PromotionPolicy.adversarial_gate, the promotion gate on recall under obfuscation (decision.py)
+ADVERSARIAL_GATE_ENV = "SPAM_ADVERSARIAL_GATE"
 ROLLOUT_INTERVAL_ENV = "SPAM_ROLLOUT_INTERVAL_SECONDS"
 ROLLOUT_ENV = "SPAM_ROLLOUT"  # on | off: off promotes a winning challenger at once, as before the staged rollout
 # The rollout's knobs (spam_assets/rollout.py RolloutRules), each SPAM_ROLLOUT_<NAME>, e.g. SPAM_ROLLOUT_CANARY_SHARE.
@@ -51,6 +53,16 @@ def env_number(name: str, default: float) -> float:
         return float(raw) if raw else default
     except ValueError:
         raise ValueError(f"{name}={raw!r} is not a number") from None
+
+
+def env_switch(name: str, default: bool) -> bool:
+    """An on/off knob: on, off, true, false, 1 or 0; unset keeps `default`."""
+    raw = env(name).strip().lower()
+    if not raw:
+        return default
+    if raw not in ("on", "off", "true", "false", "1", "0"):
+        raise ValueError(f"{name}={raw!r} is not on or off")
+    return raw in ("on", "true", "1")
 
 
 def sensor_interval() -> int:
@@ -103,11 +115,8 @@ def rollout_settings() -> dict:
     """The staged rollout's knobs set in the environment ($SPAM_ROLLOUT=off, $SPAM_ROLLOUT_<KNOB>); unset ones keep
     RolloutRules' defaults."""
     out: dict = {}
-    switch = env(ROLLOUT_ENV).strip().lower()
-    if switch:
-        if switch not in ("on", "off", "true", "false", "1", "0"):
-            raise ValueError(f"{ROLLOUT_ENV}={switch!r} is not on or off")
-        out["enabled"] = switch in ("on", "true", "1")
+    if env(ROLLOUT_ENV).strip():
+        out["enabled"] = env_switch(ROLLOUT_ENV, True)
     for knob in ROLLOUT_KNOBS:
         name = f"{ROLLOUT_ENV}_{knob.upper()}"
         if env(name).strip():
