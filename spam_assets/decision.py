@@ -43,6 +43,7 @@ class DecisionRules:
     # of the smallest e-mail source that has misled the merged gate (200+200 Enron messages); 10 spams,
     # cleaned_corpus's own minimum for the whole holdout: with fewer, one message moves precision by
     # more than the distance between any two gates.
+    source_gates: bool = True
     min_source_holdout: int = 50
     min_source_holdout_spam: int = 10
     source_regression_alpha: float = 0.05
@@ -78,8 +79,8 @@ def gate_failures(metrics: dict[str, float], rules: DecisionRules) -> list[str]:
 
 
 def source_gated(source: SourceComparison, rules: DecisionRules) -> bool:
-    """Enough holdout messages, and spams, from this source for the gates to judge it."""
-    return source.n >= rules.min_source_holdout and source.spams >= rules.min_source_holdout_spam
+    """The per-source gates are on, and this source has enough holdout messages, and spams, for them to judge it."""
+    return rules.source_gates and source.n >= rules.min_source_holdout and source.spams >= rules.min_source_holdout_spam
 
 
 def source_failures(sources: list[SourceComparison], rules: DecisionRules) -> list[str]:
@@ -121,7 +122,11 @@ def _source_rows(sources: list[SourceComparison], rules: DecisionRules, failures
             elif gated:
                 verdict = f"{size}{interval}; " + ("gate failed" if failed(metric) else "gate passed")
             else:
-                verdict = f"not gated: {size} (gated from {rules.min_source_holdout} and {rules.min_source_holdout_spam})"
+                verdict = (
+                    f"not gated: {size} (gated from {rules.min_source_holdout} and {rules.min_source_holdout_spam})"
+                    if rules.source_gates
+                    else f"not gated: {size}; per-source gates off"
+                )
             rows.append(
                 {
                     "metric": f"{metric} [{name}]",

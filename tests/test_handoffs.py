@@ -142,13 +142,17 @@ def test_decay_floor_comes_from_the_environment_when_definitions_load(monkeypatc
         build_resources()
 
 
-def test_the_adversarial_gate_is_switched_by_the_environment_when_definitions_load(monkeypatch, home):
+def test_the_adversarial_and_source_gates_are_switched_by_the_environment_when_definitions_load(monkeypatch, home):
     from spam_assets.definitions import defs
 
     monkeypatch.delenv("SPAM_ADVERSARIAL_GATE", raising=False)
     assert build_resources()["promotion"].rules().adversarial_gate is True
     monkeypatch.setenv("SPAM_ADVERSARIAL_GATE", "off")
     assert defs().resources["promotion"].rules().adversarial_gate is False
+    monkeypatch.delenv("SPAM_SOURCE_GATES", raising=False)
+    assert build_resources()["promotion"].rules().source_gates is True
+    monkeypatch.setenv("SPAM_SOURCE_GATES", "off")
+    assert defs().resources["promotion"].rules().source_gates is False
     monkeypatch.setenv("SPAM_ADVERSARIAL_GATE", "sometimes")
     with pytest.raises(ValueError, match="SPAM_ADVERSARIAL_GATE='sometimes' is not on or off"):
         build_resources()

@@ -5,6 +5,7 @@ can be pushed exactly to its edge; the real two-source training is in
 tests/test_two_sources.py.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -118,6 +119,16 @@ def test_a_source_below_the_minimum_is_shown_but_not_gated():
     assert not source_gated(compare_sources(*holdout({"e": (60, 9)}))[0], RULES)
     assert source_gated(compare_sources(*holdout({"e": (40, 10)}))[0], RULES)
     assert not decide_on(labels, sources, challenger, rules=DecisionRules(min_source_holdout=49, min_improvement=-1.0)).promote
+
+
+def test_the_per_source_gates_switched_off_judge_no_source_and_say_so():
+    labels, sources, perfect = holdout({"sms": (900, 100), "email": (40, 20)})
+    challenger = wrong(perfect, labels, sources, "email", "ham", 3)  # fails the email gate when it is on
+    rules = dataclasses.replace(RULES, source_gates=False)
+    decision = decide_on(labels, sources, challenger, rules=rules)
+    assert decision.promote, decision.reasons
+    row = next(r for r in decision.rows if r["metric"] == "spam_precision [email]")
+    assert (row["gate"], row["verdict"]) == ("", "not gated: 60 holdout messages, 20 spam; per-source gates off")
 
 
 def test_a_significant_regression_on_one_source_refuses_even_above_the_gates():

@@ -25,6 +25,7 @@ from spam_assets.decision import DecisionRules
 from spam_assets.defs.automation.settings import (
     ADVERSARIAL_GATE_ENV,
     F1_FLOOR_ENV,
+    SOURCE_GATES_ENV,
     SUSPICIOUS_HAM_FPR_ENV,
     TARGET_HAM_FPR_ENV,
     WEBHOOK_ENV,
@@ -93,6 +94,7 @@ class PromotionPolicy(dg.ConfigurableResource):
     adversarial_seed: int = 0  # with the corpus version, the seed of the obfuscated copies
     # Per source of the holdout (decision.py): the gates above apply to each source with this many
     # holdout messages and spams, and the challenger may not be significantly worse on any of them.
+    source_gates: bool = DecisionRules.source_gates
     min_source_holdout: int = DecisionRules.min_source_holdout
     min_source_holdout_spam: int = DecisionRules.min_source_holdout_spam
     source_regression_alpha: float = DecisionRules.source_regression_alpha
@@ -106,6 +108,7 @@ class PromotionPolicy(dg.ConfigurableResource):
             adversarial_gate=self.adversarial_gate,
             max_adversarial_drop=self.max_adversarial_drop,
             adversarial_tolerance=self.adversarial_tolerance,
+            source_gates=self.source_gates,
             min_source_holdout=self.min_source_holdout,
             min_source_holdout_spam=self.min_source_holdout_spam,
             source_regression_alpha=self.source_regression_alpha,
@@ -260,14 +263,17 @@ def _checked(rollout: RolloutPolicy) -> RolloutPolicy:
 
 
 def build_resources(home: str | None = None, mlflow_uri: str | None = None) -> dict:
-    """Every resource the graph and the automation use ($SPAM_F1_FLOOR, $SPAM_ADVERSARIAL_GATE and the operating
-    point's targets are read here)."""
+    """Every resource the graph and the automation use ($SPAM_F1_FLOOR, $SPAM_ADVERSARIAL_GATE,
+    $SPAM_SOURCE_GATES and the operating point's targets are read here)."""
     uri = mlflow_uri or tracking_uri(home)
     return {
         "store": PlatformStore(home=home),
         "registry": ModelRegistry(home=home, tracking_uri=uri),
         "mlflow_run": platform_mlflow(uri, home),
-        "promotion": PromotionPolicy(adversarial_gate=env_switch(ADVERSARIAL_GATE_ENV, DecisionRules.adversarial_gate)),
+        "promotion": PromotionPolicy(
+            adversarial_gate=env_switch(ADVERSARIAL_GATE_ENV, DecisionRules.adversarial_gate),
+            source_gates=env_switch(SOURCE_GATES_ENV, DecisionRules.source_gates),
+        ),
         "rollout": _checked(RolloutPolicy(**rollout_settings())),
         "operating_point": OperatingPointPolicy(
             target_ham_fpr=env_number(TARGET_HAM_FPR_ENV, operating_point.DEFAULT_TARGET_HAM_FPR),

@@ -34,6 +34,7 @@ TRAFFIC_START_ENV = "SPAM_TRAFFIC_START"  # first hour of the traffic partitions
 TRAFFIC_START = "2026-11-01-00:00"
 # on | off: PromotionPolicy.adversarial_gate, the promotion gate on recall under obfuscation (decision.py)
 ADVERSARIAL_GATE_ENV = "SPAM_ADVERSARIAL_GATE"
+SOURCE_GATES_ENV = "SPAM_SOURCE_GATES"  # on | off: PromotionPolicy.source_gates, the per-source gates (decision.py)
 ROLLOUT_INTERVAL_ENV = "SPAM_ROLLOUT_INTERVAL_SECONDS"
 ROLLOUT_ENV = "SPAM_ROLLOUT"  # on | off: off promotes a winning challenger at once, as before the staged rollout
 # The rollout's knobs (spam_assets/rollout.py RolloutRules), each SPAM_ROLLOUT_<NAME>, e.g. SPAM_ROLLOUT_CANARY_SHARE.
