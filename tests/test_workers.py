@@ -17,6 +17,7 @@ import dagster as dg
 import psutil
 import pytest
 
+from spam_assets.instance import first_use_lock
 from spam_assets.workers import process_pool
 from tests.synthetic import sms_messages, write_sms_file
 
@@ -111,7 +112,12 @@ def test_training_workers_die_with_a_run_worker_killed_mid_training(tmp_path, mo
         config = tmp_path / "home" / "dagster" / "dagster.yaml"
         _wait(lambda: config.exists(), "the home's instance config", 300)
         monkeypatch.setenv("DAGSTER_HOME", str(config.parent))
-        with dg.DagsterInstance.get() as instance:
+        # `ingest` may be creating the home's SQLite stores right now: opening them at the same time raced
+        # two alembic stamps ("table alembic_version already exists", seen in CI). The CLI's own lock
+        # makes the test wait until they exist.
+        with first_use_lock(tmp_path / "home"):
+            instance = dg.DagsterInstance.get()
+        with instance:
             _wait(lambda: _training_started(instance), "trained_model to start training", 600)
         _workers(psutil.Process(parent.pid), 2, timeout=120)
         time.sleep(2)  # every worker started and fitting a fold
