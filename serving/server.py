@@ -157,6 +157,8 @@ def start(
         interceptors=interceptors,
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
+    if metrics is not None:
+        metrics.watch_limit(server)
     heavy = HeavyLane(concurrency=max(1, config.heavy_workers))
     policy = Policy(shadow_share=config.shadow_share, canary=config.canary)
     if shadow is None:

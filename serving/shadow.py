@@ -249,7 +249,9 @@ class ShadowScorer:
     def _probabilities(self, model: LoadedChampion, texts: list[str]):
         """P(spam) per text from `model`: in the worker process (the verified folder), else in this thread."""
         if not self.worker_process or model.model_dir is None:
-            return score_in_chunks(model.scorer.scores, texts, self.max_batch)
+            # serving.metrics counts shadow verdicts apart from served ones
+            score = getattr(model.scorer, "shadow_scores", model.scorer.scores)
+            return score_in_chunks(score, texts, self.max_batch)
         if self._pool is None:
             self._pool = ScoringPool(1, purpose="shadow", idle=False)
         job = Job(
@@ -258,4 +260,4 @@ class ShadowScorer:
         )  # fmt: skip
         p = self._pool.scores(job)
         observe = getattr(model.scorer, "observe", None)  # serving.metrics counts what the worker scored too
-        return observe(p) if observe is not None else p
+        return observe(p, served=False) if observe is not None else p

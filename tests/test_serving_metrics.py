@@ -173,8 +173,8 @@ def test_metrics_count_the_traffic_sent(model_store):
         assert m.value("spam_serving_scored_batch_texts_sum") == 18
 
         assert len(labels) == 18
-        assert m.value("spam_serving_verdicts_total", label="spam", model_version="1") == labels.count("spam")
-        assert m.value("spam_serving_verdicts_total", label="ham", model_version="1") == labels.count("ham")
+        assert m.value("spam_serving_verdicts_total", label="spam", model_version="1", served="true") == labels.count("spam")
+        assert m.value("spam_serving_verdicts_total", label="ham", model_version="1", served="true") == labels.count("ham")
         assert 0 < labels.count("spam") < 18
         assert m.buckets("spam_serving_spam_probability", model_version="1") == _expected_buckets(
             probabilities, PROBABILITY_BUCKETS
@@ -369,3 +369,65 @@ def test_the_servers_own_prediction_log_is_watched(model_store):
         assert m.value("spam_serving_prediction_log_queue_depth") == 0  # all written
         assert m.value("spam_serving_prediction_log_dropped_total") == srv.predictions.dropped == 0
         assert m.value("spam_serving_verdicts_total", label="ham", model_version="1") == 5
+
+
+def test_stream_messages_answered_with_errors_are_counted_and_the_stream_stays_ok(model_store):
+    registry = model_store.clone("metrics-message-errors", [model_store.good[0]])
+    registry.promote("1", "message errors")
+    with running_server(model_store, registry.model_name, wait_for="1", metrics_port=0) as srv:
+        with grpc.insecure_channel(srv.target) as channel:
+            stub = pb_grpc.ClassifierStub(channel)
+            request = pb.ClassifyStreamRequest(
+                messages=[pb.Message(id="good", text=HAM), pb.Message(id="empty", text=""), pb.Message(id="blank", text="  ")]
+            )
+            (response,) = stub.ClassifyStream(iter([request]), timeout=10)
+        outcomes = {r.id: r.WhichOneof("outcome") for r in response.results}
+        assert outcomes == {"good": "verdict", "empty": "error", "blank": "error"}
+        m = Scrape(srv.metrics_port)
+        errors = "spam_serving_stream_message_errors_total"
+        assert m.value(errors, grpc_method="ClassifyStream", grpc_code="INVALID_ARGUMENT", **CLASSIFIER) == 2
+        assert [s.labels["grpc_code"] for s in m.all(errors) if s.value] == ["INVALID_ARGUMENT"]
+        assert m.value("spam_serving_rpcs_handled_total", grpc_method="ClassifyStream", grpc_code="OK") == 1
+        assert m.value("spam_serving_verdicts_total", label="ham", model_version="1", served="true") == 1
+
+
+def test_calls_refused_at_the_concurrent_rpc_limit_are_counted(model_store):
+    """gRPC refuses a call over --max-concurrent-rpcs before any handler runs; /metrics still counts it."""
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    registry = model_store.clone("metrics-rpc-limit", [model_store.good[0]])
+    registry.promote("1", "rpc limit")
+    with running_server(
+        model_store, registry.model_name, wait_for="1", metrics_port=0, max_streams=1, max_concurrent_rpcs=2
+    ) as srv:
+        with grpc.insecure_channel(srv.target) as channel:
+            stub = pb_grpc.ClassifierStub(channel)
+            reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+            release = threading.Event()
+
+            def held_open():  # one request, then the stream stays open (an active RPC) until released
+                yield reflection_pb2.ServerReflectionRequest(list_services="")
+                release.wait(20)
+
+            streams = [reflection.ServerReflectionInfo(held_open(), timeout=30) for _ in range(2)]
+            try:
+                for stream in streams:
+                    assert next(stream).list_services_response.service  # both are running on the server
+                for _ in range(3):
+                    with pytest.raises(grpc.RpcError) as refused:
+                        stub.Classify(pb.ClassifyRequest(text=HAM), timeout=10)
+                    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            finally:
+                release.set()
+                for stream in streams:
+                    list(stream)
+            wait_until(lambda: Scrape(srv.metrics_port).value(
+                "spam_serving_rpcs_handled_total", default=0.0, grpc_method="ServerReflectionInfo", grpc_code="OK"
+            ) == 2, message="both reflection streams counted as ended")  # fmt: skip
+            assert stub.Classify(pb.ClassifyRequest(text=HAM), timeout=10).verdict.label == "ham"
+        m = Scrape(srv.metrics_port)
+        handled = "spam_serving_rpcs_handled_total"
+        assert m.value(handled, grpc_method="Classify", grpc_code="RESOURCE_EXHAUSTED", grpc_type="unary") == 3
+        assert m.value(handled, grpc_method="Classify", grpc_code="OK") == 1
+        # A refused call has no handler time: only the call that ran is in the latency histogram.
+        assert m.value("spam_serving_rpc_duration_seconds_count", grpc_method="Classify") == 1

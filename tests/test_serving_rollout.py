@@ -259,6 +259,14 @@ def test_shadow_through_every_api_logs_pairs_and_callers_see_the_champion(model_
         assert sample(samples, "spam_serving_role_verdicts_total", role="champion", served="true") == 3 * n
         assert sample(samples, "spam_serving_role_verdicts_total", role="challenger", served="false") == 3 * n
         assert sample(samples, "spam_serving_role_verdicts_total", role="challenger", served="true") == 0
+        # Per version, shadow verdicts are counted apart from served ones: a spam rate is what callers got.
+        verdicts = "spam_serving_verdicts_total"
+        for served_, version, count in (("true", "1", 3 * n), ("false", "2", 3 * n)):
+            assert sum(s.value for s in samples if s.name == verdicts and s.labels["served"] == served_
+                       and s.labels["model_version"] == version) == count, (served_, version)  # fmt: skip
+        assert not [s for s in samples if s.name == verdicts and (s.labels["served"], s.labels["model_version"])
+                    in {("false", "1"), ("true", "2")} and s.value]  # fmt: skip
+        assert sample(samples, "spam_serving_spam_probability_count", model_version="2", served="false") == 3 * n
         info = [s for s in samples if s.name == "spam_serving_challenger_info"]
         assert len(info) == 1 and info[0].labels["version"] == "2" and info[0].labels["stage"] == "shadow"
         assert info[0].labels["state"] == "loaded"
