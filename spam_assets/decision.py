@@ -69,13 +69,35 @@ class Decision:
         return "\n".join(lines)
 
 
-def gate_failures(metrics: dict[str, float], rules: DecisionRules) -> list[str]:
+@dataclass(frozen=True)
+class GateFailure:
+    """One gate the challenger failed: what it judged and the reason given for it.
+
+    The decision's reasons and its table's verdicts are both read from these, so
+    rewording a reason cannot turn a failed gate into a passed row.
+    """
+
+    metric: str  # a GATE_METRICS key, or REGRESSION for the paired test against the champion
+    message: str
+    source: str | None = None  # None: the merged holdout
+
+
+REGRESSION = "regression"  # GateFailure.metric of a significant per-source regression
+
+
+def merged_gate_failures(metrics: dict[str, float], rules: DecisionRules) -> list[GateFailure]:
+    """The absolute gates on the whole holdout; empty: they pass."""
     failures = []
     for metric, attribute in GATE_METRICS.items():
         floor = getattr(rules, attribute)
         if not metrics.get(metric, float("nan")) >= floor:  # NaN fails too
-            failures.append(f"challenger {metric} {metrics.get(metric, float('nan')):.4f} < gate {floor:.2f}")
+            message = f"challenger {metric} {metrics.get(metric, float('nan')):.4f} < gate {floor:.2f}"
+            failures.append(GateFailure(metric, message))
     return failures
+
+
+def gate_failures(metrics: dict[str, float], rules: DecisionRules) -> list[str]:
+    return [f.message for f in merged_gate_failures(metrics, rules)]
 
 
 def source_gated(source: SourceComparison, rules: DecisionRules) -> bool:
@@ -83,8 +105,8 @@ def source_gated(source: SourceComparison, rules: DecisionRules) -> bool:
     return rules.source_gates and source.n >= rules.min_source_holdout and source.spams >= rules.min_source_holdout_spam
 
 
-def source_failures(sources: list[SourceComparison], rules: DecisionRules) -> list[str]:
-    """Why the challenger fails on a source (each reason names it); empty: every gated source passes.
+def source_gate_failures(sources: list[SourceComparison], rules: DecisionRules) -> list[GateFailure]:
+    """Which (source, metric) gates the challenger fails, each with a reason naming the source; empty: all pass.
 
     A lone source is the whole holdout: its absolute gates are the merged ones (gate_failures), not repeated.
     """
@@ -93,34 +115,41 @@ def source_failures(sources: list[SourceComparison], rules: DecisionRules) -> li
         for metric, attribute in GATE_METRICS.items() if len(sources) > 1 else ():
             value, floor = source.challenger.value(metric), getattr(rules, attribute)
             if not value >= floor:
-                failures.append(
+                message = (
                     f"source {source.source}: challenger {metric} {value:.4f} < gate {floor:.2f} "
                     f"({source.n} holdout messages, {source.spams} spam)"
                 )
+                failures.append(GateFailure(metric, message, source.source))
         if source.regression(rules.source_regression_alpha):
-            failures.append(
+            message = (
                 f"source {source.source}: challenger significantly worse than the champion: wrong on "
                 f"{source.champion_only_right} holdout messages the champion labels right, right on "
                 f"{source.challenger_only_right} it labels wrong (exact McNemar p={source.mcnemar_p:.3g} "
                 f"< {rules.source_regression_alpha:g})"
             )
+            failures.append(GateFailure(REGRESSION, message, source.source))
     return failures
 
 
-def _source_rows(sources: list[SourceComparison], rules: DecisionRules, failures: list[str]) -> list[dict]:
+def source_failures(sources: list[SourceComparison], rules: DecisionRules) -> list[str]:
+    """Why the challenger fails on a source (each reason names it); empty: every gated source passes."""
+    return [f.message for f in source_gate_failures(sources, rules)]
+
+
+def _source_rows(sources: list[SourceComparison], rules: DecisionRules, failures: list[GateFailure]) -> list[dict]:
     """Per source, largest first: the gated metrics (`spam_f1 [email]`) and the paired test against the champion."""
+    failed = {(f.source, f.metric) for f in failures}
     rows = []
     for source in sources:
         name, gated = source.source, source_gated(source, rules)
         size = f"{source.n} holdout messages, {source.spams} spam"
-        failed = lambda what: any(f.startswith(f"source {name}: challenger {what}") for f in failures)
         for metric, attribute in GATE_METRICS.items():
             mine = getattr(source.challenger, metric)
             interval = "" if mine.low != mine.low else f", 95% CI {mine.low:.3f}–{mine.high:.3f}"
             if len(sources) == 1:
                 verdict = f"{size}{interval}; the whole holdout, gated above"
             elif gated:
-                verdict = f"{size}{interval}; " + ("gate failed" if failed(metric) else "gate passed")
+                verdict = f"{size}{interval}; " + ("gate failed" if (name, metric) in failed else "gate passed")
             else:
                 verdict = (
                     f"not gated: {size} (gated from {rules.min_source_holdout} and {rules.min_source_holdout_spam})"
@@ -139,7 +168,7 @@ def _source_rows(sources: list[SourceComparison], rules: DecisionRules, failures
         if source.champion is not None:
             verdict = f"exact McNemar p={source.mcnemar_p:.3g}"
             if gated:
-                verdict += "; significantly worse" if failed("significantly") else "; no significant regression"
+                verdict += "; significantly worse" if (name, REGRESSION) in failed else "; no significant regression"
             else:
                 verdict += "; not gated"
             rows.append(
@@ -223,9 +252,11 @@ def decide(
     """
     rows, reasons = [], [refused_champion] if refused_champion else []
     robust_failures = robustness_failures(*robustness, rules) if robustness is not None else []
-    per_source_failures = source_failures(sources, rules) if sources is not None else []
-    failures = gate_failures(challenger, rules) + robust_failures + per_source_failures
+    merged_failures = merged_gate_failures(challenger, rules)
+    per_source_failures = source_gate_failures(sources, rules) if sources is not None else []
+    failures = [f.message for f in merged_failures] + robust_failures + [f.message for f in per_source_failures]
     reasons.extend(failures)
+    failed_gates = {f.metric for f in merged_failures}
     metrics = list(dict.fromkeys([*GATE_METRICS, *rules.compared_metrics, "spam_recall", "accuracy", "mcc", "roc_auc"]))
     for metric in metrics:
         new = challenger.get(metric)
@@ -233,7 +264,7 @@ def decide(
         gate = f"≥ {getattr(rules, GATE_METRICS[metric]):.2f}" if metric in GATE_METRICS else ""
         verdicts = []
         if metric in GATE_METRICS:
-            verdicts.append("gate failed" if any(f.startswith(f"challenger {metric} ") for f in failures) else "gate passed")
+            verdicts.append("gate failed" if metric in failed_gates else "gate passed")
         if metric in rules.compared_metrics:
             gate = (gate + f"; +{rules.min_improvement:g} over champion").lstrip("; ")
             if old is not None and new is not None:

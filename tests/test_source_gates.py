@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from spam_assets.decision import DecisionRules, decide, source_gated
+from spam_assets.decision import REGRESSION, DecisionRules, GateFailure, _source_rows, decide, source_gate_failures, source_gated
 from spam_assets.live_comparison import mcnemar_exact
 from spam_assets.source_metrics import compare_sources, per_source, to_markdown
 
@@ -105,6 +105,41 @@ def test_a_small_source_below_its_gate_refuses_the_challenger_and_the_reason_nam
     assert rows["spam_f1 [email]"]["gate"] == "≥ 0.90"
     assert rows["spam_f1 [email]"]["verdict"].endswith("gate passed")
     assert "| spam_precision [email] | — | 0.8696 | ≥ 0.95 |" in decision.to_markdown()
+
+
+def test_the_table_says_gate_failed_for_exactly_the_failed_source_and_metric():
+    labels, sources, perfect = holdout({"sms": (900, 100), "email": (300, 100), "chat": (80, 20)})
+    champion = perfect
+    challenger = wrong(perfect, labels, sources, "chat", "ham", 2)  # chat: precision 20/22 only; F1 0.95 passes
+    both = compare_sources(labels, sources, challenger, champion)
+    failures = source_gate_failures(both, RULES)
+    assert [(f.source, f.metric) for f in failures] == [("chat", "spam_precision")]
+    decision = decide(GOOD, GOOD, RULES, sources=both)
+    assert not decision.promote and decision.reasons == [failures[0].message]
+    rows = {row["metric"]: row["verdict"] for row in decision.rows}
+
+    def verdicts(table: dict[str, str]) -> dict[tuple[str, str], str]:
+        """(source, gate) -> the verdict's last words, for every gated row of every source."""
+        out = {}
+        for name in ("sms", "email", "chat"):
+            for metric in ("spam_f1", "spam_precision"):
+                out[name, metric] = table[f"{metric} [{name}]"].rsplit("; ", 1)[1]
+            out[name, REGRESSION] = table[f"only this one right [{name}]"].rsplit("; ", 1)[1]
+        return out
+
+    expected = {key: "gate passed" for key in verdicts(rows)} | {
+        (name, REGRESSION): "no significant regression" for name in ("sms", "email", "chat")
+    }
+    expected["chat", "spam_precision"] = "gate failed"
+    assert verdicts(rows) == expected
+    # The rows follow the structured failures, not the wording of their reasons.
+    reworded = [GateFailure(f.metric, "precision too low on chat", f.source) for f in failures]
+    table = {row["metric"]: row["verdict"] for row in _source_rows(both, RULES, reworded)}
+    assert verdicts(table) == expected
+    regressed = _source_rows(both, RULES, [GateFailure(REGRESSION, "worse on email", "email")])
+    assert verdicts({row["metric"]: row["verdict"] for row in regressed}) == {
+        **expected, ("chat", "spam_precision"): "gate passed", ("email", REGRESSION): "significantly worse"
+    }
 
 
 def test_a_source_below_the_minimum_is_shown_but_not_gated():
