@@ -100,19 +100,9 @@ class PromotionPolicy(dg.ConfigurableResource):
     source_regression_alpha: float = DecisionRules.source_regression_alpha
 
     def rules(self) -> DecisionRules:
-        return DecisionRules(
-            self.min_spam_f1,
-            self.min_spam_precision,
-            self.min_improvement,
-            tuple(self.compared_metrics),
-            adversarial_gate=self.adversarial_gate,
-            max_adversarial_drop=self.max_adversarial_drop,
-            adversarial_tolerance=self.adversarial_tolerance,
-            source_gates=self.source_gates,
-            min_source_holdout=self.min_source_holdout,
-            min_source_holdout_spam=self.min_source_holdout_spam,
-            source_regression_alpha=self.source_regression_alpha,
-        )
+        # Every rule by name, so a new DecisionRules field cannot be forgotten here (tests/test_promotion_policy.py).
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(DecisionRules)}
+        return DecisionRules(**{**fields, "compared_metrics": tuple(self.compared_metrics)})
 
     def robustness(self, model, holdout, corpus_version: str) -> Robustness | None:
         """The model's spam recall on the holdout spam and on its obfuscated copies; None without holdout spam.
