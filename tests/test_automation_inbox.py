@@ -216,3 +216,110 @@ def test_email_folder_counts_as_one_batch(instance, inbox):
         drop(path)
     first = tick(instance)
     assert [r.tags["spam/inbox_file"] for r in first.run_requests] == ["mail-drop"]
+
+
+# --- source folders: inbox/<NAME>/ names the source of the files in it -----------------------------------
+
+
+def mail_archive(path: Path, n: int = 12) -> Path:
+    """An e-mail .tar.gz with spam/ and easy_ham/ folders: what the brief's mailbox export looks like."""
+    import io
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for folder, label in (("spam", "spam"), ("easy_ham", "ham")):
+            for i in range(n):
+                data = f"From: a@b.c\nSubject: {label} {i}\n\n{label} message {i} about {'prizes' if label == 'spam' else 'lunch'}\n".encode()
+                member = tarfile.TarInfo(f"{folder}/{i:04d}.eml")
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+    return path
+
+
+def test_a_file_in_a_source_folder_is_staged_under_that_source_name(instance, resources, inbox):
+    drop(sms_file(inbox / "support" / "a.txt", seed=1))
+    drop(mail_archive(inbox / "support-mailbox" / "export.tar.gz"))
+    drop(sms_file(inbox / "b.txt", seed=2))
+
+    first = tick(instance)
+    by_file = {r.tags["spam/inbox_file"]: r.partition_key for r in first.run_requests}
+    assert set(by_file) == {"support/a.txt", "support-mailbox/export.tar.gz", "b.txt"}
+    assert ingest(instance, resources, first) == [True, True, True]
+    batches = PlatformStore().batches()
+    names = {file: set(batches.read_parsed(batch)["source_name"]) for file, batch in by_file.items()}
+    assert names == {"support/a.txt": {"support"}, "support-mailbox/export.tar.gz": {"support-mailbox"}, "b.txt": {"sms"}}
+    assert batches.spec(by_file["support/a.txt"]).source == "support"  # as `ingest --source-name support` stores it
+
+    settled = tick(instance, first.cursor)
+    # Each file moves to the processed/ beside it; processed/ folders are never sources, nor taken again.
+    assert [p.name for p in (inbox / "support" / "processed").iterdir()] == ["a.txt"]
+    assert [p.name for p in (inbox / "support-mailbox" / "processed").iterdir()] == ["export.tar.gz"]
+    assert [p.name for p in (inbox / "processed").iterdir()] == ["b.txt"]
+    assert candidates(inbox) == [] and InboxCursor.load(settled.cursor).pending == {}
+    assert not tick(instance, settled.cursor).run_requests
+    assert len(batches.ids()) == 3
+
+
+def test_a_folder_whose_name_is_not_a_source_name_has_its_files_rejected_and_stalls_nothing(
+    instance, inbox, monkeypatch
+):
+    from spam_assets.loaders.source_names import RULE
+    from spam_assets.services import free_local_port
+
+    drop(sms_file(inbox / "Support Mail" / "a.txt", seed=1))
+    drop(sms_file(inbox / "good.txt", seed=2))
+    # The registry is down: the good file waits, the one that can never be staged is rejected all the same.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_local_port()}")
+    monkeypatch.setenv("SPAM_REGISTRY_TIMEOUT_SECONDS", "1")
+    down = tick(instance)
+    assert not down.run_requests and "until the registry is back" in down.skip_message
+    assert not (inbox / "Support Mail" / "a.txt").exists()
+    reason = (inbox / "Support Mail" / "rejected" / "a.txt.reason.txt").read_text()
+    assert "the inbox folder 'Support Mail' would name the source of the files in it" in reason
+    assert f"'Support Mail' is not a source name ({RULE})" in reason
+    assert (inbox / "Support Mail" / "rejected" / "a.txt").exists() and (inbox / "good.txt").exists()
+    assert PlatformStore().batches().ids() == []
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # back: the embedded store
+    back = tick(instance, down.cursor)
+    assert [r.tags["spam/inbox_file"] for r in back.run_requests] == ["good.txt"]
+
+
+def test_a_folder_inside_a_source_folder_is_rejected_unread(instance, inbox, tmp_path):
+    drop(sms_file(inbox / "support" / "a.txt", seed=1))
+    deeper = inbox / "support" / "2024" / "b.txt"
+    drop(sms_file(deeper, seed=2))
+    drop(deeper.parent)
+    (inbox / "support" / "link.txt").symlink_to(sms_file(tmp_path / "outside" / "c.txt", seed=3))
+
+    first = tick(instance)
+    assert [r.tags["spam/inbox_file"] for r in first.run_requests] == ["support/a.txt"]
+    rejected = inbox / "support" / "rejected"
+    assert (rejected / "2024" / "b.txt").exists() and not (inbox / "support" / "2024").exists()
+    reason = (rejected / "2024.reason.txt").read_text()
+    assert "support/2024 is a folder inside the source folder support/" in reason
+    assert "only the files directly in a source folder are batches" in reason
+    assert (rejected / "link.txt").is_symlink()  # refused unread, as at the top
+    assert "is a symbolic link" in (rejected / "link.txt.reason.txt").read_text()
+    assert len(PlatformStore().batches().ids()) == 1
+
+
+def test_a_source_folder_in_use_stays_one_when_a_label_folder_is_added(instance, resources, inbox):
+    drop(sms_file(inbox / "support" / "a.txt", seed=1))
+    first = tick(instance)
+    (request,) = first.run_requests
+    # While a.txt waits for raw_sample, a spam/ folder lands beside it: the shape of an e-mail folder.
+    (inbox / "support" / "spam").mkdir()
+    (inbox / "support" / "spam" / "1.eml").write_text("From: a@b.c\nSubject: win\n\nprize\n")
+    for path in (inbox / "support" / "spam", inbox / "support" / "spam" / "1.eml"):
+        drop(path)
+    second = tick(instance, first.cursor)
+    assert not second.run_requests  # support/ is not staged again as one e-mail batch holding a.txt
+    assert "is a folder inside the source folder support/" in (
+        inbox / "support" / "rejected" / "spam.reason.txt"
+    ).read_text()
+    assert ingest(instance, resources, first) == [True]
+    tick(instance, second.cursor)
+    assert [p.name for p in (inbox / "support" / "processed").iterdir()] == ["a.txt"]
+    assert PlatformStore().batches().ids() == [request.partition_key]

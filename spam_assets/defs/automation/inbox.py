@@ -23,6 +23,18 @@ so it survives daemon restarts):
 Exactly once: a staged file sits in the cursor's `pending` until moved, and
 the run key (batch id + earlier runs of that partition) stops the daemon
 from launching a duplicate if a tick is evaluated twice.
+
+Source folders: a file in <inbox>/<NAME>/ is staged with source name NAME
+(SourceSpec(source=NAME), as `spam-platform ingest --source-name NAME`), and
+moves to <NAME>/processed/ or <NAME>/rejected/: every file moves to the
+processed/ or rejected/ beside it. A folder at the top is an e-mail folder
+(one batch, as before) when a folder directly in it is named for a label
+(spam*, *ham*: what the e-mail loader reads); any other folder is a source
+folder, and stays one once a file of it was staged (so adding a ham/ folder
+to it cannot turn it, and the files it holds, into one e-mail batch). Once
+complete, a file of a folder whose name is not a source name, and a folder
+inside a source folder (there is no deeper naming), are rejected unread,
+with the reason; they never wait on the registry or the disk.
 """
 
 import dataclasses
@@ -43,7 +55,8 @@ from spam_assets.defs.partitions import batch_partitions
 from spam_assets.defs.resources import ModelRegistry, PlatformStore
 from spam_assets.disk import stored_model_bytes
 from spam_assets.intake import disk_problem, registry_problem, stage
-from spam_assets.loaders import BatchFormatError, RefusedEntryError
+from spam_assets.loaders import BatchFormatError, RefusedEntryError, SourceSpec, source_names
+from spam_assets.loaders.email import label_from_name
 from spam_assets.loaders.files import check_entry
 
 PROCESSED, REJECTED = "processed", "rejected"
@@ -71,21 +84,81 @@ class InboxCursor:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
 
-def candidates(inbox: Path) -> list[Path]:
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One inbox entry that may be a batch: `key` names it in the cursor and the run's tags."""
+
+    path: Path
+    key: str  # its path under the inbox: "a.csv" at the top, "support/a.csv" in a source folder
+    folder: str | None = None  # the source folder it is in; None at the top
+
+    def unstageable(self) -> str | None:
+        """Why this entry is rejected once complete without being staged; None: stage it."""
+        if self.folder is None:
+            return None
+        if (why := source_names.problem(self.folder)) is not None:  # the rule source_names.checked applies
+            return f"not staged: the inbox folder {self.folder!r} would name the source of the files in it, but {why}"
+        if _is_real_dir(self.path):
+            return (
+                f"not staged: {self.key} is a folder inside the source folder {self.folder}/, and only the files "
+                f"directly in a source folder are batches; drop an e-mail folder as a .tar.gz archive "
+                f"into {self.folder}/, or as a folder at the top of the inbox (source email)"
+            )
+        return None
+
+    def spec(self) -> SourceSpec:
+        return SourceSpec(source=self.folder) if self.folder else SourceSpec()
+
+
+def candidates(inbox: Path, held: set[str] | frozenset[str] = frozenset()) -> list[Entry]:
     """Entries that may be batches, oldest first: not hidden, not partial, not our own folders.
 
+    A top-level folder is listed whole when it is an e-mail folder (or staged whole: `held`, the
+    cursor's pending keys), else the entries in it, as a source folder.
     Listed with lstat only: a symlink or FIFO is a candidate too (to be refused unread), never followed.
     """
     if not inbox.is_dir():
         return []
-    found = [
+    found = []
+    for path in _listed(inbox):
+        if _is_real_dir(path) and path.name not in held and _is_source_folder(path, held):
+            try:
+                found += [Entry(inner, f"{path.name}/{inner.name}", path.name) for inner in _listed(path)]
+            except OSError:  # vanished, or unreadable: nothing to take from it this tick
+                continue
+        else:
+            found.append(Entry(path, path.name))
+    return sorted(found, key=lambda e: (_newest_mtime(e.path), e.key))
+
+
+def _listed(folder: Path) -> list[Path]:
+    """The entries of `folder` that may be batches: not hidden, not partial, not its processed/ or rejected/."""
+    return [
         p
-        for p in inbox.iterdir()
+        for p in folder.iterdir()
         if not p.name.startswith((".", "~"))
         and not p.name.lower().endswith(PARTIAL_SUFFIXES)
         and not (p.name in (PROCESSED, REJECTED) and _is_real_dir(p))
     ]
-    return sorted(found, key=lambda p: (_newest_mtime(p), p.name))
+
+
+def _is_source_folder(folder: Path, held: set[str] | frozenset[str]) -> bool:
+    """A folder at the top of the inbox names a source unless it is shaped as an e-mail folder.
+
+    Once used as a source folder (a file of it staged and pending, or its own processed/ or
+    rejected/) it stays one: a spam/ or ham/ folder added later is then a folder inside it, rejected.
+    """
+    if any(key.startswith(f"{folder.name}/") for key in held):
+        return True
+    try:
+        inside = list(folder.iterdir())
+    except OSError:  # unreadable: listed whole, as before, so staging it says why
+        return False
+    if any(p.name in (PROCESSED, REJECTED) and _is_real_dir(p) for p in inside):
+        return True
+    return not any(
+        _is_real_dir(p) and not p.name.startswith(".") and label_from_name(p.name) is not None for p in inside
+    )
 
 
 def fingerprint(path: Path) -> list[int]:
@@ -130,14 +203,14 @@ def _newest_mtime(path: Path) -> int:
         return 0
 
 
-def move_out(path: Path, inbox: Path, batch_id: str, verdict: dict, note: str = "") -> Path:
-    """Accepted -> processed/<name>; rejected -> rejected/<name> + <name>.reason.txt.
+def move_out(path: Path, batch_id: str, verdict: dict, note: str = "") -> Path:
+    """Accepted -> processed/<name>; rejected -> rejected/<name> + <name>.reason.txt, in the folder `path` is in.
 
     The reason is written first and the file moved after (a rename, which needs no disk
     space): on a full disk the file stays in the inbox rather than lands reasonless.
     """
     accepted = bool(verdict.get("accepted"))
-    folder = inbox / (PROCESSED if accepted else REJECTED)
+    folder = path.parent / (PROCESSED if accepted else REJECTED)
     folder.mkdir(parents=True, exist_ok=True)
     if not _is_real_dir(folder):  # a link named processed/ or rejected/ would move files out of the inbox
         raise NotADirectoryError(f"{folder} is not a real folder (a link?); not moving {path.name} there")
@@ -181,11 +254,12 @@ class Plan:
     moved: list[str] = dataclasses.field(default_factory=list)
 
     def move(self, path: Path, inbox: Path, batch_id: str, verdict: dict, note: str = "") -> None:
+        name = path.relative_to(inbox)
         try:
-            target = move_out(path, inbox, batch_id, verdict, note)
-            self.moved.append(f"{path.name} -> {target.relative_to(inbox)}" + (f" ({note})" if note else ""))
+            target = move_out(path, batch_id, verdict, note)
+            self.moved.append(f"{name} -> {target.relative_to(inbox)}" + (f" ({note})" if note else ""))
         except OSError as error:  # e.g. permissions: say so every tick rather than stop the sensor
-            self.moved.append(f"{path.name} stays in the inbox: could not move it out ({error})")
+            self.moved.append(f"{name} stays in the inbox: could not move it out ({error})")
 
     def partition_requests(self) -> list:
         requests = []
@@ -219,8 +293,9 @@ def inbox_sensor(context: dg.SensorEvaluationContext, store: PlatformStore, regi
     no_room: str | None = None
     checked = False
     champion_bytes = functools.cache(lambda: stored_model_bytes(registry.uri()))  # asked once a tick, if at all
-    for path in candidates(inbox):
-        if path.name in cursor.pending:
+    for entry in candidates(inbox, held=set(cursor.pending)):
+        path = entry.path
+        if entry.key in cursor.pending:
             continue
         if reason := refused(path):  # judged by its lstat alone: no need to wait for it to settle
             plan.move(path, inbox, "unstaged", {"accepted": False, "reason": f"not staged: {reason}"})
@@ -229,17 +304,20 @@ def inbox_sensor(context: dg.SensorEvaluationContext, store: PlatformStore, regi
             current = fingerprint(path)
         except OSError:  # vanished between listing and stat
             continue
-        if is_complete(current, cursor.seen.get(path.name), now, settle):
+        if is_complete(current, cursor.seen.get(entry.key), now, settle):
+            if reason := entry.unstageable():  # a bad folder name, a folder too deep: rejected, never waits
+                plan.move(path, inbox, "unstaged", {"accepted": False, "reason": reason})
+                continue
             if not checked:  # asked once a tick, and only when there is a file to take
                 unreachable, checked = registry_problem(registry.uri()), True
             if unreachable is None:
                 # Each file against the free space now: the ones staged before it this tick took theirs.
                 if (full := disk_problem(store.home, current[0], champion_bytes())) is None:
-                    _take(context.instance, cursor, inbox, batches, path, current, plan)
+                    _take(context.instance, cursor, inbox, batches, entry, current, plan)
                     continue
-                no_room = f"{path.name}: {full}"
+                no_room = f"{entry.key}: {full}"
         # Settling, or complete but the registry is down or the disk too full: it waits in the inbox, unstaged.
-        seen[path.name] = current
+        seen[entry.key] = current
     cursor.seen = seen
     for line in plan.moved:
         context.log.info(f"inbox: moved {line}")
@@ -263,11 +341,12 @@ def inbox_sensor(context: dg.SensorEvaluationContext, store: PlatformStore, regi
 
 def _take(
     instance: dg.DagsterInstance, cursor: InboxCursor, inbox: Path, batches: BatchStore,
-    path: Path, current: list[int], plan: Plan,
+    entry: Entry, current: list[int], plan: Plan,
 ) -> None:
     """Stage one complete file and plan its partition and run (or move it out if already judged)."""
+    path = entry.path
     try:
-        batch_id = stage(path, batches)
+        batch_id = stage(path, batches, entry.spec())
     except (OSError, BatchFormatError) as error:  # refused, over a limit, a full disk: nothing staged
         verdict = {"accepted": False, "reason": f"not staged: {_staging_reason(error)}"}
         plan.move(path, inbox, "unstaged", verdict)
@@ -275,7 +354,7 @@ def _take(
     if (earlier := batches.validation(batch_id)) is not None:  # same bytes as a batch already judged
         plan.move(path, inbox, batch_id, earlier, f"same content as batch {batch_id}, judged before")
         return
-    cursor.pending[path.name] = {"batch": batch_id, "fingerprint": current}
+    cursor.pending[entry.key] = {"batch": batch_id, "fingerprint": current}
     if batch_id in plan.to_add or any(r.partition_key == batch_id for r in plan.requests):
         return  # two names, same bytes, same tick
     runs = _runs_for(instance, batch_id)
@@ -287,7 +366,7 @@ def _take(
         dg.RunRequest(
             partition_key=batch_id,
             run_key=f"{batch_id}:{len(runs)}",  # a retry after a failed run gets a new key
-            tags={TRIGGER_TAG: "inbox", INBOX_FILE_TAG: path.name[:200]},
+            tags={TRIGGER_TAG: "inbox", INBOX_FILE_TAG: entry.key[:200]},
         )
     )
 
@@ -305,8 +384,8 @@ def _settle_pending(
     Dropping the partition matters: eager automation waits while any
     raw_sample partition is missing, so one crashed batch would stall the loop.
     """
-    for name, entry in list(cursor.pending.items()):
-        batch_id, path = entry["batch"], inbox / name
+    for key, entry in list(cursor.pending.items()):
+        batch_id, path = entry["batch"], inbox / key
         verdict = batches.validation(batch_id)
         if verdict is None:
             runs = _runs_for(context.instance, batch_id)
@@ -318,6 +397,6 @@ def _settle_pending(
                 "see that run's logs, then drop the file again",
             }
             plan.to_delete.append(batch_id)
-        del cursor.pending[name]
+        del cursor.pending[key]
         if path.exists():
             plan.move(path, inbox, batch_id, verdict)
