@@ -239,26 +239,32 @@ def mail_archive(path: Path, n: int = 12) -> Path:
 
 def test_a_file_in_a_source_folder_is_staged_under_that_source_name(instance, resources, inbox):
     drop(sms_file(inbox / "support" / "a.txt", seed=1))
+    with_column = inbox / "support" / "b.jsonl"  # rows that name a source of their own: the folder wins, as the flag does
+    with_column.write_text("".join(json.dumps({**row, "source": "chat"}) + "\n" for row in sms_messages(60, seed=3).to_dict("records")))
+    drop(with_column)
     drop(mail_archive(inbox / "support-mailbox" / "export.tar.gz"))
     drop(sms_file(inbox / "b.txt", seed=2))
 
     first = tick(instance)
     by_file = {r.tags["spam/inbox_file"]: r.partition_key for r in first.run_requests}
-    assert set(by_file) == {"support/a.txt", "support-mailbox/export.tar.gz", "b.txt"}
-    assert ingest(instance, resources, first) == [True, True, True]
+    assert set(by_file) == {"support/a.txt", "support/b.jsonl", "support-mailbox/export.tar.gz", "b.txt"}
+    assert ingest(instance, resources, first) == [True] * 4
     batches = PlatformStore().batches()
     names = {file: set(batches.read_parsed(batch)["source_name"]) for file, batch in by_file.items()}
-    assert names == {"support/a.txt": {"support"}, "support-mailbox/export.tar.gz": {"support-mailbox"}, "b.txt": {"sms"}}
+    assert names == {
+        "support/a.txt": {"support"}, "support/b.jsonl": {"support"},
+        "support-mailbox/export.tar.gz": {"support-mailbox"}, "b.txt": {"sms"},
+    }
     assert batches.spec(by_file["support/a.txt"]).source == "support"  # as `ingest --source-name support` stores it
 
     settled = tick(instance, first.cursor)
     # Each file moves to the processed/ beside it; processed/ folders are never sources, nor taken again.
-    assert [p.name for p in (inbox / "support" / "processed").iterdir()] == ["a.txt"]
+    assert sorted(p.name for p in (inbox / "support" / "processed").iterdir()) == ["a.txt", "b.jsonl"]
     assert [p.name for p in (inbox / "support-mailbox" / "processed").iterdir()] == ["export.tar.gz"]
     assert [p.name for p in (inbox / "processed").iterdir()] == ["b.txt"]
     assert candidates(inbox) == [] and InboxCursor.load(settled.cursor).pending == {}
     assert not tick(instance, settled.cursor).run_requests
-    assert len(batches.ids()) == 3
+    assert len(batches.ids()) == 4
 
 
 def test_a_folder_whose_name_is_not_a_source_name_has_its_files_rejected_and_stalls_nothing(
