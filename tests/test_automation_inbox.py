@@ -218,11 +218,11 @@ def test_email_folder_counts_as_one_batch(instance, inbox):
     assert [r.tags["spam/inbox_file"] for r in first.run_requests] == ["mail-drop"]
 
 
-# --- source folders: inbox/<NAME>/ names the source of the files in it -----------------------------------
+# --- sources/<NAME>/: each entry in it is a batch of source NAME ----------------------------------------
 
 
 def mail_archive(path: Path, n: int = 12) -> Path:
-    """An e-mail .tar.gz with spam/ and easy_ham/ folders: what the brief's mailbox export looks like."""
+    """An e-mail .tar.gz with spam/ and easy_ham/ folders: what a mailbox export looks like."""
     import io
     import tarfile
 
@@ -237,95 +237,119 @@ def mail_archive(path: Path, n: int = 12) -> Path:
     return path
 
 
-def test_a_file_in_a_source_folder_is_staged_under_that_source_name(instance, resources, inbox):
-    drop(sms_file(inbox / "support" / "a.txt", seed=1))
-    with_column = inbox / "support" / "b.jsonl"  # rows that name a source of their own: the folder wins, as the flag does
+def mail_folder(root: Path, n: int = 12) -> Path:
+    """An e-mail folder (spam/, easy_ham/), every part of it finished a minute ago."""
+    for folder, label in (("spam", "spam"), ("easy_ham", "ham")):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            text = f"From: x@y.z\nSubject: {label} note {i}\n\n{label} note {i} about {'cash' if label == 'spam' else 'the meeting'}\n"
+            (root / folder / f"{i:04d}.eml").write_text(text)
+    for path in [root, *root.rglob("*")]:
+        drop(path)
+    return root
+
+
+def test_an_entry_of_sources_name_is_staged_under_that_source_name(instance, resources, inbox):
+    sources = inbox / "sources"
+    drop(sms_file(sources / "support" / "a.txt", seed=1))
+    with_column = sources / "support" / "b.jsonl"  # rows that name a source of their own: the folder wins, as the flag does
     with_column.write_text("".join(json.dumps({**row, "source": "chat"}) + "\n" for row in sms_messages(60, seed=3).to_dict("records")))
     drop(with_column)
-    drop(mail_archive(inbox / "support-mailbox" / "export.tar.gz"))
+    drop(mail_archive(sources / "support-mailbox" / "export.tar.gz"))
+    mail_folder(sources / "support-mailbox" / "march")  # an e-mail folder in it: one batch, of that source
     drop(sms_file(inbox / "b.txt", seed=2))
 
     first = tick(instance)
     by_file = {r.tags["spam/inbox_file"]: r.partition_key for r in first.run_requests}
-    assert set(by_file) == {"support/a.txt", "support/b.jsonl", "support-mailbox/export.tar.gz", "b.txt"}
-    assert ingest(instance, resources, first) == [True] * 4
+    in_sources = {"sources/support/a.txt", "sources/support/b.jsonl", "sources/support-mailbox/export.tar.gz", "sources/support-mailbox/march"}
+    assert set(by_file) == in_sources | {"b.txt"}
+    assert set(InboxCursor.load(first.cursor).pending) == set(by_file)  # cursor keys: paths under the inbox
+    assert ingest(instance, resources, first) == [True] * 5
     batches = PlatformStore().batches()
     names = {file: set(batches.read_parsed(batch)["source_name"]) for file, batch in by_file.items()}
     assert names == {
-        "support/a.txt": {"support"}, "support/b.jsonl": {"support"},
-        "support-mailbox/export.tar.gz": {"support-mailbox"}, "b.txt": {"sms"},
+        "sources/support/a.txt": {"support"}, "sources/support/b.jsonl": {"support"},
+        "sources/support-mailbox/export.tar.gz": {"support-mailbox"},
+        "sources/support-mailbox/march": {"support-mailbox"}, "b.txt": {"sms"},
     }
-    assert batches.spec(by_file["support/a.txt"]).source == "support"  # as `ingest --source-name support` stores it
+    assert batches.spec(by_file["sources/support/a.txt"]).source == "support"  # as `ingest --source-name support` stores it
 
     settled = tick(instance, first.cursor)
-    # Each file moves to the processed/ beside it; processed/ folders are never sources, nor taken again.
-    assert sorted(p.name for p in (inbox / "support" / "processed").iterdir()) == ["a.txt", "b.jsonl"]
-    assert [p.name for p in (inbox / "support-mailbox" / "processed").iterdir()] == ["export.tar.gz"]
+    # Each entry moves to the processed/ beside it; processed/ folders are never batches, nor taken again.
+    assert sorted(p.name for p in (sources / "support" / "processed").iterdir()) == ["a.txt", "b.jsonl"]
+    assert sorted(p.name for p in (sources / "support-mailbox" / "processed").iterdir()) == ["export.tar.gz", "march"]
     assert [p.name for p in (inbox / "processed").iterdir()] == ["b.txt"]
     assert candidates(inbox) == [] and InboxCursor.load(settled.cursor).pending == {}
     assert not tick(instance, settled.cursor).run_requests
-    assert len(batches.ids()) == 4
+    assert len(batches.ids()) == 5
 
 
-def test_a_folder_whose_name_is_not_a_source_name_has_its_files_rejected_and_stalls_nothing(
+def test_a_folder_at_the_top_is_one_batch_whatever_its_shape_and_a_file_named_sources_is_a_file(instance, inbox):
+    # No e-mail folder inside, no sources/ around it: still one batch, read as on main (never a source name).
+    drop(sms_file(inbox / "support" / "a.txt", seed=1))
+    drop(inbox / "support")
+    drop(sms_file(inbox / "sources", seed=2))  # a file: the name is reserved only for a real folder
+
+    first = tick(instance)
+    by_file = {r.tags["spam/inbox_file"]: r.partition_key for r in first.run_requests}
+    assert set(by_file) == {"support", "sources"}
+    batches = PlatformStore().batches()
+    assert batches.spec(by_file["support"]).source is None and batches.spec(by_file["sources"]).source is None
+
+
+def test_a_bad_source_folder_name_or_a_file_directly_in_sources_is_rejected_and_stalls_nothing(
     instance, inbox, monkeypatch
 ):
     from spam_assets.loaders.source_names import RULE
     from spam_assets.services import free_local_port
 
-    drop(sms_file(inbox / "Support Mail" / "a.txt", seed=1))
+    sources = inbox / "sources"
+    drop(sms_file(sources / "Support Mail" / "a.txt", seed=1))
+    drop(sms_file(sources / "loose.txt", seed=3))
     drop(sms_file(inbox / "good.txt", seed=2))
-    # The registry is down: the good file waits, the one that can never be staged is rejected all the same.
+    # The registry is down: the good file waits, the ones that can never be staged are rejected all the same.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_local_port()}")
     monkeypatch.setenv("SPAM_REGISTRY_TIMEOUT_SECONDS", "1")
     down = tick(instance)
     assert not down.run_requests and "until the registry is back" in down.skip_message
-    assert not (inbox / "Support Mail" / "a.txt").exists()
-    reason = (inbox / "Support Mail" / "rejected" / "a.txt.reason.txt").read_text()
-    assert "the inbox folder 'Support Mail' would name the source of the files in it" in reason
+    assert not (sources / "Support Mail" / "a.txt").exists()
+    reason = (sources / "Support Mail" / "rejected" / "a.txt.reason.txt").read_text()
+    assert "the folder sources/Support Mail/ names the source of the batches in it" in reason
     assert f"'Support Mail' is not a source name ({RULE})" in reason
-    assert (inbox / "Support Mail" / "rejected" / "a.txt").exists() and (inbox / "good.txt").exists()
+    assert (sources / "Support Mail" / "rejected" / "a.txt").exists() and (inbox / "good.txt").exists()
+    loose = (sources / "rejected" / "loose.txt.reason.txt").read_text()
+    assert "sources/loose.txt is directly in the inbox's sources/ folder" in loose
+    assert "move it into sources/<NAME>/ to stage it with source name NAME" in loose
+    assert (sources / "rejected" / "loose.txt").exists() and not (sources / "loose.txt").exists()
     assert PlatformStore().batches().ids() == []
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI")  # back: the embedded store
     back = tick(instance, down.cursor)
     assert [r.tags["spam/inbox_file"] for r in back.run_requests] == ["good.txt"]
+    assert not tick(instance, back.cursor).run_requests  # sources/rejected/ is never a source folder
 
 
-def test_a_folder_inside_a_source_folder_is_rejected_unread(instance, inbox, tmp_path):
-    drop(sms_file(inbox / "support" / "a.txt", seed=1))
-    deeper = inbox / "support" / "2024" / "b.txt"
-    drop(sms_file(deeper, seed=2))
-    drop(deeper.parent)
-    (inbox / "support" / "link.txt").symlink_to(sms_file(tmp_path / "outside" / "c.txt", seed=3))
+def test_links_in_sources_are_refused_unread_and_deeper_folders_are_part_of_their_batch(instance, resources, inbox, tmp_path):
+    sources = inbox / "sources"
+    drop(sms_file(sources / "support" / "a.txt", seed=1))
+    deeper = sources / "support" / "export" / "easy_ham" / "2024" / "0100.eml"  # deeper still: in that one batch
+    deeper.parent.mkdir(parents=True)
+    deeper.write_text("From: x@y.z\nSubject: minutes\n\nthe minutes of the 2024 meeting\n")
+    mail_folder(sources / "support" / "export")
+    outside = sms_file(tmp_path / "outside" / "c.txt", seed=3)
+    (sources / "support" / "link.txt").symlink_to(outside)
+    (sources / "elsewhere").symlink_to(outside.parent)  # a link as a source folder: never followed
 
     first = tick(instance)
-    assert [r.tags["spam/inbox_file"] for r in first.run_requests] == ["support/a.txt"]
-    rejected = inbox / "support" / "rejected"
-    assert (rejected / "2024" / "b.txt").exists() and not (inbox / "support" / "2024").exists()
-    reason = (rejected / "2024.reason.txt").read_text()
-    assert "support/2024 is a folder inside the source folder support/" in reason
-    assert "only the files directly in a source folder are batches" in reason
-    assert (rejected / "link.txt").is_symlink()  # refused unread, as at the top
-    assert "is a symbolic link" in (rejected / "link.txt.reason.txt").read_text()
-    assert len(PlatformStore().batches().ids()) == 1
+    by_file = {r.tags["spam/inbox_file"]: r.partition_key for r in first.run_requests}
+    assert set(by_file) == {"sources/support/a.txt", "sources/support/export"}
+    assert (sources / "support" / "rejected" / "link.txt").is_symlink()  # refused unread, as at the top
+    assert "is a symbolic link" in (sources / "support" / "rejected" / "link.txt.reason.txt").read_text()
+    assert (sources / "rejected" / "elsewhere").is_symlink() and outside.exists()
+    assert "is a symbolic link" in (sources / "rejected" / "elsewhere.reason.txt").read_text()
+    assert len(PlatformStore().batches().ids()) == 2
 
-
-def test_a_source_folder_in_use_stays_one_when_a_label_folder_is_added(instance, resources, inbox):
-    drop(sms_file(inbox / "support" / "a.txt", seed=1))
-    first = tick(instance)
-    (request,) = first.run_requests
-    # While a.txt waits for raw_sample, a spam/ folder lands beside it: the shape of an e-mail folder.
-    (inbox / "support" / "spam").mkdir()
-    (inbox / "support" / "spam" / "1.eml").write_text("From: a@b.c\nSubject: win\n\nprize\n")
-    for path in (inbox / "support" / "spam", inbox / "support" / "spam" / "1.eml"):
-        drop(path)
-    second = tick(instance, first.cursor)
-    assert not second.run_requests  # support/ is not staged again as one e-mail batch holding a.txt
-    assert "is a folder inside the source folder support/" in (
-        inbox / "support" / "rejected" / "spam.reason.txt"
-    ).read_text()
-    assert ingest(instance, resources, first) == [True]
-    tick(instance, second.cursor)
-    assert [p.name for p in (inbox / "support" / "processed").iterdir()] == ["a.txt"]
-    assert PlatformStore().batches().ids() == [request.partition_key]
+    assert ingest(instance, resources, first) == [True, True]
+    parsed = PlatformStore().batches().read_parsed(by_file["sources/support/export"])
+    assert set(parsed["source_name"]) == {"support"} and len(parsed) == 25
+    assert parsed.set_index("source").loc["easy_ham/2024/0100.eml", "label"] == "ham"  # the loader's usual rules

@@ -24,17 +24,16 @@ Exactly once: a staged file sits in the cursor's `pending` until moved, and
 the run key (batch id + earlier runs of that partition) stops the daemon
 from launching a duplicate if a tick is evaluated twice.
 
-Source folders: a file in <inbox>/<NAME>/ is staged with source name NAME
-(SourceSpec(source=NAME), as `spam-platform ingest --source-name NAME`), and
-moves to <NAME>/processed/ or <NAME>/rejected/: every file moves to the
-processed/ or rejected/ beside it. A folder at the top is an e-mail folder
-(one batch, as before) when a folder directly in it is named for a label
-(spam*, *ham*: what the e-mail loader reads); any other folder is a source
-folder, and stays one once a file of it was staged (so adding a ham/ folder
-to it cannot turn it, and the files it holds, into one e-mail batch). Once
-complete, a file of a folder whose name is not a source name, and a folder
-inside a source folder (there is no deeper naming), are rejected unread,
-with the reason; they never wait on the registry or the disk.
+Naming a batch's source: each entry of <inbox>/sources/<NAME>/ (a file, an
+archive, an e-mail folder) is one batch staged with source name NAME
+(SourceSpec(source=NAME), as `spam-platform ingest --source-name NAME`).
+The folder is reserved and explicit: nothing is guessed from a folder's
+shape or remembered between ticks, and everything at the top of the inbox
+is read as it always was (a folder there is one e-mail batch). Every entry
+moves to the processed/ or rejected/ beside it (sources/NAME/processed/).
+Once complete, the entries of a sources/NAME/ whose NAME is not a source
+name, and a file directly in sources/, are rejected unread with the reason;
+they never wait on the registry or the disk.
 """
 
 import dataclasses
@@ -56,10 +55,10 @@ from spam_assets.defs.resources import ModelRegistry, PlatformStore
 from spam_assets.disk import stored_model_bytes
 from spam_assets.intake import disk_problem, registry_problem, stage
 from spam_assets.loaders import BatchFormatError, RefusedEntryError, SourceSpec, source_names
-from spam_assets.loaders.email import label_from_name
 from spam_assets.loaders.files import check_entry
 
 PROCESSED, REJECTED = "processed", "rejected"
+SOURCES = "sources"  # inbox/sources/<NAME>/: each entry in it is a batch of source NAME
 # Names editors, browsers and copy tools give files still being written.
 PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".swp", "~")
 FAILED_RUN = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
@@ -89,76 +88,81 @@ class Entry:
     """One inbox entry that may be a batch: `key` names it in the cursor and the run's tags."""
 
     path: Path
-    key: str  # its path under the inbox: "a.csv" at the top, "support/a.csv" in a source folder
-    folder: str | None = None  # the source folder it is in; None at the top
+    key: str  # its path under the inbox: "a.csv" at the top, "sources/support/a.csv" in a source folder
+    source: str | None = None  # NAME, for an entry of sources/NAME/; None elsewhere
 
     def unstageable(self) -> str | None:
         """Why this entry is rejected once complete without being staged; None: stage it."""
-        if self.folder is None:
+        if self.source is not None:
+            if (why := source_names.problem(self.source)) is not None:  # the rule source_names.checked applies
+                return (
+                    f"not staged: the folder {SOURCES}/{self.source}/ names the source of the batches in it, "
+                    f"but {why}; rename the folder and drop the file again"
+                )
             return None
-        if (why := source_names.problem(self.folder)) is not None:  # the rule source_names.checked applies
-            return f"not staged: the inbox folder {self.folder!r} would name the source of the files in it, but {why}"
-        if _is_real_dir(self.path):
+        if self.key.startswith(f"{SOURCES}/"):  # directly in sources/, beside the source folders
             return (
-                f"not staged: {self.key} is a folder inside the source folder {self.folder}/, and only the files "
-                f"directly in a source folder are batches; drop an e-mail folder as a .tar.gz archive "
-                f"into {self.folder}/, or as a folder at the top of the inbox (source email)"
+                f"not staged: {self.key} is directly in the inbox's {SOURCES}/ folder, which holds one folder per "
+                f"source; move it into {SOURCES}/<NAME>/ to stage it with source name NAME, "
+                f"or to the top of the inbox"
             )
         return None
 
     def spec(self) -> SourceSpec:
-        return SourceSpec(source=self.folder) if self.folder else SourceSpec()
+        return SourceSpec(source=self.source) if self.source is not None else SourceSpec()
 
 
-def candidates(inbox: Path, held: set[str] | frozenset[str] = frozenset()) -> list[Entry]:
+def candidates(inbox: Path) -> list[Entry]:
     """Entries that may be batches, oldest first: not hidden, not partial, not our own folders.
 
-    A top-level folder is listed whole when it is an e-mail folder (or staged whole: `held`, the
-    cursor's pending keys), else the entries in it, as a source folder.
+    Each entry at the top of the inbox is one, a folder too (an e-mail folder), except a real
+    sources/ folder: each entry of a folder in it is one, of that folder's source name, and a
+    file directly in it is listed so that it is rejected.
     Listed with lstat only: a symlink or FIFO is a candidate too (to be refused unread), never followed.
     """
     if not inbox.is_dir():
         return []
     found = []
     for path in _listed(inbox):
-        if _is_real_dir(path) and path.name not in held and _is_source_folder(path, held):
-            try:
-                found += [Entry(inner, f"{path.name}/{inner.name}", path.name) for inner in _listed(path)]
-            except OSError:  # vanished, or unreadable: nothing to take from it this tick
-                continue
+        if path.name == SOURCES and _is_real_dir(path):
+            found += _source_entries(path)
         else:
             found.append(Entry(path, path.name))
     return sorted(found, key=lambda e: (_newest_mtime(e.path), e.key))
 
 
-def _listed(folder: Path) -> list[Path]:
-    """The entries of `folder` that may be batches: not hidden, not partial, not its processed/ or rejected/."""
+def _source_entries(sources: Path) -> list[Entry]:
+    """The entries of sources/NAME/ folders, with NAME as their source; files directly in sources/ without."""
+    found = []
+    for path in _listed(sources, missing_ok=True):
+        if _is_real_dir(path):
+            found += [
+                Entry(inner, f"{SOURCES}/{path.name}/{inner.name}", path.name)
+                for inner in _listed(path, missing_ok=True)
+            ]
+        else:
+            found.append(Entry(path, f"{SOURCES}/{path.name}"))
+    return found
+
+
+def _listed(folder: Path, missing_ok: bool = False) -> list[Path]:
+    """The entries of `folder` that may be batches: not hidden, not partial, not its processed/ or rejected/.
+
+    missing_ok: a folder that vanished or cannot be read gives nothing to take this tick.
+    """
+    try:
+        inside = list(folder.iterdir())
+    except OSError:
+        if not missing_ok:
+            raise
+        return []
     return [
         p
-        for p in folder.iterdir()
+        for p in inside
         if not p.name.startswith((".", "~"))
         and not p.name.lower().endswith(PARTIAL_SUFFIXES)
         and not (p.name in (PROCESSED, REJECTED) and _is_real_dir(p))
     ]
-
-
-def _is_source_folder(folder: Path, held: set[str] | frozenset[str]) -> bool:
-    """A folder at the top of the inbox names a source unless it is shaped as an e-mail folder.
-
-    Once used as a source folder (a file of it staged and pending, or its own processed/ or
-    rejected/) it stays one: a spam/ or ham/ folder added later is then a folder inside it, rejected.
-    """
-    if any(key.startswith(f"{folder.name}/") for key in held):
-        return True
-    try:
-        inside = list(folder.iterdir())
-    except OSError:  # unreadable: listed whole, as before, so staging it says why
-        return False
-    if any(p.name in (PROCESSED, REJECTED) and _is_real_dir(p) for p in inside):
-        return True
-    return not any(
-        _is_real_dir(p) and not p.name.startswith(".") and label_from_name(p.name) is not None for p in inside
-    )
 
 
 def fingerprint(path: Path) -> list[int]:
@@ -293,7 +297,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext, store: PlatformStore, regi
     no_room: str | None = None
     checked = False
     champion_bytes = functools.cache(lambda: stored_model_bytes(registry.uri()))  # asked once a tick, if at all
-    for entry in candidates(inbox, held=set(cursor.pending)):
+    for entry in candidates(inbox):
         path = entry.path
         if entry.key in cursor.pending:
             continue
@@ -305,7 +309,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext, store: PlatformStore, regi
         except OSError:  # vanished between listing and stat
             continue
         if is_complete(current, cursor.seen.get(entry.key), now, settle):
-            if reason := entry.unstageable():  # a bad folder name, a folder too deep: rejected, never waits
+            if reason := entry.unstageable():  # a bad source folder name, a misplaced file: rejected, never waits
                 plan.move(path, inbox, "unstaged", {"accepted": False, "reason": reason})
                 continue
             if not checked:  # asked once a tick, and only when there is a file to take
