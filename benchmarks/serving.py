@@ -38,9 +38,9 @@ SCRAPE_INTERVAL_S, and the prediction log with texts) and one without (`--predic
 reports on/off: the goal is at most 5% less throughput and at most 0.2 ms
 more unary p50. Each row also reports the server process's CPU seconds on/off
 for the same work, which a busy machine disturbs less than wall time. Each
-side runs `--servers` processes (default 3), round i on the i-th pair: two
-processes of one configuration differ by a few per cent, as much as the
-cost measured. `--aa` turns observability off on both sides: the noise floor.
+round starts a new pair of servers: two processes of one configuration
+differ by a few per cent, as much as the cost measured. `--aa` turns
+observability off on both sides: the noise floor.
 
     .venv/bin/python benchmarks/serving.py --compare-shadow
 
@@ -474,14 +474,14 @@ def comparison_table(off: dict[str, dict], on: dict[str, dict], unary_goal=None)
 def compare_observability(args, frame, texts, sizes, server_cpu, client_cpu, pinned) -> int:
     """Rows (3)-(6) against servers with observability off and on, rounds alternating between them.
 
-    Each side runs `--servers` processes of the same configuration, and round i measures the i-th pair
-    (modulo their number): two processes of one configuration differ by a few per cent in CPU per
-    message (memory layout, hash seeds), as much as the cost measured here, so one process a side
-    measures its luck. `--aa` runs the "on" side with observability off too: the noise of the comparison.
+    Every round starts a new pair of servers: two processes of one configuration differ persistently
+    by a few per cent in CPU per message (memory layout, hash seeds), as much as the cost measured
+    here, so one process a side would measure its luck. `--aa` runs the "on" side with observability
+    off too: the noise floor of the comparison.
     """
     only = set(COMPARED_ROWS) if args.rows is None else set(args.rows.split(",")) & set(COMPARED_ROWS)
     load_before = os.getloadavg()
-    pairs = max(1, args.servers)
+    scrapes = verdicts = 0.0
     with tempfile.TemporaryDirectory(prefix="spam-bench-") as tmp:
         uri = train_and_register(frame, Path(tmp), args.candidate)
         from serving.watcher import load_version
@@ -489,70 +489,52 @@ def compare_observability(args, frame, texts, sizes, server_cpu, client_cpu, pin
 
         registry = Registry(uri)
         champion = load_version(registry, registry.champion())
-        metrics_ports = [free_port() for _ in range(pairs)]
-        on_flags = [OBSERVABILITY_OFF if args.aa else observability_flags(port) for port in metrics_ports]
-        servers: dict[str, list[subprocess.Popen]] = {"off": [], "on": []}
-        targets: dict[str, list[str]] = {"off": [], "on": []}
         rounds: dict[str, list] = {"off": [], "on": []}
-        by_pair: dict[int, dict[str, list]] = {i: {"off": [], "on": []} for i in range(pairs)}
-        try:
-            for i in range(pairs):
-                for which, flags in (("off", OBSERVABILITY_OFF), ("on", on_flags[i])):
-                    port = free_port()
-                    servers[which].append(start_server(uri, port, server_cpu, [*args.server_arg, *flags]))
-                    targets[which].append(f"127.0.0.1:{port}")
-            for target in (*targets["off"], *targets["on"]):
-                wait_ready(target)
-            pin(client_cpu)
-            with Scraper([] if args.aa else metrics_ports) as scraper:
-                for i in range(args.rounds):
-                    pair = i % pairs
-                    order = ("off", "on") if (i // pairs) % 2 == 0 else ("on", "off")  # neither always goes first
-                    for which in order:
-                        server, target, row = servers[which][pair], targets[which][pair], {}
+        pin(client_cpu)  # the servers, started by this process, are pinned to their own CPU
+        for i in range(args.rounds):
+            metrics_port = free_port()
+            flags = {"off": OBSERVABILITY_OFF, "on": OBSERVABILITY_OFF if args.aa else observability_flags(metrics_port)}
+            ports = {which: free_port() for which in flags}
+            servers = {which: start_server(uri, ports[which], server_cpu, [*args.server_arg, *flags[which]]) for which in flags}
+            try:
+                for port in ports.values():
+                    wait_ready(f"127.0.0.1:{port}")
+                with Scraper([] if args.aa else [metrics_port]) as scraper:
+                    for which in ("off", "on") if i % 2 == 0 else ("on", "off"):  # neither always goes first
+                        row = {}
                         for key in sorted(only):  # one row at a time, to charge each its server CPU
-                            cpu = server_cpu_s(server)
+                            cpu = server_cpu_s(servers[which])
+                            target = f"127.0.0.1:{ports[which]}"
                             row[key] = measure_round(champion, texts, None, target, registry.model_name, sizes, {key})[key]
-                            row[key]["server_cpu_s"] = server_cpu_s(server) - cpu
+                            row[key]["server_cpu_s"] = server_cpu_s(servers[which]) - cpu
                         rounds[which].append(row)
-                        by_pair[pair][which].append(row)
-                    summary = "; ".join(
-                        f"({k}) {rounds['on'][-1][k]['msgs_per_s'] / rounds['off'][-1][k]['msgs_per_s']:.3f}" for k in sorted(only)
-                    )
-                    log(f"round {i + 1} (server pair {pair + 1}): on/off {summary}")
-            verdicts = 0.0 if args.aa else sum(counted_verdicts(port) for port in metrics_ports)
-        finally:
-            for server in (*servers["off"], *servers["on"]):
-                stop_process(server)
+                scrapes += scraper.scrapes
+                if not args.aa:
+                    verdicts += counted_verdicts(metrics_port)
+            finally:
+                for server in servers.values():
+                    stop_process(server)
+            summary = "; ".join(
+                f"({k}) {rounds['on'][-1][k]['msgs_per_s'] / rounds['off'][-1][k]['msgs_per_s']:.3f}" for k in sorted(only)
+            )
+            log(f"round {i + 1}: on/off {summary}")
     off, on = median_rows(rounds["off"]), median_rows(rounds["on"])
     load_after = os.getloadavg()
     on_text = (
         "the same as off (--aa: an A/A run)"
         if args.aa
         else f"{' '.join(f for f in observability_flags(0) if f.startswith('--'))} "
-        f"(scraped {scraper.scrapes} times, every {SCRAPE_INTERVAL_S:g} s; they counted {verdicts:,.0f} verdicts)"
+        f"(scraped {scrapes:.0f} times, every {SCRAPE_INTERVAL_S:g} s; it counted {verdicts:,.0f} verdicts)"
     )
     print()
     print(
         f"model: {champion.card.candidate} (version {champion.version}); {len(texts)} SMS messages; "
         f"{'servers on CPU 0, client on CPU 1' if pinned else 'not pinned'} of {os.cpu_count()}; "
-        f"{pairs} server process(es) a side, round i on pair i mod {pairs}; median of {args.rounds} rounds, alternating; "
-        f"on = {on_text}; "
+        f"median of {args.rounds} rounds, alternating, a new pair of servers each round; on = {on_text}; "
         f"per-message errors: {sum(r['errors'] for r in (*off.values(), *on.values()))}; "
         f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
     )
     print(comparison_table(off, on))
-    if pairs > 1:
-        print()
-        print("on/off throughput by server pair (medians of its rounds): the spread between processes")
-        for key in sorted(only):
-            ratios = [
-                statistics.median(r[key]["msgs_per_s"] for r in by_pair[i]["on"])
-                / statistics.median(r[key]["msgs_per_s"] for r in by_pair[i]["off"])
-                for i in range(pairs)
-                if by_pair[i]["on"] and by_pair[i]["off"]
-            ]
-            print(f"  ({key}) {', '.join(f'{x:.3f}' for x in ratios)}")
     return 0
 
 
@@ -780,9 +762,6 @@ def main(argv: list[str] | None = None) -> int:
         "--compare-shadow",
         action="store_true",
         help="measure rows 3-6 with a challenger in shadow, --shadow-share 1 against 0, and report the ratio",
-    )
-    parser.add_argument(
-        "--servers", type=int, default=3, help="--compare-observability: server processes per side; round i measures pair i mod N"
     )
     parser.add_argument("--aa", action="store_true", help="--compare-observability: both sides off (an A/A run)")
     parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
