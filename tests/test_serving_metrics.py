@@ -431,3 +431,30 @@ def test_calls_refused_at_the_concurrent_rpc_limit_are_counted(model_store):
         assert m.value(handled, grpc_method="Classify", grpc_code="OK") == 1
         # A refused call has no handler time: only the call that ran is in the latency histogram.
         assert m.value("spam_serving_rpc_duration_seconds_count", grpc_method="Classify") == 1
+
+
+def test_without_grpcs_concurrency_state_refusals_are_not_counted_and_the_log_says_so(caplog):
+    """If gRPC moves its active-call count, the interceptor counts what it can and says what it cannot."""
+    from types import SimpleNamespace
+
+    from serving.metrics import Metrics
+
+    metrics = Metrics()
+    with caplog.at_level("WARNING", logger="serving.metrics"):
+        assert metrics.interceptor.watch_limit(SimpleNamespace()) is False  # a server with no `_state`
+    assert "calls it refuses are not counted" in caplog.text
+    moved = SimpleNamespace(_state=SimpleNamespace(maximum_concurrent_rpcs=2))  # the count itself gone
+    assert metrics.interceptor.watch_limit(moved) is False
+    state = SimpleNamespace(maximum_concurrent_rpcs=2, active_rpc_count=1)
+    assert metrics.interceptor.watch_limit(SimpleNamespace(_state=state)) is True
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: None)
+    details = SimpleNamespace(method="/spam.v1.Classifier/Classify", invocation_metadata=())
+    labels = {"grpc_service": "spam.v1.Classifier", "grpc_method": "Classify", "grpc_type": "unary"}
+    refused = lambda: metrics.registry.get_sample_value(  # noqa: E731
+        "spam_serving_rpcs_handled_total", {**labels, "grpc_code": "RESOURCE_EXHAUSTED"}
+    )
+    metrics.interceptor.intercept_service(lambda d: handler, details)
+    assert refused() is None  # under the limit: nothing refused
+    state.active_rpc_count = 2
+    metrics.interceptor.intercept_service(lambda d: handler, details)
+    assert refused() == 1.0
