@@ -1,9 +1,10 @@
 """`spam-platform ingest` trains by the inbox's rule: drift, decay or no champion yet; `--retrain` trains anyway.
 
 The commands run as real `spam-platform` processes on a temp home (real
-Dagster instance, real MLflow store, real training); the rule's pieces
-(the verdict's no-champion flag, its headline figures, the reason a run
-gives for not training) are checked in-process on a real instance below.
+Dagster instance, real MLflow store, real training; about 50 s, so in the
+slow stage); the rule's pieces (the verdict's no-champion flag, its headline
+figures, the reason a run gives for not training, the line each run prints)
+are checked in-process on a real instance below.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 
 import dagster as dg
+import pytest
 from mlflow import MlflowClient
 
 from spam_assets.cli_errors import ExitCode
@@ -19,11 +21,12 @@ from spam_assets.defs.automation.retrain import retrain_on_drift
 from spam_assets.defs.retrain_policy import Verdict, verdict_of_run
 from spam_assets.defs.run_tags import NOT_TRAINED_TAG
 from spam_assets.drift import DriftReport
+from spam_assets.runner import FORCED_TAGS, REFRESH_TAGS, materialize_batches, training_outcome
 from spam_assets.settings import MODEL_NAME, paths
 from tests.synthetic import email_messages, sms_messages, write_jsonl, write_sms_file
 from tests.test_automation_retrain import corpus
 from tests.test_cli import spam_platform
-from tests.test_graph import _refresh_run, bootstrapped  # noqa: F401 - bootstrapped is a fixture
+from tests.test_graph import FAST, _refresh_run, bootstrapped, ingest  # noqa: F401 - bootstrapped is a fixture
 
 NOT_TRAINED = re.compile(
     r"^not trained: no drift or decay \((?P<figures>[^)]*)\): champion v(?P<champion>\d+) kept; "
@@ -43,6 +46,7 @@ def _ok(out) -> str:
     return out.stdout
 
 
+@pytest.mark.slow
 def test_ingest_trains_first_then_only_on_drift_unless_asked(tmp_path):
     write_sms_file(sms_messages(900, seed=1), tmp_path / "first.txt")
     write_jsonl(sms_messages(300, seed=7), tmp_path / "same.jsonl")
@@ -80,6 +84,28 @@ def test_ingest_trains_first_then_only_on_drift_unless_asked(tmp_path):
 
 
 # --- the rule's pieces, in-process on a real instance ----------------------------------------------
+
+
+def test_each_downstream_run_of_ingest_reports_whether_it_trained_and_why(home, instance, resources, tmp_path):
+    """The lines `ingest` prints, from the runs `ingest` and `ingest --retrain` make (the CLI test above, in process)."""
+
+    def ingested(frame, name: str, tags: dict):
+        path = (write_sms_file if name.endswith(".txt") else write_jsonl)(frame, tmp_path / name)
+        *_, downstream = materialize_batches([ingest(path, instance)], instance, resources, FAST, downstream_tags=tags)
+        return training_outcome(downstream, instance)
+
+    first = ingested(sms_messages(900, seed=1), "first.txt", REFRESH_TAGS)
+    assert first.trained
+    assert re.fullmatch(r"trained challenger v1: no champion: no champion yet.*; promoted, champion v1", first.line), first.line
+
+    calm = ingested(sms_messages(300, seed=7), "same.jsonl", REFRESH_TAGS)
+    found = re.fullmatch(r"not trained: no drift or decay \((?P<figures>[^)]*)\): champion v(?P<champion>\d+) kept", calm.line)
+    assert not calm.trained and found and found["champion"] == "1", calm.line
+    assert re.search(r"champion score PSI \d\.\d\d ≤ 0\.25", found["figures"]), found["figures"]
+
+    forced = ingested(sms_messages(300, seed=8), "more.jsonl", FORCED_TAGS)
+    assert forced.trained
+    assert forced.line.startswith("trained challenger v2: asked for by spam-platform ingest --retrain; "), forced.line
 
 
 def _verdict_record(instance, recorded: Verdict) -> str:
