@@ -52,3 +52,18 @@ def resources(home: Path) -> dict:
     from spam_assets.defs.resources import build_resources
 
     return build_resources(str(home))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _parallel_workers_at_lowest_priority():
+    """Under pytest-xdist, each test worker runs at nice 19, the shadow scoring worker's priority.
+
+    Shadow workers run at nice 19 on purpose (on a saturated host they must not
+    take a request thread's CPU). Parallel test workers saturate this machine,
+    and at nice 0 they starved every shadow worker the serving tests wait for.
+    """
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.nice(19 - os.nice(0))
+    yield
