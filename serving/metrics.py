@@ -160,18 +160,16 @@ class _MethodMetrics:
 
     def finish(self, started: float, code: grpc.StatusCode) -> None:
         self.duration.observe(time.perf_counter() - started)
-        child = self._by_code.get(code)
-        if child is None:  # a race here resolves the same child twice: harmless
-            child = self._by_code[code] = self._handled.labels(*self._labels, code.name)
-        child.inc()
+        self._count(code)
 
     def refused(self) -> None:
         """Count a call gRPC refuses at its concurrent-RPC limit: it answers RESOURCE_EXHAUSTED, no handler runs."""
-        child = self._by_code.get(grpc.StatusCode.RESOURCE_EXHAUSTED)
-        if child is None:
-            child = self._by_code[grpc.StatusCode.RESOURCE_EXHAUSTED] = self._handled.labels(
-                *self._labels, grpc.StatusCode.RESOURCE_EXHAUSTED.name
-            )
+        self._count(grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+    def _count(self, code: grpc.StatusCode) -> None:
+        child = self._by_code.get(code)
+        if child is None:  # a race here resolves the same child twice: harmless
+            child = self._by_code[code] = self._handled.labels(*self._labels, code.name)
         child.inc()
 
     def count_error_results(self, codes: list[int]) -> None:
