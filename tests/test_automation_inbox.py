@@ -353,3 +353,25 @@ def test_links_in_sources_are_refused_unread_and_deeper_folders_are_part_of_thei
     parsed = PlatformStore().batches().read_parsed(by_file["sources/support/export"])
     assert set(parsed["source_name"]) == {"support"} and len(parsed) == 25
     assert parsed.set_index("source").loc["easy_ham/2024/0100.eml", "label"] == "ham"  # the loader's usual rules
+
+
+def test_an_unreadable_source_folder_is_named_in_a_warning_and_the_rest_is_listed(tmp_path, monkeypatch, caplog):
+    """A sources/NAME/ the sensor cannot read (permissions) stages nothing, says so, and stalls nothing else."""
+    inbox = tmp_path / "inbox"
+    (inbox / "sources" / "locked").mkdir(parents=True)
+    (inbox / "sources" / "locked" / "a.csv").write_text("text,label\nhi,ham\n")
+    (inbox / "sources" / "open").mkdir()
+    (inbox / "sources" / "open" / "b.csv").write_text("text,label\nhi,ham\n")
+    (inbox / "top.csv").write_text("text,label\nhi,ham\n")
+    real_iterdir = Path.iterdir
+
+    def iterdir(self):
+        if self.name == "locked":  # root reads any folder: refuse this one as a permission would
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    with caplog.at_level("WARNING", logger="spam_assets.defs.automation.inbox"):
+        keys = sorted(entry.key for entry in candidates(inbox))
+    assert keys == ["sources/open/b.csv", "top.csv"]
+    assert "cannot read" in caplog.text and str(inbox / "sources" / "locked") in caplog.text

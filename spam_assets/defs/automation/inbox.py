@@ -39,6 +39,7 @@ they never wait on the registry or the disk.
 import dataclasses
 import functools
 import json
+import logging
 import os
 import stat
 import time
@@ -56,6 +57,8 @@ from spam_assets.disk import stored_model_bytes
 from spam_assets.intake import disk_problem, registry_problem, stage
 from spam_assets.loaders import BatchFormatError, RefusedEntryError, SourceSpec, source_names
 from spam_assets.loaders.files import check_entry
+
+log = logging.getLogger(__name__)
 
 PROCESSED, REJECTED = "processed", "rejected"
 SOURCES = "sources"  # inbox/sources/<NAME>/: each entry in it is a batch of source NAME
@@ -148,13 +151,19 @@ def _source_entries(sources: Path) -> list[Entry]:
 def _listed(folder: Path, missing_ok: bool = False) -> list[Path]:
     """The entries of `folder` that may be batches: not hidden, not partial, not its processed/ or rejected/.
 
-    missing_ok: a folder that vanished or cannot be read gives nothing to take this tick.
+    missing_ok: a folder that vanished or cannot be read gives nothing to take this tick; one that
+    cannot be read is named in a warning every tick, so its files do not wait unseen.
     """
     try:
         inside = list(folder.iterdir())
-    except OSError:
+    except FileNotFoundError:
         if not missing_ok:
             raise
+        return []
+    except OSError as error:
+        if not missing_ok:
+            raise
+        log.warning("inbox: cannot read %s, so nothing in it is staged: %s", folder, error)
         return []
     return [
         p
